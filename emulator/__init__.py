@@ -1,0 +1,34 @@
+"""Ayrshare emulator: a local, faithful stand-in for Ayrshare's generateJWT API and linking page.
+
+Development tool only (tests, demos, benchmarks); never on the production path. Start it with
+`python -m emulator --help`, or build the WSGI app in-process with `create_app(EmulatorConfig(...))`.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Flask
+
+from emulator import control, jwt_api, linking_page
+from emulator.config import EmulatorConfig
+from emulator.state import EmulatorState
+
+__all__ = ["EmulatorConfig", "create_app"]
+
+
+def create_app(config: EmulatorConfig) -> Flask:
+    """Build the emulator's Flask app; each app has its own state, so instances never share counters."""
+    app = Flask(__name__)
+    app.config["EMULATOR_CONFIG"] = config
+    app.config["EMULATOR_STATE"] = EmulatorState()
+    # Keep the vendor's key order (status, title, token, url, ...) instead of alphabetising it.
+    app.json.sort_keys = False
+    app.register_blueprint(jwt_api.blueprint)
+    app.register_blueprint(linking_page.blueprint)
+    app.register_blueprint(control.blueprint)
+    link_path = urlsplit(config.link_base).path if config.link_base else ""
+    if link_path not in ("", "/"):
+        # A --link-base with a path on this server must still reach the page the URLs point to.
+        app.add_url_rule(link_path, "linking_page_at_link_base", linking_page.linking_page)
+    return app

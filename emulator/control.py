@@ -1,0 +1,48 @@
+"""Emulator-only control endpoints under `/_emulator/` (knobs, stats, reset, health).
+
+They have no authentication: the emulator is a development tool bound to loopback, never deployed.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from emulator.knobs import KnobError
+from emulator.state import EmulatorState
+
+blueprint = Blueprint("control", __name__, url_prefix="/_emulator")
+
+
+def _state() -> EmulatorState:
+    return current_app.config["EMULATOR_STATE"]
+
+
+@blueprint.get("/health")
+def health() -> Response:
+    return jsonify({"ok": True})
+
+
+@blueprint.get("/knobs")
+def get_knobs() -> Response:
+    return jsonify(_state().knobs.as_dict())
+
+
+@blueprint.post("/knobs")
+def set_knobs() -> Response | tuple[Response, int]:
+    """Merge a JSON object of knobs into the current ones and return the result."""
+    try:
+        knobs = _state().update_knobs(request.get_json(silent=True))
+    except KnobError as exc:
+        return jsonify({"error": str(exc)}), 400
+    return jsonify(knobs.as_dict())
+
+
+@blueprint.get("/stats")
+def stats() -> Response:
+    return jsonify(_state().stats())
+
+
+@blueprint.post("/reset")
+def reset() -> Response:
+    _state().reset()
+    return jsonify({"ok": True})

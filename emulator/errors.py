@@ -1,0 +1,64 @@
+"""Ayrshare-style error bodies for the generateJWT endpoint.
+
+Shape (vendor docs): `{"action": "JWT", "status": "error", "code": <n>, "message": "..."}`.
+Codes 102, 188, 189 and 434 and their messages come from the vendor's documentation. The docs give no code
+for the other failures, so the emulator picks one and says so below; clients should branch on the HTTP
+status and treat the code as informational.
+"""
+
+from __future__ import annotations
+
+from flask import Response, jsonify
+
+ACTION = "JWT"
+
+# Documented by the vendor.
+CODE_INVALID_API_KEY = 102  # HTTP 403
+CODE_PARTIAL_TWITTER_KEYS = 188  # HTTP 400
+CODE_JWT_GENERATION = 189  # HTTP 400, private key could not be used
+CODE_DUPLICATE_TWITTER_CREDENTIALS = 434  # HTTP 400
+
+# Emulator's choice (undocumented): 101 is Ayrshare's generic "missing or incorrect parameters" code in
+# its other endpoints, so every body-validation failure without a documented code uses it.
+CODE_BAD_PARAMETERS = 101
+# Emulator's choice (undocumented): the vendor documents HTTP 429 but no body code; reuse the status.
+CODE_RATE_LIMITED = 429
+
+MESSAGE_INVALID_API_KEY = (
+    "API Key not valid. Verify the API Key in the Authorization header is the API Key of the Primary "
+    "Profile: Authorization: Bearer API_KEY"
+)
+MESSAGE_PRIVATE_KEY_UNPARSEABLE = (
+    "Error generating JWT. Check the sent parameters, such as the privateKey has no extra tabs, spaces, "
+    "or newlines. Error: error:0909006C:PEM routines:get_name:no start line"
+)
+MESSAGE_PARTIAL_TWITTER_KEYS = "Both twitterApiKey and twitterApiSecret are required. You provided only one."
+MESSAGE_DUPLICATE_TWITTER_CREDENTIALS = (
+    "X/Twitter API credentials were provided in both the request headers and the request body. Please use "
+    "the headers only. See https://www.ayrshare.com/docs/apis/profiles/generate-jwt"
+)
+MESSAGE_RATE_LIMITED = (
+    "Rate limit exceeded for this User Profile. Wait for the current 5-minute window to end before retrying."
+)
+
+
+class ApiError(Exception):
+    """Raised while validating a request; the view turns it into the vendor's error body."""
+
+    def __init__(self, http_status: int, code: int, message: str) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.code = code
+        self.message = message
+
+
+def bad_parameters(message: str) -> ApiError:
+    """A 400 for a body problem the vendor documents no specific code for."""
+    return ApiError(400, CODE_BAD_PARAMETERS, message)
+
+
+def error_response(error: ApiError) -> Response:
+    """Render an ApiError as the vendor's JSON error body with its HTTP status."""
+    response = jsonify({"action": ACTION, "status": "error", "code": error.code, "message": error.message})
+    response.status_code = error.http_status
+    return response

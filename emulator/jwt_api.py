@@ -1,0 +1,288 @@
+"""`POST /api/profiles/generateJWT`, following the vendor's "Generate a JWT" page.
+
+Order of checks: latency and transport faults (an upstream outage does not care about the request), then
+the API key, the per-profile rate limit, then the body. Token faults tamper only with would-be successes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from emulator.config import EmulatorConfig
+from emulator.errors import (
+    CODE_DUPLICATE_TWITTER_CREDENTIALS,
+    CODE_INVALID_API_KEY,
+    CODE_JWT_GENERATION,
+    CODE_PARTIAL_TWITTER_KEYS,
+    CODE_RATE_LIMITED,
+    MESSAGE_DUPLICATE_TWITTER_CREDENTIALS,
+    MESSAGE_INVALID_API_KEY,
+    MESSAGE_PARTIAL_TWITTER_KEYS,
+    MESSAGE_PRIVATE_KEY_UNPARSEABLE,
+    MESSAGE_RATE_LIMITED,
+    ApiError,
+    bad_parameters,
+    error_response,
+)
+from emulator.faults import tampering_for, transport_fault_response
+from emulator.keys import PrivateKeyError, foreign_private_key, key_matches, mint_token, parse_private_key
+from emulator.knobs import TOKEN_FAULTS, TRANSPORT_FAULTS
+from emulator.state import EmulatorState, LinkOptions
+
+blueprint = Blueprint("jwt_api", __name__)
+
+REQUIRED_FIELDS = ("domain", "privateKey", "profileKey")
+TWITTER_HEADERS = ("X-Twitter-OAuth1-Api-Key", "X-Twitter-OAuth1-Api-Secret")
+TWITTER_BODY_FIELDS = ("twitterApiKey", "twitterApiSecret")
+DEFAULT_LIFETIME_MINUTES = 5
+MIN_EXPIRES_IN, MAX_EXPIRES_IN = 1, 2880
+
+
+@dataclass(frozen=True)
+class JwtRequest:
+    """A generateJWT body that passed validation."""
+
+    api_key: str
+    domain: str
+    profile_key: str
+    title: str
+    private_key: RSAPrivateKey
+    expires_in_minutes: int | float | None
+    redirect: str | None
+    allowed_social: tuple[str, ...]
+    email_requested: bool
+
+
+@blueprint.post("/api/profiles/generateJWT")
+def generate_jwt() -> Response:
+    config: EmulatorConfig = current_app.config["EMULATOR_CONFIG"]
+    state: EmulatorState = current_app.config["EMULATOR_STATE"]
+    body = request.get_json(silent=True)
+    api_key = _bearer_api_key()
+    api_key_ok = api_key is not None and api_key in config.api_keys
+    state.record_generate_call(_log_entry(body, api_key_ok, config))
+
+    latency_ms = state.knobs.latency_ms
+    if latency_ms:
+        time.sleep(latency_ms / 1000)  # outside the state lock: concurrent slow calls must overlap
+    fault = state.take_fault(TRANSPORT_FAULTS)
+    if fault is not None:
+        return transport_fault_response(fault, state.knobs.rate_limit_max)
+
+    rate_profile = _rate_limit_profile(body, api_key)
+    if not api_key_ok:
+        # A rejected caller is not the profile's owner, so it must not use up the profile's quota.
+        count, limit = state.peek_request_count(rate_profile)
+        response = error_response(ApiError(403, CODE_INVALID_API_KEY, MESSAGE_INVALID_API_KEY))
+        return _with_rate_headers(response, count, limit)
+
+    count, limit = state.count_request(rate_profile)
+    try:
+        if count > limit:
+            raise ApiError(429, CODE_RATE_LIMITED, MESSAGE_RATE_LIMITED)
+        response = jsonify(_success_payload(validate_body(body, api_key, config), config, state))
+    except ApiError as error:
+        response = error_response(error)
+    return _with_rate_headers(response, count, limit)
+
+
+def validate_body(body: object, api_key: str, config: EmulatorConfig) -> JwtRequest:
+    """Apply the documented body rules, raising ApiError on the first violation."""
+    if not isinstance(body, dict):
+        raise bad_parameters("The request body must be a JSON object with domain, privateKey and profileKey.")
+    missing = [name for name in REQUIRED_FIELDS if body.get(name) in (None, "")]
+    if missing:
+        raise bad_parameters(f"Missing required parameter(s): {', '.join(missing)}.")
+    for name in REQUIRED_FIELDS:
+        if not isinstance(body[name], str):
+            raise bad_parameters(f"{name} must be a string.")
+    _check_twitter_credentials(body)
+
+    if body["domain"] != config.domain:
+        raise bad_parameters("Domain not found. Use the exact domain given during onboarding.")
+    profile_key = body["profileKey"]
+    if profile_key in config.api_keys:
+        raise bad_parameters("The API Key cannot be used in the profileKey field. Send a User Profile Key.")
+    title = config.profile_title(profile_key)
+    if title is None:
+        raise bad_parameters("Profile Key not found. Verify the profileKey of the User Profile.")
+
+    expires_in = _expires_in_minutes(body)
+    redirect = _optional_string(body, "redirect")
+    allowed_social = _allowed_social(body)
+    email_requested = _email_requested(body)
+
+    try:
+        # Only a literal `true` switches base64 on, as a JSON boolean flag should.
+        private_key = parse_private_key(body["privateKey"], body.get("base64") is True)
+    except PrivateKeyError as exc:
+        raise ApiError(400, CODE_JWT_GENERATION, MESSAGE_PRIVATE_KEY_UNPARSEABLE) from exc
+    if body.get("verify") is True and not key_matches(private_key, config.public_key):
+        # Undocumented code: the vendor only says `verify` returns an error instead of a URL; 189 is its
+        # "could not generate a usable JWT" family.
+        raise ApiError(
+            400,
+            CODE_JWT_GENERATION,
+            "Error generating JWT. The generated token could not be verified with the public key registered "
+            "for this domain. Check that privateKey is the key pair registered during onboarding.",
+        )
+
+    return JwtRequest(
+        api_key=api_key,
+        domain=body["domain"],
+        profile_key=profile_key,
+        title=title,
+        private_key=private_key,
+        expires_in_minutes=expires_in,
+        redirect=redirect,
+        allowed_social=allowed_social,
+        email_requested=email_requested,
+    )
+
+
+def _success_payload(jwt_request: JwtRequest, config: EmulatorConfig, state: EmulatorState) -> dict:
+    knobs = state.knobs
+    minutes = jwt_request.expires_in_minutes or DEFAULT_LIFETIME_MINUTES
+    # The knob shortens lifetimes for time-compressed simulations; off (None) it is the documented value.
+    lifetime = knobs.token_lifetime_seconds or int(minutes * 60)
+    tampering = tampering_for(state.take_fault(TOKEN_FAULTS))
+
+    now = int(time.time())
+    issued_at = now - lifetime - 60 if tampering.already_expired else now
+    token = mint_token(
+        foreign_private_key() if tampering.use_foreign_key else jwt_request.private_key,
+        api_key=jwt_request.api_key,
+        profile_key=jwt_request.profile_key,
+        domain=jwt_request.domain,
+        subject=config.account_email,
+        lifetime_seconds=lifetime,
+        issued_at=issued_at,
+    )
+    link_base = tampering.link_base or config.link_base or request.host_url
+    payload = {
+        "status": "success",
+        "title": jwt_request.title,
+        "token": token,
+        "url": build_link_url(link_base, jwt_request.domain, token),
+    }
+    if jwt_request.email_requested:
+        payload["emailSent"] = True  # nothing is mailed; the flag is what callers observe
+    if jwt_request.expires_in_minutes is not None:
+        payload["expiresIn"] = f"{jwt_request.expires_in_minutes:g}m"
+    if tampering.drop_field:
+        payload.pop(tampering.drop_field)
+
+    if jwt_request.redirect or jwt_request.allowed_social:
+        # The vendor shortens the redirect into the URL; the emulator keeps it server-side instead so the
+        # raw redirect never appears in the link, and the page looks it up by token.
+        state.remember_link(token, LinkOptions(jwt_request.redirect, jwt_request.allowed_social, issued_at + lifetime))
+    return payload
+
+
+def build_link_url(link_base: str, domain: str, token: str) -> str:
+    """`<link-base>?domain=<domain>&jwt=<token>`, the shape of the vendor's `url` field."""
+    separator = "&" if "?" in link_base else "?"
+    return f"{link_base}{separator}{urlencode({'domain': domain, 'jwt': token})}"
+
+
+def _bearer_api_key() -> str | None:
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return None
+    return credentials.strip()
+
+
+def _rate_limit_profile(body: object, api_key: str | None) -> str:
+    # The limit is per User Profile; a body without a usable profileKey counts against the Primary Profile.
+    if isinstance(body, dict) and isinstance(body.get("profileKey"), str) and body["profileKey"]:
+        return body["profileKey"]
+    return f"primary:{api_key or ''}"
+
+
+def _with_rate_headers(response: Response, count: int, limit: int) -> Response:
+    response.headers["x-ratelimit-max"] = str(limit)
+    response.headers["x-ratelimit-count"] = str(count)
+    return response
+
+
+def _present(value: object) -> bool:
+    return value is not None and value != ""
+
+
+def _check_twitter_credentials(body: dict) -> None:
+    header_pair = [request.headers.get(name) for name in TWITTER_HEADERS]
+    body_pair = [body.get(name) for name in TWITTER_BODY_FIELDS]
+    in_headers = any(_present(value) for value in header_pair)
+    in_body = any(_present(value) for value in body_pair)
+    if in_headers and in_body:
+        raise ApiError(400, CODE_DUPLICATE_TWITTER_CREDENTIALS, MESSAGE_DUPLICATE_TWITTER_CREDENTIALS)
+    for pair in (header_pair, body_pair):
+        if any(_present(value) for value in pair) and not all(_present(value) for value in pair):
+            raise ApiError(400, CODE_PARTIAL_TWITTER_KEYS, MESSAGE_PARTIAL_TWITTER_KEYS)
+
+
+def _expires_in_minutes(body: dict) -> int | float | None:
+    value = body.get("expiresIn")
+    if value is None:
+        return None
+    # The docs type it as a number; strings such as "30" are refused rather than coerced.
+    is_number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not is_number or not MIN_EXPIRES_IN <= value <= MAX_EXPIRES_IN:
+        raise bad_parameters(f"expiresIn must be a number of minutes from {MIN_EXPIRES_IN} to {MAX_EXPIRES_IN}.")
+    return value
+
+
+def _optional_string(body: dict, name: str) -> str | None:
+    value = body.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise bad_parameters(f"{name} must be a string.")
+    return value
+
+
+def _allowed_social(body: dict) -> tuple[str, ...]:
+    value = body.get("allowedSocial")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise bad_parameters("allowedSocial must be an array of social network names.")
+    return tuple(value)
+
+
+def _email_requested(body: dict) -> bool:
+    value = body.get("email")
+    if value is None:
+        return False
+    if not isinstance(value, dict) or not isinstance(value.get("to"), str) or not value["to"]:
+        raise bad_parameters("email must be an object with a `to` address.")
+    return True
+
+
+def _log_entry(body: object, api_key_ok: bool, config: EmulatorConfig) -> dict:
+    fields = body if isinstance(body, dict) else {}
+    return {
+        "profileKey": fields.get("profileKey"),
+        "domain": fields.get("domain"),
+        "options": {k: v for k, v in fields.items() if k not in REQUIRED_FIELDS},
+        "private_key_matches": _private_key_matches(fields, config),
+        "twitter_headers": any(_present(request.headers.get(name)) for name in TWITTER_HEADERS),
+        "api_key_ok": api_key_ok,
+        "at": time.time(),
+    }
+
+
+def _private_key_matches(fields: dict, config: EmulatorConfig) -> bool:
+    text = fields.get("privateKey")
+    if not isinstance(text, str) or not text:
+        return False
+    try:
+        return key_matches(parse_private_key(text, fields.get("base64") is True), config.public_key)
+    except PrivateKeyError:
+        return False

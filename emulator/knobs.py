@@ -1,0 +1,78 @@
+"""Run-time fault-injection knobs and their validation.
+
+Knobs exist so tests and benchmarks can make the emulator misbehave the way a real upstream might. With
+every knob at its default the emulator follows the vendor docs exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+# Default per-profile limit per 5-minute window. Doc versions say 150, 200, 250 or 300; the newest says 300.
+DEFAULT_RATE_LIMIT_MAX = 300
+
+# Faults that replace the whole exchange; they fire before any validation, like a broken upstream would.
+TRANSPORT_FAULTS = frozenset({"429", "500", "502", "503", "malformed", "non_json", "hang", "drop"})
+# Faults that corrupt an otherwise successful answer; they fire only when the request would succeed.
+TOKEN_FAULTS = frozenset({"missing_url", "missing_token", "unsigned", "expired", "foreign_host"})
+ALL_FAULTS = TRANSPORT_FAULTS | TOKEN_FAULTS
+
+# fault_count value meaning "every call until reset".
+UNLIMITED = -1
+
+
+class KnobError(ValueError):
+    """A knobs update was rejected; the message says which field and why."""
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """Current knob values. Immutable: an update builds a new instance under the state lock."""
+
+    latency_ms: int = 0
+    fault: str | None = None
+    fault_count: int = 0
+    token_lifetime_seconds: int | None = None
+    rate_limit_max: int = DEFAULT_RATE_LIMIT_MAX
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _require_int(name: str, value: object, minimum: int) -> int:
+    # bool is an int subclass in Python; `true` is never a sensible count or duration here.
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise KnobError(f"{name} must be an integer >= {minimum}")
+    return value
+
+
+def merge_knobs(current: Knobs, update: object) -> Knobs:
+    """Return `current` with the JSON object `update` merged in, or raise KnobError.
+
+    Setting a fault without a fault_count arms it for one call; setting fault to null disarms it.
+    """
+    if not isinstance(update, dict):
+        raise KnobError("knobs must be a JSON object")
+    unknown = set(update) - set(Knobs.__dataclass_fields__)
+    if unknown:
+        raise KnobError(f"unknown knobs: {', '.join(sorted(unknown))}")
+
+    changes: dict[str, object] = {}
+    if "latency_ms" in update:
+        changes["latency_ms"] = _require_int("latency_ms", update["latency_ms"], 0)
+    if "rate_limit_max" in update:
+        changes["rate_limit_max"] = _require_int("rate_limit_max", update["rate_limit_max"], 1)
+    if "token_lifetime_seconds" in update:
+        lifetime = update["token_lifetime_seconds"]
+        changes["token_lifetime_seconds"] = (
+            None if lifetime is None else _require_int("token_lifetime_seconds", lifetime, 1)
+        )
+    if "fault" in update:
+        fault = update["fault"]
+        if fault is not None and fault not in ALL_FAULTS:
+            raise KnobError(f"fault must be null or one of: {', '.join(sorted(ALL_FAULTS))}")
+        changes["fault"] = fault
+        changes["fault_count"] = 0 if fault is None else 1
+    if "fault_count" in update:
+        changes["fault_count"] = _require_int("fault_count", update["fault_count"], UNLIMITED)
+    return replace(current, **changes)

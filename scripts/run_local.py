@@ -1,0 +1,147 @@
+"""`make run`: start the service locally.
+
+With Ayrshare credentials in the environment or `.env`, it runs the service under gunicorn with the production
+config against the real Ayrshare (and Redis when REDIS_URL is set). With none, it starts a complete demo that needs
+nothing: a fresh RSA key, the project's Ayrshare emulator, an in-process cache and `CONNECT_AUTH=none`, then prints
+the URL to open.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from dotenv import dotenv_values
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / ".demo"
+PORT = int(os.environ.get("PORT", "8000"))
+EMULATOR_PORT = int(os.environ.get("EMULATOR_PORT", "8001"))
+DEMO_USERS = {"ada": "DEMO-PROFILE-ADA", "grace": "DEMO-PROFILE-GRACE", "linus": "DEMO-PROFILE-LINUS"}
+
+
+def gunicorn(env: dict[str, str], workers: int) -> list[str]:
+    return [
+        str(Path(sys.executable).parent / "gunicorn"),
+        "-c",
+        "config/gunicorn.conf.py",
+        "--bind",
+        f"127.0.0.1:{PORT}",
+        "--workers",
+        str(workers),
+        "service:create_app()",
+    ]
+
+
+def has_real_settings() -> bool:
+    env_file = dotenv_values(ROOT / ".env") if (ROOT / ".env").is_file() else {}
+    return any(os.environ.get(name) or env_file.get(name) for name in ("AYRSHARE_API_KEY", "AYRSHARE_API_KEY_FILE"))
+
+
+def demo_key() -> Path:
+    DEMO.mkdir(exist_ok=True)
+    private, public = DEMO / "private.pem", DEMO / "public.pem"
+    if not private.exists():
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        private.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            )
+        )
+        public.write_bytes(
+            key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
+        private.chmod(0o600)
+    return private
+
+
+def run_demo() -> int:
+    private = demo_key()
+    (DEMO / "profiles.json").write_text(json.dumps(DEMO_USERS, indent=2))
+    (DEMO / "emulator-profiles.json").write_text(json.dumps({v: k.title() for k, v in DEMO_USERS.items()}))
+    api_key = "demo-api-key"
+    emulator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "emulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(EMULATOR_PORT),
+            "--domain",
+            "DEMO",
+            "--public-key-file",
+            str(DEMO / "public.pem"),
+            "--api-key",
+            api_key,
+            "--profiles-file",
+            str(DEMO / "emulator-profiles.json"),
+        ],
+        cwd=ROOT,
+    )
+    env = {
+        **os.environ,
+        "ENV_FILE": "/nonexistent/.env",
+        "DEMO_MODE": "1",
+        "CONNECT_AUTH": "none",
+        "AYRSHARE_API_KEY": api_key,
+        "AYRSHARE_PRIVATE_KEY_FILE": str(private),
+        "AYRSHARE_DOMAIN": "DEMO",
+        "AYRSHARE_BASE_URL": f"http://127.0.0.1:{EMULATOR_PORT}/api",
+        "LINK_ALLOWED_HOSTS": f"http://127.0.0.1:{EMULATOR_PORT}",
+        "PROFILE_KEYS_FILE": str(DEMO / "profiles.json"),
+        "AYRSHARE_REDIRECT": f"http://127.0.0.1:{PORT}/done",
+    }
+    env.pop("REDIS_URL", None)
+    service = subprocess.Popen(gunicorn(env, workers=1), cwd=ROOT, env=env)
+    try:
+        _wait_for(f"http://127.0.0.1:{PORT}/healthz")
+        print(
+            f"\n  ayrshare-connect demo is running (no credentials, emulated Ayrshare):\n"
+            f"    open http://127.0.0.1:{PORT}/demo\n"
+            f"    or   http://127.0.0.1:{PORT}/connect/ada  (users: {', '.join(DEMO_USERS)})\n"
+            f"  Ctrl-C stops it.\n",
+            flush=True,
+        )
+        return service.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for proc in (service, emulator):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+
+
+def _wait_for(url: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=1).ok:
+                return
+        except requests.RequestException:
+            time.sleep(0.2)
+    raise SystemExit(f"the service did not come up at {url}; see the output above")
+
+
+def main() -> int:
+    if has_real_settings():
+        workers = os.environ.get("GUNICORN_WORKERS", "2")
+        os.chdir(ROOT)
+        os.execv(gunicorn(dict(os.environ), int(workers))[0], gunicorn(dict(os.environ), int(workers)))
+    return run_demo()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""ayrshare-connect: sends each of a team's users to Ayrshare's account-linking page without exposing its keys.
+
+`create_app()` is the WSGI entry point (`gunicorn 'service:create_app()'`). It reads and validates the settings once,
+builds the long-lived objects (Ayrshare client, link store and broker, caller authenticator, profile directory), keeps
+them on `app.extensions`, and registers the blueprints. Configuration errors raise `ConfigError` with one line that
+names the setting; `config/gunicorn.conf.py` turns that into a clean exit before any worker starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from flask import Flask
+
+from . import cli, errors, health, logs, routes
+from .ayrshare import AyrshareClient
+from .callers import Authenticator
+from .connect import ConnectService
+from .link_store import MemoryLinkStore, RedisLinkStore
+from .links import LinkBroker
+from .profiles import JsonFileDirectory
+from .settings import ConfigError, Settings, load_settings
+
+__all__ = ["ConfigError", "create_app"]
+
+log = logging.getLogger("service")
+
+
+def create_app(environ: Mapping[str, str] | None = None) -> Flask:
+    """Build the app from `environ` (tests) or from the process environment and `.env` (everyone else)."""
+    settings = load_settings(environ)
+    app = Flask(__name__)
+    app.config["SETTINGS"] = settings
+    app.config["JSON_SORT_KEYS"] = False
+    logs.configure_logging(settings.log_level, settings.secrets())
+    _warn_about_weakened_settings(settings)
+
+    store = _build_store(settings)
+    broker = LinkBroker(
+        store=store,
+        min_remaining=settings.link_min_remaining,
+        stale_min=settings.link_stale_min,
+        lock_ttl=settings.deadline_seconds + 2,
+    )
+    app.extensions["link_store"] = store
+    app.extensions["connect"] = ConnectService(
+        settings=settings,
+        authenticator=Authenticator(settings),
+        profiles=JsonFileDirectory(settings.profile_keys_file),
+        client=AyrshareClient(settings),
+        broker=broker,
+    )
+
+    errors.init_app(app)
+    logs.init_app(app)
+    cli.init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(routes.bp)
+    return app
+
+
+def _build_store(settings: Settings) -> RedisLinkStore | MemoryLinkStore:
+    if not settings.redis_url:
+        return MemoryLinkStore()
+    return RedisLinkStore.from_url(settings.redis_url, timeout=settings.redis_timeout)
+
+
+def _warn_about_weakened_settings(settings: Settings) -> None:
+    if "none" in settings.connect_auth:
+        log.warning("CONNECT_AUTH includes 'none': anyone can open any user's linking page. Local demo only.")
+    if not settings.redis_url:
+        log.warning("REDIS_URL is not set: using an in-process cache (one process only, no shared single-flight).")

@@ -1,0 +1,132 @@
+"""The service's error family and how errors are shown to callers.
+
+Every failure a caller can see is a `ServiceError` with an HTTP status, a stable public `code` (a slug scripts can
+match on) and a `message` that says what to fix. Messages are written by us, never copied from an upstream answer or
+an exception, so no secret, token or linking URL can reach an error body through them.
+
+JSON callers get `{"error": {"code", "message"}}`; browsers get a small HTML page with the same status.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+# Header set on every error answer too: an error page can be the document that holds a signed link in its URL.
+NO_STORE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+class ServiceError(Exception):
+    """A failure with a public status, code and message."""
+
+    status = 500
+    code = "internal_error"
+    message = "The service failed unexpectedly. Try again; if it persists, check the service logs."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None, retry_after: int | None = None):
+        super().__init__(message or self.message)
+        if message:
+            self.message = message
+        if code:
+            self.code = code
+        self.retry_after = retry_after
+
+
+class BadRequest(ServiceError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthenticated(ServiceError):
+    status = 401
+    code = "auth_required"
+    message = "This link needs a signature or a bearer token."
+
+
+class Forbidden(ServiceError):
+    status = 403
+    code = "forbidden"
+    message = "This caller may not open this user's link."
+
+
+class UnknownUser(ServiceError):
+    status = 404
+    code = "unknown_user"
+    message = "No Ayrshare profile is configured for this user."
+
+
+class RateLimited(ServiceError):
+    status = 429
+    code = "rate_limited"
+    message = "Too many requests. Wait a moment and try again."
+
+
+class UpstreamRefused(ServiceError):
+    """Ayrshare answered, but with a refusal or something we cannot use (502)."""
+
+    status = 502
+    code = "upstream_refused"
+    message = "Ayrshare refused the request."
+
+
+class UpstreamUnavailable(ServiceError):
+    """Ayrshare is unreachable, failing or rate-limiting us (503, with Retry-After)."""
+
+    status = 503
+    code = "upstream_unavailable"
+    message = "Ayrshare is unavailable right now. Try again shortly."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None, retry_after: int | None = 5):
+        super().__init__(message, code=code, retry_after=retry_after)
+
+
+class UpstreamTimeout(ServiceError):
+    status = 504
+    code = "upstream_timeout"
+    message = "Ayrshare did not answer in time. Try again shortly."
+
+
+def wants_json() -> bool:
+    """True when the caller's Accept prefers JSON over HTML (fetch/XHR callers, internal backends).
+
+    A bare `*/*` (curl, a plain link) is not a preference, so it gets the redirect / HTML page.
+    """
+    accept = request.accept_mimetypes
+    json_q, html_q = accept["application/json"], accept["text/html"]
+    named = any(value == "application/json" for value, _ in accept)
+    return json_q > html_q or (named and json_q > 0 and json_q >= html_q)
+
+
+def render_error(error: ServiceError) -> Response:
+    if wants_json():
+        response = jsonify(error={"code": error.code, "message": error.message})
+    else:
+        response = Response(
+            render_template("error.html", status=error.status, code=error.code, message=error.message),
+            mimetype="text/html",
+        )
+    response.status_code = error.status
+    response.headers.update(NO_STORE_HEADERS)
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, int(error.retry_after)))
+    return response
+
+
+def _http_exception_as_service_error(exc: HTTPException) -> ServiceError:
+    # Werkzeug's own errors (404 for unknown routes, 405...) keep their status but get our body shape.
+    error = ServiceError(exc.description or exc.name, code=exc.name.lower().replace(" ", "_"))
+    error.status = exc.code or 500
+    if exc.code == 404:
+        error.message = "There is nothing at this address."
+    return error
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(ServiceError, render_error)
+    app.register_error_handler(HTTPException, lambda exc: render_error(_http_exception_as_service_error(exc)))
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        # Log the type only: exception text can carry request data or upstream bodies.
+        app.logger.error("unhandled error", extra={"error_type": type(exc).__name__})
+        return render_error(ServiceError())

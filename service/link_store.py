@@ -1,0 +1,192 @@
+"""Where linking URLs are kept between requests: Redis in production, a dict for the demo and single processes.
+
+Both stores offer the same small interface: read/write a `Link` under a key with a TTL, a lock per key with an owner
+token (the cross-process half of single-flight), and a short-lived error marker so that waiters share a failure
+instead of each repeating it against Ayrshare.
+
+Redis must never take the service down. Every Redis call has a short socket timeout and at most one immediate retry
+(redis-py's default of ten retries with backoff would hang requests for seconds). Any Redis error raises
+`StoreUnavailable`; after one, the store is skipped for `retry_interval` seconds, so a dead or paused Redis costs one
+timeout per interval per process instead of one per request, and caching resumes by itself when Redis is back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+from typing import Protocol
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+log = logging.getLogger(__name__)
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be used right now; callers go straight to Ayrshare."""
+
+
+class Codec(Protocol):
+    """Turns the stored record into bytes and back (identity, or encryption at rest)."""
+
+    def encode(self, data: bytes) -> bytes: ...
+    def decode(self, data: bytes) -> bytes: ...
+
+
+class PlainCodec:
+    def encode(self, data: bytes) -> bytes:
+        return data
+
+    def decode(self, data: bytes) -> bytes:
+        return data
+
+
+# Compare-and-delete: only the holder that set the lock may release it; a late holder whose lock already expired
+# and was taken over must not delete its successor's lock.
+_UNLOCK_SCRIPT = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+class RedisLinkStore:
+    name = "redis"
+
+    def __init__(self, client: redis.Redis, codec: Codec | None = None, retry_interval: float = 1.0):
+        self.client = client
+        self.codec = codec or PlainCodec()
+        self.retry_interval = retry_interval
+        self._down_until = 0.0
+        self._unlock = client.register_script(_UNLOCK_SCRIPT)
+
+    @classmethod
+    def from_url(cls, url: str, timeout: float, codec: Codec | None = None) -> RedisLinkStore:
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),
+            health_check_interval=30,
+            max_connections=256,
+        )
+        return cls(client, codec)
+
+    # -- records ---------------------------------------------------------------------------------------------
+    def read(self, key: str) -> tuple[str, float] | None:
+        raw = self._call(self.client.get, key)
+        return _decode_record(self.codec, raw)
+
+    def write(self, key: str, url: str, expires_at: float, ttl_seconds: float) -> None:
+        payload = self.codec.encode(json.dumps({"u": url, "e": expires_at}).encode())
+        self._call(self.client.set, key, payload, px=max(1, int(ttl_seconds * 1000)))
+
+    # -- single-flight ---------------------------------------------------------------------------------------
+    def try_lock(self, key: str, ttl_seconds: float) -> str | None:
+        token = secrets.token_hex(16)
+        acquired = self._call(self.client.set, f"{key}:lock", token, nx=True, px=int(ttl_seconds * 1000))
+        return token if acquired else None
+
+    def unlock(self, key: str, token: str) -> None:
+        self._call(self._unlock, keys=[f"{key}:lock"], args=[token])
+
+    def is_locked(self, key: str) -> bool:
+        return bool(self._call(self.client.exists, f"{key}:lock"))
+
+    def write_error(self, key: str, error_name: str, ttl_seconds: float) -> None:
+        self._call(self.client.set, f"{key}:error", error_name, px=int(ttl_seconds * 1000))
+
+    def read_error(self, key: str) -> str | None:
+        raw = self._call(self.client.get, f"{key}:error")
+        return raw.decode() if raw else None
+
+    # -- health ----------------------------------------------------------------------------------------------
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False
+
+    def _call(self, func, *args, **kwargs):
+        if time.monotonic() < self._down_until:
+            raise StoreUnavailable()
+        try:
+            return func(*args, **kwargs)
+        except redis.RedisError as error:
+            if self._down_until == 0.0 or time.monotonic() - self._down_until > 5:
+                log.warning("redis unavailable; serving without cache", extra={"error_type": type(error).__name__})
+            self._down_until = time.monotonic() + self.retry_interval
+            raise StoreUnavailable() from None
+
+
+class MemoryLinkStore:
+    """The same contract in one process: used when REDIS_URL is unset (demo, tests, single-process runs)."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._items: dict[str, tuple[object, float]] = {}
+        self._mutex = threading.Lock()
+
+    def _get(self, key: str):
+        with self._mutex:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            value, dies_at = item
+            if dies_at <= time.monotonic():
+                del self._items[key]
+                return None
+            return value
+
+    def _set(self, key: str, value: object, ttl_seconds: float, only_if_absent: bool = False) -> bool:
+        with self._mutex:
+            current = self._items.get(key)
+            if only_if_absent and current is not None and current[1] > time.monotonic():
+                return False
+            self._items[key] = (value, time.monotonic() + ttl_seconds)
+            if len(self._items) > 10_000:  # bound memory: drop expired entries
+                now = time.monotonic()
+                self._items = {k: v for k, v in self._items.items() if v[1] > now}
+            return True
+
+    def read(self, key: str) -> tuple[str, float] | None:
+        return self._get(key)  # type: ignore[return-value]
+
+    def write(self, key: str, url: str, expires_at: float, ttl_seconds: float) -> None:
+        self._set(key, (url, expires_at), ttl_seconds)
+
+    def try_lock(self, key: str, ttl_seconds: float) -> str | None:
+        token = secrets.token_hex(16)
+        return token if self._set(f"{key}:lock", token, ttl_seconds, only_if_absent=True) else None
+
+    def unlock(self, key: str, token: str) -> None:
+        with self._mutex:
+            item = self._items.get(f"{key}:lock")
+            if item and item[0] == token:
+                del self._items[f"{key}:lock"]
+
+    def is_locked(self, key: str) -> bool:
+        return self._get(f"{key}:lock") is not None
+
+    def write_error(self, key: str, error_name: str, ttl_seconds: float) -> None:
+        self._set(f"{key}:error", error_name, ttl_seconds)
+
+    def read_error(self, key: str) -> str | None:
+        return self._get(f"{key}:error")  # type: ignore[return-value]
+
+    def ping(self) -> bool:
+        return True
+
+
+def _decode_record(codec: Codec, raw: bytes | None) -> tuple[str, float] | None:
+    if raw is None:
+        return None
+    try:
+        record = json.loads(codec.decode(raw))
+        return str(record["u"]), float(record["e"])
+    except Exception:  # noqa: BLE001 - an unreadable entry (old format, wrong key) is a miss, not an outage
+        return None

@@ -1,0 +1,68 @@
+"""The directory that maps the team's user ids to Ayrshare Profile Keys.
+
+One small interface, `ProfileDirectory.lookup(user) -> profile key | None`, so that a Redis-backed directory or
+on-demand profile creation can replace the JSON file without touching the routes. The file is re-read when its
+modification time changes (checked at most every few seconds), so operators can add users without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import Protocol
+
+from .settings import ConfigError
+
+
+class ProfileDirectory(Protocol):
+    def lookup(self, user: str) -> str | None: ...
+
+
+class JsonFileDirectory:
+    """`PROFILE_KEYS_FILE`: a JSON object `{"<user>": "<profile key>", ...}`."""
+
+    recheck_seconds = 5.0
+
+    def __init__(self, path: str):
+        self.path = path
+        self._lock = threading.Lock()
+        self._profiles, self._mtime = self._read()
+        self._checked_at = time.monotonic()
+
+    def lookup(self, user: str) -> str | None:
+        self._reload_if_changed()
+        return self._profiles.get(user)
+
+    def __len__(self) -> int:
+        return len(self._profiles)
+
+    def _reload_if_changed(self) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < self.recheck_seconds:
+            return
+        with self._lock:
+            self._checked_at = now
+            try:
+                if os.stat(self.path).st_mtime_ns == self._mtime:
+                    return
+                self._profiles, self._mtime = self._read()
+            except (OSError, ConfigError):
+                # A half-written or removed file must not empty the directory of a running service.
+                return
+
+    def _read(self) -> tuple[dict[str, str], int]:
+        try:
+            mtime = os.stat(self.path).st_mtime_ns
+            with open(self.path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except OSError as error:
+            raise ConfigError(f"PROFILE_KEYS_FILE: cannot read the file ({type(error).__name__})") from None
+        except ValueError:
+            raise ConfigError("PROFILE_KEYS_FILE: not valid JSON") from None
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in data.items()
+        ):
+            raise ConfigError('PROFILE_KEYS_FILE: must be a JSON object {"<user>": "<profile key>", ...}')
+        return data, mtime

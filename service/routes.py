@@ -1,0 +1,43 @@
+"""HTTP handlers for `/connect/<user>`: lift the request into plain values, call `ConnectService`, shape the answer.
+
+A linking URL leaves the service either as a `302 Location` or, when the caller's Accept prefers JSON, as
+`200 {"url", "expiresAt", "cached"}`. Both carry `Cache-Control: no-store` and `Referrer-Policy: no-referrer`: the JWT
+in the URL holds the API key in readable claims, so no browser, proxy or Referer header may keep a copy.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import Blueprint, Response, current_app, g, jsonify, redirect, request
+
+from .callers import PresentedCredentials
+from .connect import ConnectService, Timings
+from .errors import NO_STORE_HEADERS, wants_json
+from .links import Link
+
+bp = Blueprint("connect", __name__)
+
+
+@bp.get("/connect/<user>")
+def connect(user: str) -> Response:
+    service: ConnectService = current_app.extensions["connect"]
+    presented = PresentedCredentials(authorization=request.headers.get("Authorization"), query=request.args)
+    timings = Timings()
+    try:
+        caller, link = service.link_for(user, presented, request.args, timings)
+    finally:
+        g.upstream_seconds = timings.upstream_seconds
+    g.user = user
+    g.cache_outcome = link.source
+    return link_response(link)
+
+
+def link_response(link: Link) -> Response:
+    if wants_json():
+        expires = datetime.fromtimestamp(link.expires_at, UTC).isoformat().replace("+00:00", "Z")
+        response = jsonify(url=link.url, expiresAt=expires, cached=link.cached)
+    else:
+        response = redirect(link.url, code=302)
+    response.headers.update(NO_STORE_HEADERS)
+    return response

@@ -1,0 +1,145 @@
+"""Shared fixtures: real redis-server, real Ayrshare emulator, a fresh RSA key, and the Flask `app`/`client`.
+
+The suite starts its own throwaway redis-server on a free port unless `REDIS_URL` is set (then that Redis is
+flushed between tests, so point it at a database the tests own). Every secret is a recognisable value so that
+tests can prove none of them reaches a log line or a response body.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import redis
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from service import create_app
+from tests.support.emulator_proc import EmulatorProcess
+from tests.support.processes import RedisServer, ServiceProcess
+
+API_KEY = "API-KEY-SECRET-7Q2W9E4R-T6Y8U1I3"
+SIGNING_SECRET = "SIGNING-SECRET-b8f3c1d9e0a24f6b9c7d5e3f1a2b4c6d"
+INTERNAL_TOKEN = "INTERNAL-TOKEN-SECRET-5f1e9d3c7b2a"
+DOMAIN = "ACME"
+PROFILES = {"alice": "PK-ALICE-0001", "bob": "PK-BOB-0002", "carol@example.com": "PK-CAROL-0003"}
+PROFILES.update({f"user{i}": f"PK-USER-{i:04d}" for i in range(40)})
+
+
+@pytest.fixture(scope="session")
+def keypair(tmp_path_factory) -> dict:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+    public_pem = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    folder = tmp_path_factory.mktemp("keys")
+    (folder / "private.pem").write_text(private_pem)
+    (folder / "public.pem").write_text(public_pem)
+    return {
+        "private_pem": private_pem,
+        "public_pem": public_pem,
+        "private_path": folder / "private.pem",
+        "public_path": folder / "public.pem",
+    }
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    try:
+        server = RedisServer().start()
+    except RuntimeError as error:
+        pytest.exit(str(error), returncode=3)
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(autouse=False)
+def redis_client(redis_url) -> redis.Redis:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def emulator_session(keypair):
+    with EmulatorProcess(
+        domain=DOMAIN,
+        public_key_path=keypair["public_path"],
+        api_keys=[API_KEY],
+        profiles={v: k.title() for k, v in PROFILES.items()},
+    ) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def emulator(emulator_session):
+    """The session's emulator with counters and knobs reset for this test."""
+    emulator_session.reset()
+    yield emulator_session
+    emulator_session.reset()
+
+
+@pytest.fixture(scope="session")
+def profiles_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("profiles") / "profiles.json"
+    path.write_text(json.dumps(PROFILES))
+    return path
+
+
+@pytest.fixture
+def settings_env(keypair, emulator, profiles_file, redis_url, redis_client) -> dict[str, str]:
+    """A complete, valid configuration pointing at the real emulator and the test Redis."""
+    return {
+        "AYRSHARE_API_KEY": API_KEY,
+        "AYRSHARE_PRIVATE_KEY": keypair["private_pem"],
+        "AYRSHARE_DOMAIN": DOMAIN,
+        "AYRSHARE_BASE_URL": emulator.base_url,
+        "LINK_ALLOWED_HOSTS": emulator.origin,
+        "PROFILE_KEYS_FILE": str(profiles_file),
+        "REDIS_URL": redis_url,
+        "CONNECT_SIGNING_SECRET": SIGNING_SECRET,
+        "INTERNAL_API_TOKEN": INTERNAL_TOKEN,
+        "AYRSHARE_CONNECT_TIMEOUT": "2",
+        "AYRSHARE_READ_TIMEOUT": "5",
+        "AYRSHARE_DEADLINE_SECONDS": "10",
+    }
+
+
+@pytest.fixture
+def app(settings_env):
+    app = create_app(settings_env)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def start_service(settings_env):
+    """Start the service under real gunicorn: `start_service(workers=3, **env_overrides)`."""
+    started: list[ServiceProcess] = []
+
+    def start(workers: int = 2, wait: bool = True, extra_args: tuple[str, ...] = (), **overrides: str):
+        service = ServiceProcess({**settings_env, **overrides}, workers=workers, extra_args=extra_args)
+        started.append(service.start(wait=wait))
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
