@@ -6,9 +6,34 @@ measurement (see BENCHMARKS.md). Command-line flags such as `--workers` and `--b
 """
 
 import os
-import sys
 
-from service.settings import ConfigError, load_settings
+# gevent must patch the standard library before ssl, sockets and locks are imported, but the imports below
+# (prometheus-client, and the service package with requests, urllib3 and redis) run here in the master, before
+# gunicorn's gevent worker would patch them (its MonkeyPatchWarning says so). So patch first, when gevent is chosen.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+if "gevent" in worker_class:
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+# Metrics across workers (prometheus-client multiprocess mode): every process writes its values under
+# PROMETHEUS_MULTIPROC_DIR, and prometheus-client picks that mode when it is first imported — which the `service`
+# import below does — so the directory must be in the environment first. Unset: a fresh one in /dev/shm (RAM),
+# removed at exit. Set (e.g. a volume): its old files are wiped at start, as prometheus-client requires.
+_METRICS_DIR_PREFIX = "ayrshare-connect-metrics-"
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=_METRICS_DIR_PREFIX, dir=_shm)
+METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+from prometheus_client import CollectorRegistry, multiprocess, start_http_server  # noqa: E402
+
+from service.settings import ConfigError, load_settings  # noqa: E402
 
 
 def _env_int(name: str, default: int) -> int:
@@ -23,9 +48,11 @@ def _env_int(name: str, default: int) -> int:
 
 
 bind = os.environ.get("BIND", "0.0.0.0:8000")
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 workers = _env_int("GUNICORN_WORKERS", 2)
-threads = _env_int("GUNICORN_THREADS", 32)
+# 2 x 128 threads hold 200+ slow upstream calls in flight at once (BENCHMARKS.md, scenario 3: 32 threads capped a
+# 1 s upstream at ~55 req/s; 128 matched gevent). Threads, unlike greenlets, bound concurrency per worker below the
+# Redis pool's 256 connections, and need no monkey patching.
+threads = _env_int("GUNICORN_THREADS", 128)
 # A request is bounded by the upstream deadline (AYRSHARE_DEADLINE_SECONDS, at most 30 s) plus a single-flight wait
 # of the same order; the worker timeout sits above both so gunicorn never kills a worker that is merely waiting.
 timeout = _env_int("GUNICORN_TIMEOUT", 75)
@@ -46,10 +73,44 @@ errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
 
+_metrics_bind = None
+
+
 def on_starting(server):
     """Validate the configuration once, in the master, so a bad setting is one clear line and exit code 2."""
+    global _metrics_bind
     try:
-        load_settings()
+        settings = load_settings()
     except ConfigError as error:
         sys.stderr.write(f"configuration error: {error}\n")
         sys.exit(2)
+    _metrics_bind = settings.metrics_bind
+    METRICS_DIR.mkdir(parents=True, exist_ok=True)
+    for stale in METRICS_DIR.glob("*.db"):  # counters of a previous run would otherwise be added to ours
+        stale.unlink(missing_ok=True)
+
+
+def when_ready(server):
+    """METRICS_BIND set: serve the workers' summed metrics from the master, on that address only."""
+    if not _metrics_bind:
+        return
+    host, _, port = _metrics_bind.rpartition(":")
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(METRICS_DIR))
+    try:
+        start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0", registry=registry)
+    except OSError as error:
+        sys.stderr.write(f"configuration error: METRICS_BIND: cannot listen there ({error.strerror})\n")
+        on_exit(server)
+        sys.exit(2)
+    server.log.info("Serving metrics on http://%s/metrics", _metrics_bind)
+
+
+def child_exit(server, worker):
+    """A worker is gone (stopped, recycled or crashed): drop its live gauges; its counters stay in the sums."""
+    multiprocess.mark_process_dead(worker.pid, path=str(METRICS_DIR))
+
+
+def on_exit(server):
+    if METRICS_DIR.name.startswith(_METRICS_DIR_PREFIX):  # ours, made above: nobody else reads it
+        shutil.rmtree(METRICS_DIR, ignore_errors=True)

@@ -12,10 +12,13 @@ import logging
 from collections.abc import Mapping
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import cli, errors, health, logs, routes
+from . import cli, errors, frontend, health, logs, metrics, ratelimit, routes, security_settings, web_security
 from .ayrshare import AyrshareClient
+from .cache_crypto import FernetCodec
 from .callers import Authenticator
+from .circuit import CircuitBreaker
 from .connect import ConnectService
 from .link_store import MemoryLinkStore, RedisLinkStore
 from .links import LinkBroker
@@ -42,6 +45,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         min_remaining=settings.link_min_remaining,
         stale_min=settings.link_stale_min,
         lock_ttl=settings.deadline_seconds + 2,
+        on_event=metrics.broker_event,
     )
     app.extensions["link_store"] = store
     app.extensions["connect"] = ConnectService(
@@ -50,24 +54,39 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         profiles=JsonFileDirectory(settings.profile_keys_file),
         client=AyrshareClient(settings),
         broker=broker,
+        breaker=CircuitBreaker(
+            settings.circuit_threshold, settings.circuit_cooldown, on_state_change=metrics.set_circuit_state
+        ),
     )
 
     errors.init_app(app)
     logs.init_app(app)
+    metrics.init_app(app)
     cli.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(routes.bp)
+    app.register_blueprint(frontend.bp)
+    web_security.init_app(app, settings)
+    ratelimit.init_app(app, settings)  # after the blueprints: it wraps the /connect view with its limits
+    if settings.trusted_proxy_count:
+        # Client address and scheme from X-Forwarded-For/-Proto, trusting exactly that many proxies in front.
+        n = settings.trusted_proxy_count
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     return app
 
 
 def _build_store(settings: Settings) -> RedisLinkStore | MemoryLinkStore:
     if not settings.redis_url:
         return MemoryLinkStore()
-    return RedisLinkStore.from_url(settings.redis_url, timeout=settings.redis_timeout)
+    try:
+        codec = FernetCodec(settings.cache_encryption_key) if settings.cache_encryption_key else None
+        return RedisLinkStore.from_url(settings.redis_url, timeout=settings.redis_timeout, codec=codec)
+    except ValueError:  # a malformed host list, port or sentinel path; the message could echo part of the URL
+        raise ConfigError("REDIS_URL: not a valid Redis URL (see 'Redis URLs' in the README)") from None
 
 
 def _warn_about_weakened_settings(settings: Settings) -> None:
-    if "none" in settings.connect_auth:
-        log.warning("CONNECT_AUTH includes 'none': anyone can open any user's linking page. Local demo only.")
+    for warning in security_settings.weakened_settings(settings):
+        log.warning(warning)
     if not settings.redis_url:
         log.warning("REDIS_URL is not set: using an in-process cache (one process only, no shared single-flight).")

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, ReadTimeoutError, ResponseError
 from urllib3.util.retry import Retry
 
 from .errors import UpstreamRefused, UpstreamTimeout, UpstreamUnavailable
@@ -39,7 +41,8 @@ _REFUSAL_HINTS = {
         "Ayrshare got X/Twitter keys twice: check AYRSHARE_TWITTER_API_KEY and _SECRET.",
     ),
 }
-RATE_LIMIT_RETRY_AFTER_CAP = 60  # seconds; Ayrshare's reset header can point minutes ahead
+RATE_LIMIT_RETRY_AFTER_CAP = 60  # seconds told to our caller; Ayrshare's reset header can point minutes ahead
+RETRY_WAIT_CAP = 3.0  # seconds a worker may sleep between attempts inside one request
 
 
 class MalformedAnswer(UpstreamRefused):
@@ -80,6 +83,7 @@ class AyrshareClient:
         self.public_key = settings.signing_key.public_key
         self.link_hosts = AllowedLinkHosts.parse(settings.link_allowed_hosts)
         self.timeout = (settings.connect_timeout, settings.read_timeout)
+        self.deadline_seconds = settings.deadline_seconds
         self._api_key = settings.api_key
         self._private_key_pem = settings.signing_key.pem
         self._twitter_headers = (
@@ -96,13 +100,17 @@ class AyrshareClient:
         body = {"domain": self.domain, "privateKey": self._private_key_pem, "profileKey": profile_key}
         body.update(options.as_request_fields())
         headers = {"Authorization": f"Bearer {self._api_key}", **self._twitter_headers}
+        started = time.monotonic()
+        read_timeout = min(self.timeout[1], self.deadline_seconds - self.timeout[0])
+        token = _call_deadline.set((started + self.deadline_seconds, self.timeout[0] + read_timeout))
         try:
-            response = self.session.post(self.endpoint, json=body, headers=headers, timeout=self.timeout)
-        except requests.Timeout:
-            raise UpstreamTimeout() from None
+            response = self.session.post(
+                self.endpoint, json=body, headers=headers, timeout=(self.timeout[0], read_timeout)
+            )
         except requests.RequestException as error:
-            log.warning("ayrshare unreachable", extra={"error_type": type(error).__name__})
-            raise UpstreamUnavailable() from None
+            raise _transport_error(error) from None
+        finally:
+            _call_deadline.reset(token)
         return self._link_from_answer(response, profile_key)
 
     def _link_from_answer(self, response: requests.Response, profile_key: str) -> Link:
@@ -153,37 +161,79 @@ class AyrshareClient:
         return Link(url=url, expires_at=float(claims["exp"]))
 
 
+def _transport_error(error: requests.RequestException) -> UpstreamTimeout | UpstreamUnavailable:
+    """No answer at all: a timeout (504) or an unreachable Ayrshare (503). Retries exhausted on a read timeout
+    surface from requests as a ConnectionError wrapping MaxRetryError, so look at the root cause."""
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    if isinstance(error, requests.Timeout) or isinstance(reason, ReadTimeoutError):
+        log.warning("ayrshare timed out", extra={"error_type": type(error).__name__})
+        return UpstreamTimeout()
+    log.warning("ayrshare unreachable", extra={"error_type": type(reason or error).__name__})
+    return UpstreamUnavailable()
+
+
 def _retry_after(response: requests.Response) -> int:
-    """Seconds to wait, from Retry-After or Ayrshare's `x-ratelimit-reset` (ms epoch), capped."""
-    now = time.time()
-    for header, to_seconds in (
-        ("Retry-After", float),
-        ("x-ratelimit-reset", lambda value: float(value) / 1000 - now),
-    ):
-        value = response.headers.get(header)
-        if value:
-            try:
-                return int(min(max(to_seconds(value), 1), RATE_LIMIT_RETRY_AFTER_CAP))
-            except ValueError:
-                continue
-    return 30
+    """Seconds a caller should wait, from Retry-After or Ayrshare's `x-ratelimit-reset`, capped."""
+    wait = _rate_limit_wait(response.headers)
+    return int(min(max(wait if wait is not None else 30, 1), RATE_LIMIT_RETRY_AFTER_CAP))
+
+
+def _rate_limit_wait(headers) -> float | None:
+    """Retry-After (seconds) or Ayrshare's `x-ratelimit-reset` (epoch milliseconds), as seconds from now."""
+    value = headers.get("Retry-After")
+    if value and value.strip().isdigit():
+        return float(value)
+    reset = headers.get("x-ratelimit-reset")
+    try:
+        return max(float(reset) / 1000 - time.time(), 0.0) if reset else None
+    except ValueError:
+        return None
+
+
+# The deadline of the generateJWT call in progress on this thread/greenlet, and the longest one attempt can take.
+_call_deadline: ContextVar[tuple[float, float] | None] = ContextVar("ayrshare_call_deadline", default=None)
+
+
+class DeadlineRetry(Retry):
+    """urllib3 Retry that never starts an attempt which could not finish before the request's deadline.
+
+    Backoff is exponential with jitter; a Retry-After / `x-ratelimit-reset` wait is honoured but capped
+    (`retry_after_max`), and a wait that would overrun the deadline ends the retries instead of sleeping.
+    """
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        new = super().increment(method, url, response, error, _pool, _stacktrace)
+        budget = _call_deadline.get()
+        if budget is not None:
+            deadline, attempt_seconds = budget
+            wait = (self.get_retry_after(response) if response is not None else None) or new.get_backoff_time()
+            if time.monotonic() + wait + attempt_seconds > deadline:
+                raise MaxRetryError(
+                    _pool, url, error or ResponseError(f"no time left to retry ({response and response.status})")
+                )
+        return new
+
+    def get_retry_after(self, response):
+        wait = _rate_limit_wait(response.headers)
+        return None if wait is None else min(wait, self.retry_after_max)
 
 
 def build_session(pool_size: int = 64) -> requests.Session:
-    """A pooled session. Retries cover transient network faults and 5xx answers, POST included: generateJWT
-    only mints a token, so repeating it is harmless. 429 is never retried here (see RATE_LIMIT_RETRY_AFTER_CAP)."""
-    retry = Retry(
+    """A pooled session with deadline-bounded retries on connection errors, 5xx and 429, POST included:
+    generateJWT only mints a token, so repeating it is harmless."""
+    retry = DeadlineRetry(
         total=2,
         connect=2,
         read=1,
-        status=2,
-        status_forcelist=(500, 502, 503, 504),
+        status=1,  # one repeat of a 429/5xx per request: each 429 counts toward Ayrshare's suspension limit
+        status_forcelist=(429, 500, 502, 503, 504),
         allowed_methods=None,
-        backoff_factor=0.2,
-        backoff_max=1.0,
-        backoff_jitter=0.1,
+        backoff_factor=0.25,
+        backoff_max=2.0,
+        backoff_jitter=0.25,
         raise_on_status=False,
-        respect_retry_after_header=False,
+        respect_retry_after_header=True,
+        retry_after_max=RETRY_WAIT_CAP,
     )
     session = requests.Session()
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=retry)

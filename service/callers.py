@@ -1,32 +1,43 @@
-"""Who is asking for whose link: signed links, the internal bearer token, and the demo-only open mode.
+"""Who is asking for whose link: signed links, session JWTs, a trusted auth proxy, the internal bearer token, and the
+demo-only open mode.
 
-`Authenticator.identify(user, presented)` returns a `Caller` or raises `Unauthenticated` (401: no credential) or
-`Forbidden` (403: a credential that is wrong, expired, or made for another user). It runs before anything else in
-`/connect`, so a rejected request never costs an Ayrshare call.
+`Authenticator.identify(user, presented)` returns a `Caller` or raises `Unauthenticated` (401: no credential, or one
+that cannot be verified) or `Forbidden` (403: a credential that is wrong, expired, or made for another user). It runs
+before anything else in `/connect`, so a rejected request never costs an Ayrshare call. A `Caller` names the user it
+may open (`None` = any user); `ConnectService` answers 403 when that is not `<user>`.
 
-Order of checks: the internal bearer token first (it may open any user's link), then each mode of `CONNECT_AUTH` in
-the order configured. A mode that finds no credential of its kind passes to the next; one that finds a bad credential
-refuses at once, so a forged signature never falls through to a weaker mode.
-
-Signed links: `signature = hex(HMAC-SHA256(CONNECT_SIGNING_SECRET, "<user>:<expires>"))`, compared in constant time.
+Order of checks (several `CONNECT_AUTH` modes may be enabled at once, e.g. `signed,jwt`):
+1. `Authorization: Bearer <token>`, when the internal token or `jwt` mode is configured: the token must be
+   `INTERNAL_API_TOKEN` (any user) or, with `jwt`, a valid session JWT. Any other bearer token is refused at once.
+2. Each mode of `CONNECT_AUTH` in the order configured:
+   - `signed`: `?expires=&signature=`, `signature = hex(HMAC-SHA256(CONNECT_SIGNING_SECRET, "<user>:<expires>"))`,
+     compared in constant time;
+   - `jwt`: the session JWT in the cookie named by `JWT_COOKIE` (see jwt_auth.py for what is verified);
+   - `header`: the user named by `AUTH_USER_HEADER` (default `X-Forwarded-User`), honoured only when the TCP peer (the
+     socket address, never `X-Forwarded-For`) is inside `TRUSTED_PROXIES`; from anyone else it is ignored;
+   - `none`: anyone, for the local demo only.
+A mode that finds no credential of its kind passes to the next; one that finds a bad credential refuses at once, so
+a forged signature or token never falls through to a weaker mode. Nothing found at all → 401.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode
 
 from .errors import Forbidden, Unauthenticated
+from .jwt_auth import SessionTokenVerifier
 from .settings import Settings
 
 
 @dataclass(frozen=True)
 class Caller:
-    kind: str  # "internal" | "signed" | "open"
+    kind: str  # "internal" | "signed" | "jwt" | "header" | "open"
     user: str | None  # whose links this caller may open; None means any user
 
 
@@ -36,6 +47,22 @@ class PresentedCredentials:
 
     authorization: str | None = None
     query: Mapping[str, str] = field(default_factory=dict)
+    cookies: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    peer: str | None = None  # the TCP peer's address, before any X-Forwarded-For rewriting
+
+    @classmethod
+    def from_request(cls, request) -> PresentedCredentials:
+        environ = request.environ
+        # ProxyFix (TRUSTED_PROXY_COUNT) rewrites REMOTE_ADDR from X-Forwarded-For and keeps the socket's address here.
+        peer = environ.get("werkzeug.proxy_fix.orig", {}).get("REMOTE_ADDR", environ.get("REMOTE_ADDR"))
+        return cls(
+            authorization=request.headers.get("Authorization"),
+            query=request.args,
+            cookies=request.cookies,
+            headers=request.headers,
+            peer=peer,
+        )
 
 
 def sign(user: str, expires: int, secret: str) -> str:
@@ -77,20 +104,59 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def parse_networks(entries: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """`TRUSTED_PROXIES`: CIDRs or single addresses. Raises ValueError on a bad entry."""
+    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries)
+
+
+def peer_is_trusted(peer: str | None, networks: tuple) -> bool:
+    if not peer or not networks:
+        return False
+    try:
+        address = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return False  # a unix socket or anything else that is not an IP address
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+def proxy_user(presented: PresentedCredentials, header: str, networks: tuple) -> Caller | None:
+    """The user a trusted auth proxy vouches for, or None when the peer is not trusted or sent no such header."""
+    if not peer_is_trusted(presented.peer, networks):
+        return None
+    headers = presented.headers
+    values = headers.getlist(header) if hasattr(headers, "getlist") else [headers.get(header)]
+    values = [value.strip() for value in values if value and value.strip()]
+    if not values:
+        return None
+    if len(values) > 1 or "," in values[0]:
+        raise Unauthenticated("The auth proxy sent more than one user.", code="bad_proxy_header")
+    return Caller(kind="header", user=values[0])
+
+
 class Authenticator:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, jwt_verifier: SessionTokenVerifier | None = None):
         self.modes = settings.connect_auth
         self.signing_secret = settings.signing_secret
         self.max_ttl = settings.signed_link_max_ttl
         self._internal_token = (settings.internal_api_token or "").encode()
+        if jwt_verifier is None and "jwt" in self.modes:
+            jwt_verifier = SessionTokenVerifier.from_settings(settings)
+        self.jwt = jwt_verifier
+        self.jwt_cookie = getattr(settings, "jwt_cookie", None)
+        self.user_header = getattr(settings, "auth_user_header", "X-Forwarded-User")
+        self.trusted_proxies = parse_networks(getattr(settings, "trusted_proxies", ()))
 
     def identify(self, user: str, presented: PresentedCredentials, now: float | None = None) -> Caller:
         now = time.time() if now is None else now
         token = bearer_token(presented.authorization)
-        if token is not None and self._internal_token:
-            if hmac.compare_digest(token.encode("utf-8", "replace"), self._internal_token):
+        if token is not None and (self._internal_token or self.jwt is not None):
+            if self._internal_token and hmac.compare_digest(token.encode("utf-8", "replace"), self._internal_token):
                 return Caller(kind="internal", user=None)
-            raise Unauthenticated("The bearer token is not valid.", code="bad_token")
+            if self.jwt is None:
+                raise Unauthenticated("The bearer token is not valid.", code="bad_token")
+            return Caller(kind="jwt", user=self.jwt.user_of(token))
         for mode in self.modes:
             caller = self._try_mode(mode, user, presented, now)
             if caller is not None:
@@ -100,6 +166,11 @@ class Authenticator:
     def _try_mode(self, mode: str, user: str, presented: PresentedCredentials, now: float) -> Caller | None:
         if mode == "signed":
             return check_signature(user, presented.query, self.signing_secret or "", self.max_ttl, now)
+        if mode == "jwt":
+            token = presented.cookies.get(self.jwt_cookie) if self.jwt_cookie else None
+            return Caller(kind="jwt", user=self.jwt.user_of(token)) if token else None
+        if mode == "header":
+            return proxy_user(presented, self.user_header, self.trusted_proxies)
         if mode == "none":
             return Caller(kind="open", user=None)
         raise AssertionError(f"unhandled auth mode {mode}")  # settings validation makes this unreachable

@@ -13,9 +13,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from . import metrics
 from .ayrshare import AyrshareClient
 from .callers import Authenticator, Caller, PresentedCredentials
-from .errors import BadRequest, Forbidden, UnknownUser
+from .circuit import CircuitBreaker
+from .errors import BadRequest, Forbidden, ServiceError, UnknownUser
 from .links import Link, LinkBroker, LinkOptions, cache_key
 from .options import resolve_options
 from .profiles import ProfileDirectory
@@ -49,12 +51,14 @@ class ConnectService:
         profiles: ProfileDirectory,
         client: AyrshareClient,
         broker: LinkBroker,
+        breaker: CircuitBreaker | None = None,
     ):
         self.settings = settings
         self.authenticator = authenticator
         self.profiles = profiles
         self.client = client
         self.broker = broker
+        self.breaker = breaker or CircuitBreaker()
         self._credential_fingerprint = _fingerprint(settings)
 
     def link_for(
@@ -76,12 +80,24 @@ class ConnectService:
         return caller, self.broker.get_link(key, lambda: self._fetch(profile_key, options, timings))
 
     def _fetch(self, profile_key: str, options: LinkOptions, timings: Timings | None) -> Link:
+        # An open circuit answers before any call is made, so it is not counted as an upstream call.
+        return self.breaker.call(lambda: self._call_ayrshare(profile_key, options, timings))
+
+    def _call_ayrshare(self, profile_key: str, options: LinkOptions, timings: Timings | None) -> Link:
         started = time.perf_counter()
+        outcome = "error"
         try:
-            return self.client.generate_link(profile_key, options)
+            link = self.client.generate_link(profile_key, options)
+            outcome = "ok"
+            return link
+        except ServiceError as error:
+            outcome = error.code  # a fixed slug per failure kind: bounded label values
+            raise
         finally:
+            seconds = time.perf_counter() - started
+            metrics.observe_upstream_call(outcome, seconds)
             if timings is not None:
-                timings.upstream_seconds = time.perf_counter() - started
+                timings.upstream_seconds = seconds
 
 
 def _fingerprint(settings: Settings) -> str:

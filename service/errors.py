@@ -9,6 +9,8 @@ JSON callers get `{"error": {"code", "message"}}`; browsers get a small HTML pag
 
 from __future__ import annotations
 
+import logging
+
 from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
@@ -127,6 +129,6 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        # Log the type only: exception text can carry request data or upstream bodies.
-        app.logger.error("unhandled error", extra={"error_type": type(exc).__name__})
+        # The traceback is needed to fix the bug; the log redactor strips secrets and JWT-shaped text from it.
+        logging.getLogger("service").error("unhandled error", exc_info=exc, extra={"error_type": type(exc).__name__})
         return render_error(ServiceError())

@@ -18,10 +18,13 @@ import secrets
 import threading
 import time
 from typing import Protocol
+from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +68,7 @@ class RedisLinkStore:
 
     @classmethod
     def from_url(cls, url: str, timeout: float, codec: Codec | None = None) -> RedisLinkStore:
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1),
-            health_check_interval=30,
-            max_connections=256,
-        )
-        return cls(client, codec)
+        return cls(redis_client_from_url(url, timeout), codec)
 
     # -- records ---------------------------------------------------------------------------------------------
     def read(self, key: str) -> tuple[str, float] | None:
@@ -120,6 +115,41 @@ class RedisLinkStore:
                 log.warning("redis unavailable; serving without cache", extra={"error_type": type(error).__name__})
             self._down_until = time.monotonic() + self.retry_interval
             raise StoreUnavailable() from None
+
+
+def redis_client_from_url(url: str, timeout: float):
+    """A client for `redis://`, `rediss://` (TLS), `unix://`, `redis+sentinel://` or `redis+cluster://` URLs.
+
+    - `redis+sentinel://[:password@]host:port[,host:port...]/<master name>[/<db>]` follows the master through
+      failovers (the same scheme Flask-Limiter's storage understands).
+    - `redis+cluster://[:password@]host:port[,host:port...]` talks to a Redis Cluster; every key we use is
+      accessed on its own, so no cross-slot operation is needed.
+    """
+    common = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": Retry(NoBackoff(), 1)}
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("redis+sentinel", "redis+cluster"):
+        return redis.Redis.from_url(url, health_check_interval=30, max_connections=256, **common)
+    parts = urlsplit(url)
+    password = unquote(parts.password) if parts.password else None
+    nodes = [_host_port(node) for node in parts.netloc.rpartition("@")[2].split(",") if node]
+    if scheme == "redis+cluster":
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+            password=password,
+            cluster_error_retry_attempts=1,
+            **common,
+        )
+    path = [segment for segment in parts.path.split("/") if segment]
+    if not path:
+        raise ValueError("redis+sentinel URL needs the master name: redis+sentinel://host:port/<master>")
+    sentinel = Sentinel(nodes, sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout})
+    db = int(path[1]) if len(path) > 1 else 0
+    return sentinel.master_for(path[0], db=db, password=password, **common)
+
+
+def _host_port(node: str) -> tuple[str, int]:
+    host, _, port = node.rpartition(":")
+    return (host.strip("[]") or "localhost", int(port or 6379)) if host else (node, 6379)
 
 
 class MemoryLinkStore:

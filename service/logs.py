@@ -14,6 +14,7 @@ import re
 import sys
 import time
 import uuid
+from pathlib import Path
 
 from flask import Flask, Response, g, request
 
@@ -63,7 +64,9 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, secrets: list[str]) -> RedactingFilter:
     """Route the service's loggers to stdout as JSON through the redactor (idempotent across app instances)."""
     redactor = RedactingFilter(secrets)
-    handler = logging.StreamHandler(sys.stdout)
+    # Under the `flask` CLI, stdout belongs to the command's output (`sign-url` is piped into scripts).
+    under_cli = Path(sys.argv[0]).name == "flask"
+    handler = logging.StreamHandler(sys.stderr if under_cli else sys.stdout)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(redactor)
     for name in ("service", "ayrshare_connect.request"):
@@ -90,7 +93,7 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def _log_request(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        if request.endpoint in ("static", "health.metrics"):
+        if request.endpoint in ("static", "metrics.metrics"):
             return response
         request_log.info(
             "request",

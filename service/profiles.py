@@ -38,6 +38,11 @@ class JsonFileDirectory:
     def __len__(self) -> int:
         return len(self._profiles)
 
+    def users(self) -> list[str]:
+        """The configured user ids, sorted (the demo page's user picker lists them)."""
+        self._reload_if_changed()
+        return sorted(self._profiles)
+
     def _reload_if_changed(self) -> None:
         now = time.monotonic()
         if now - self._checked_at < self.recheck_seconds:

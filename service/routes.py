@@ -22,7 +22,7 @@ bp = Blueprint("connect", __name__)
 @bp.get("/connect/<user>")
 def connect(user: str) -> Response:
     service: ConnectService = current_app.extensions["connect"]
-    presented = PresentedCredentials(authorization=request.headers.get("Authorization"), query=request.args)
+    presented = PresentedCredentials.from_request(request)
     timings = Timings()
     try:
         caller, link = service.link_for(user, presented, request.args, timings)

@@ -11,6 +11,7 @@ Secrets (`AYRSHARE_API_KEY`, `AYRSHARE_PRIVATE_KEY`, `CONNECT_SIGNING_SECRET`, .
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +23,15 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, vali
 
 from .keys import KeyFormatError, SigningKey, load_signing_key
 
-AUTH_MODES = ("signed", "none")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
+AUTH_MODES = ("signed", "jwt", "header", "none")
 SECRET_SETTINGS = (
     "AYRSHARE_API_KEY",
     "AYRSHARE_PRIVATE_KEY",
     "CONNECT_SIGNING_SECRET",
     "INTERNAL_API_TOKEN",
+    "JWT_HS256_SECRET",
+    "CACHE_ENCRYPTION_KEY",
     "AYRSHARE_TWITTER_API_KEY",
     "AYRSHARE_TWITTER_API_SECRET",
 )
@@ -51,12 +55,35 @@ SUPPORTED_NETWORKS = frozenset(
 )
 
 
+def _is_web_origin(value: str) -> bool:
+    """`scheme://host[:port]` and nothing more: what `event.origin` and postMessage's targetOrigin compare."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and not (parts.path or parts.query or parts.fragment or parts.username or parts.password)
+        and "*" not in value
+    )
+
+
 class ConfigError(Exception):
     """A setting is missing or invalid. `str(error)` is one line naming the setting, safe to print."""
 
 
 def _csv(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _check_host_port(bind: str) -> None:
+    if (
+        not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):\d{1,5}", bind)
+        or not 0 < int(bind.rpartition(":")[2]) < 65536
+    ):
+        raise ValidationError("must be host:port, e.g. 0.0.0.0:9100")
 
 
 class _CommaList(fields.Field):
@@ -91,6 +118,13 @@ class _SettingsSchema(Schema):
         data_key="AYRSHARE_DEADLINE_SECONDS", load_default=20.0, validate=validate.Range(0.5, 30)
     )
 
+    circuit_threshold = fields.Integer(
+        data_key="CIRCUIT_FAILURE_THRESHOLD", load_default=5, validate=validate.Range(1, 1000)
+    )
+    circuit_cooldown = fields.Float(
+        data_key="CIRCUIT_COOLDOWN_SECONDS", load_default=10.0, validate=validate.Range(0.1, 600)
+    )
+
     redis_url = fields.String(data_key="REDIS_URL", load_default=None)
     redis_timeout = fields.Float(data_key="REDIS_TIMEOUT", load_default=0.25, validate=validate.Range(0.01, 5))
     profile_keys_file = fields.String(data_key="PROFILE_KEYS_FILE", required=True)
@@ -109,12 +143,46 @@ class _SettingsSchema(Schema):
     link_allowed_hosts = _CommaList(data_key="LINK_ALLOWED_HOSTS", load_default=lambda: ["profile.ayrshare.com"])
 
     trusted_proxy_count = fields.Integer(data_key="TRUSTED_PROXY_COUNT", load_default=0, validate=validate.Range(0, 5))
+    # -- caller identity, redirects, CORS, rate limits, cache encryption: checked by security_settings.check() ----
+    jwt_jwks_url = fields.Url(data_key="JWT_JWKS_URL", load_default=None, require_tld=False)
+    jwt_public_key = fields.String(data_key="JWT_PUBLIC_KEY", load_default=None)
+    jwt_hs256_secret = fields.String(data_key="JWT_HS256_SECRET", load_default=None)
+    jwt_algorithms = fields.Function(
+        deserialize=lambda value: [item.upper() if item.lower() != "eddsa" else "EdDSA" for item in _csv(value)],
+        data_key="JWT_ALGORITHMS",
+        load_default=list,
+    )
+    jwt_issuer = fields.String(data_key="JWT_ISSUER", load_default=None)
+    jwt_audience = fields.String(data_key="JWT_AUDIENCE", load_default=None)
+    jwt_user_claim = fields.String(data_key="JWT_USER_CLAIM", load_default="sub", validate=validate.Length(1, 64))
+    jwt_cookie = fields.String(data_key="JWT_COOKIE", load_default=None)
+    jwt_leeway = fields.Integer(data_key="JWT_LEEWAY_SECONDS", load_default=30, validate=validate.Range(0, 300))
+    trusted_proxies = _CommaList(data_key="TRUSTED_PROXIES", load_default=list)
+    auth_user_header = fields.String(data_key="AUTH_USER_HEADER", load_default="X-Forwarded-User")
+    redirect_allowed_hosts = _CommaList(data_key="REDIRECT_ALLOWED_HOSTS", load_default=list)
+    cors_allowed_origins = _CommaList(data_key="CORS_ALLOWED_ORIGINS", load_default=list)
+    rate_limit_enabled = fields.Boolean(data_key="RATE_LIMIT_ENABLED", load_default=True)
+    rate_limit_per_address = fields.String(data_key="RATE_LIMIT_PER_ADDRESS", load_default="120/minute")
+    rate_limit_per_user = fields.String(data_key="RATE_LIMIT_PER_USER", load_default="30/minute")
+    rate_limit_upstream_per_user = fields.String(
+        data_key="RATE_LIMIT_UPSTREAM_PER_USER", load_default="10 per 5 minutes"
+    )
+    cache_encryption_key = fields.String(data_key="CACHE_ENCRYPTION_KEY", load_default=None)
     log_level = fields.String(
         data_key="LOG_LEVEL",
         load_default="INFO",
         validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]),
     )
     demo = fields.Boolean(data_key="DEMO_MODE", load_default=False)
+    # Origins of the team's frontend(s): the only ones the done/error pages report to with postMessage, and the
+    # only ones the done page sends a same-tab user back to. The service's own origin is always allowed.
+    frontend_origins = _CommaList(data_key="FRONTEND_ORIGINS", load_default=list)
+    # host:port for a separate /metrics listener (gunicorn's master), so metrics are not on the public port.
+    metrics_bind = fields.String(
+        data_key="METRICS_BIND",
+        load_default=None,
+        validate=_check_host_port,
+    )
 
     @validates_schema
     def _check_combinations(self, data: dict, **kwargs: Any) -> None:
@@ -139,10 +207,25 @@ class _SettingsSchema(Schema):
         bad = sorted(set(data["default_allowed_social"]) - SUPPORTED_NETWORKS)
         if bad:
             raise ValidationError(f"unknown network name(s): {', '.join(bad)}", "AYRSHARE_ALLOWED_SOCIAL")
+        expires_in = data.get("expires_in_minutes")
+        if expires_in is not None and expires_in * 60 <= data["link_min_remaining"]:
+            raise ValidationError(
+                "links would expire before LINK_MIN_REMAINING_SECONDS; use a longer lifetime", "AYRSHARE_EXPIRES_IN"
+            )
+        if data["connect_timeout"] >= data["deadline_seconds"]:
+            raise ValidationError("must be shorter than AYRSHARE_DEADLINE_SECONDS", "AYRSHARE_CONNECT_TIMEOUT")
         if data["link_stale_min"] > data["link_min_remaining"]:
             raise ValidationError("must not exceed LINK_MIN_REMAINING_SECONDS", "LINK_STALE_MIN_SECONDS")
-        if data["redis_url"] and urlsplit(data["redis_url"]).scheme not in {"redis", "rediss", "unix"}:
-            raise ValidationError("must be a redis://, rediss:// or unix:// URL", "REDIS_URL")
+        if data["redis_url"] and urlsplit(data["redis_url"]).scheme not in REDIS_SCHEMES:
+            raise ValidationError(f"must be a {', '.join(s + '://' for s in REDIS_SCHEMES)} URL", "REDIS_URL")
+        not_origins = [value for value in data["frontend_origins"] if not _is_web_origin(value)]
+        if not_origins:
+            raise ValidationError(
+                "must be a comma-separated list of origins like https://app.example.com", "FRONTEND_ORIGINS"
+            )
+        from . import security_settings  # late: it imports modules that import this one
+
+        security_settings.check(data)
 
 
 @dataclass(frozen=True)
@@ -160,6 +243,8 @@ class Settings:
     connect_timeout: float = 3.0
     read_timeout: float = 10.0
     deadline_seconds: float = 20.0
+    circuit_threshold: int = 5
+    circuit_cooldown: float = 10.0
     redis_url: str | None = field(repr=False, default=None)  # may carry a password
     redis_timeout: float = 0.25
     connect_auth: tuple[str, ...] = ("signed",)
@@ -170,8 +255,28 @@ class Settings:
     link_stale_min: int = 15
     link_allowed_hosts: tuple[str, ...] = ("profile.ayrshare.com",)
     trusted_proxy_count: int = 0
+    jwt_jwks_url: str | None = None
+    jwt_public_key: str | None = None
+    jwt_hs256_secret: str | None = field(repr=False, default=None)
+    jwt_algorithms: tuple[str, ...] = ()
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_user_claim: str = "sub"
+    jwt_cookie: str | None = None
+    jwt_leeway: int = 30
+    trusted_proxies: tuple[str, ...] = ()
+    auth_user_header: str = "X-Forwarded-User"
+    redirect_allowed_hosts: tuple[str, ...] = ()
+    cors_allowed_origins: tuple[str, ...] = ()
+    rate_limit_enabled: bool = True
+    rate_limit_per_address: str = "120/minute"
+    rate_limit_per_user: str = "30/minute"
+    rate_limit_upstream_per_user: str = "10 per 5 minutes"
+    cache_encryption_key: str | None = field(repr=False, default=None)
     log_level: str = "INFO"
     demo: bool = False
+    frontend_origins: tuple[str, ...] = ()
+    metrics_bind: str | None = None
 
     def secrets(self) -> list[str]:
         """Every secret value, for the log redactor and for tests that prove none leaks."""
@@ -182,6 +287,8 @@ class Settings:
             self.internal_api_token,
             self.twitter_api_key,
             self.twitter_api_secret,
+            self.jwt_hs256_secret,
+            *(self.cache_encryption_key or "").split(","),
         ]
         return [value for value in values if value]
 
@@ -198,6 +305,9 @@ def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]
     return merged
 
 
+_SECURITY_LISTS = ("jwt_algorithms", "trusted_proxies", "redirect_allowed_hosts", "cors_allowed_origins")
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     raw = _resolve_secret_files(read_environment(environ))
     raw = {name: value for name, value in raw.items() if value != ""}  # an empty setting counts as unset
@@ -210,7 +320,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     except KeyFormatError as error:
         raise ConfigError(f"AYRSHARE_PRIVATE_KEY: {error}") from None
     _check_profile_keys_file(data["profile_keys_file"])
-    for name in ("default_allowed_social", "connect_auth", "link_allowed_hosts"):
+    for name in ("default_allowed_social", "connect_auth", "link_allowed_hosts", "frontend_origins") + _SECURITY_LISTS:
         data[name] = tuple(data[name])
     return Settings(signing_key=signing_key, **data)
 

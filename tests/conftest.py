@@ -115,6 +115,10 @@ def settings_env(keypair, emulator, profiles_file, redis_url, redis_client) -> d
         "AYRSHARE_CONNECT_TIMEOUT": "2",
         "AYRSHARE_READ_TIMEOUT": "5",
         "AYRSHARE_DEADLINE_SECONDS": "10",
+        # Tests of other features make many requests per user; tests/test_security_ratelimit.py checks the defaults.
+        "RATE_LIMIT_PER_ADDRESS": "100000/minute",
+        "RATE_LIMIT_PER_USER": "100000/minute",
+        "RATE_LIMIT_UPSTREAM_PER_USER": "100000 per 5 minutes",
     }
 
 

@@ -1,9 +1,46 @@
-// "Try again" on the service's error pages: a popup closes (its opener still has the Connect button);
-// a same-tab visit goes back to the page that sent the user here. Kept out of the HTML for the strict CSP.
-document.getElementById("try-again").addEventListener("click", () => {
-  if (window.opener && !window.opener.closed) {
-    window.close();
-  } else {
-    history.back();
+// The service's error pages (kept out of the HTML for the strict CSP).
+// 1. In a linking popup, tell the opener what went wrong (connect.js's onError / rejected promise), with the same
+//    origin rule as the done page: only FRONTEND_ORIGINS and the service's own origin receive it.
+// 2. "Try again": a passing failure (5xx, 429) reloads the same link, which is still valid; a link that cannot work
+//    (expired, unknown user, forbidden) closes the popup — the app's Connect button makes a fresh one — or, in a
+//    tab of its own, goes back to the page that sent the user here.
+(function () {
+  "use strict";
+  var root = document.getElementById("error");
+  var button = document.getElementById("try-again");
+  var opener = null;
+  try {
+    opener = window.opener && !window.opener.closed ? window.opener : null;
+  } catch (e) {
+    opener = null;
   }
-});
+
+  if (opener) {
+    var message = {
+      type: "ayrshare-connect",
+      event: "error",
+      status: Number(root.getAttribute("data-status")),
+      code: root.getAttribute("data-code"),
+      message: document.getElementById("error-message").textContent,
+    };
+    var targets = (root.getAttribute("data-notify-origins") || "").split(" ").filter(Boolean);
+    targets.push(window.location.origin);
+    targets.forEach(function (origin) {
+      try {
+        opener.postMessage(message, origin);
+      } catch (e) {
+        /* a malformed origin: skip it */
+      }
+    });
+  }
+
+  button.addEventListener("click", function () {
+    if (button.getAttribute("data-retry") === "reload") {
+      window.location.reload();
+    } else if (opener) {
+      window.close();
+    } else {
+      window.history.back();
+    }
+  });
+})();

@@ -1,0 +1,102 @@
+"""A circuit breaker in front of Ayrshare: after repeated failures, fail fast instead of piling on.
+
+closed ──N consecutive failures──► open ──cool-down──► half-open ──probe ok──► closed
+                                     ▲                     │
+                                     └────probe failed─────┘
+
+While open, calls raise `UpstreamUnavailable` (503 + Retry-After = time left in the cool-down) without touching the
+network; the link broker still serves a stale-but-valid link when it has one. In half-open, exactly one caller in
+this process probes; the others keep failing fast until the probe settles.
+
+State is per process, by choice: the breaker sits on the cache-miss path only, it must keep working when Redis is
+the thing that is down, and a shared breaker would add a Redis round trip to every upstream call. The cost is that
+each worker learns of an outage on its own — at most `threshold` calls per worker — which is bounded and small next
+to Ayrshare's limits. (Cross-process sharing of a single failure already happens through the broker's error marker.)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from .errors import ServiceError, UpstreamRefused, UpstreamUnavailable
+
+T = TypeVar("T")
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+
+class CircuitOpen(UpstreamUnavailable):
+    code = "upstream_circuit_open"
+    message = "Ayrshare has been failing; the service is pausing calls to it. Try again shortly."
+
+
+class CircuitBreaker:
+    def __init__(
+        self,
+        threshold: int = 5,
+        cooldown: float = 10.0,
+        on_state_change: Callable[[str], None] = lambda state: None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self.on_state_change = on_state_change
+        self.clock = clock
+        self.state = CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probing = False
+        self._lock = threading.Lock()
+
+    def call(self, func: Callable[[], T]) -> T:
+        self._enter()
+        try:
+            result = func()
+        except ServiceError as error:
+            self._record(failed=_counts_as_outage(error))
+            raise
+        except BaseException:
+            self._record(failed=False)
+            raise
+        self._record(failed=False)
+        return result
+
+    def _enter(self) -> None:
+        with self._lock:
+            if self.state == CLOSED:
+                return
+            left = self.cooldown - (self.clock() - self._opened_at)
+            if self.state == OPEN and left <= 0:
+                self._set(HALF_OPEN)
+            if self.state == HALF_OPEN and not self._probing:
+                self._probing = True
+                return
+            raise CircuitOpen(retry_after=max(1, int(left + 0.999)))
+
+    def _record(self, failed: bool) -> None:
+        with self._lock:
+            was_probe = self._probing
+            self._probing = False
+            if not failed:
+                self._failures = 0
+                if self.state != CLOSED:
+                    self._set(CLOSED)
+                return
+            self._failures += 1
+            if was_probe or self._failures >= self.threshold:
+                self._opened_at = self.clock()
+                self._set(OPEN)
+
+    def _set(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.on_state_change(state)
+
+
+def _counts_as_outage(error: ServiceError) -> bool:
+    """Timeouts, 5xx, 429 and malformed answers count; a refusal of our own request (bad key, code 102/189) does
+    not: Ayrshare is up, our configuration is wrong, and the error message already says which setting to fix."""
+    return not isinstance(error, UpstreamRefused) or error.code == "upstream_malformed"

@@ -1,0 +1,191 @@
+"""Session tokens from the team's identity provider (`CONNECT_AUTH=jwt`): verification and the JWKS key cache.
+
+The frontend already holds a JWT from its identity provider and presents it as `Authorization: Bearer <jwt>` or in
+the cookie named by `JWT_COOKIE`. `SessionTokenVerifier.user_of(token)` returns the value of the claim that names
+the user (`JWT_USER_CLAIM`, default `sub`) or raises `Unauthenticated` (401). The caller compares that value with
+`<user>` (403 when they differ).
+
+What is checked, in order: size; the header's `alg` is one of the pinned `JWT_ALGORITHMS` (never `none`; settings
+refuse mixing HMAC and public-key algorithms, so a public key can never be used as an HMAC secret); the signature
+against exactly one configured key source (`JWT_JWKS_URL`, `JWT_PUBLIC_KEY` or `JWT_HS256_SECRET`); `exp` (required),
+`nbf` (when present), `iss` = `JWT_ISSUER`, `aud` contains `JWT_AUDIENCE`, with `JWT_LEEWAY_SECONDS` of clock skew.
+
+JWKS keys are cached for `JWKS_TTL_SECONDS` and refetched early when a token names an unknown `kid` (key rotation),
+but at most once per `JWKS_MIN_REFRESH_SECONDS`, so random `kid`s cannot turn the service into a load generator
+against the identity provider. A JWKS that cannot be fetched leaves the old keys in place; tokens that need a key we
+do not have are refused (401), never a 5xx.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import jwt
+import requests
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from .errors import Unauthenticated
+
+log = logging.getLogger(__name__)
+
+SYMMETRIC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+MAX_TOKEN_LENGTH = 8192
+JWKS_TTL_SECONDS = 300
+JWKS_MIN_REFRESH_SECONDS = 30
+JWKS_TIMEOUT_SECONDS = 3.0
+_BAD_TOKEN = "The session token is not valid. Sign in again."  # noqa: S105 - a message, not a secret
+
+
+def normalise_pem(text: str) -> str:
+    """Tolerate literal `\\n` escapes and surrounding whitespace, the usual damage a PEM takes in an env var."""
+    return text.strip().replace("\\n", "\n")
+
+
+def load_public_key(text: str) -> Any:
+    """Raises ValueError when `text` is not a PEM public key."""
+    return load_pem_public_key(normalise_pem(text).encode())
+
+
+class JwksCache:
+    """The identity provider's signing keys by `kid`, fetched over HTTPS with a short timeout."""
+
+    def __init__(
+        self,
+        url: str,
+        session: requests.Session | None = None,
+        ttl: float = JWKS_TTL_SECONDS,
+        min_refresh: float = JWKS_MIN_REFRESH_SECONDS,
+    ):
+        self.url = url
+        self.ttl = ttl
+        self.min_refresh = min_refresh
+        self.fetches = 0  # for tests and metrics
+        self._session = session or requests.Session()
+        self._keys: dict[str | None, tuple[jwt.PyJWK, str | None]] = {}
+        self._fetched_at = float("-inf")
+        self._attempted_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def key_for(self, kid: str | None) -> tuple[jwt.PyJWK, str | None] | None:
+        """The key for `kid` and the algorithm it was published for (None when the JWK names none)."""
+        with self._lock:
+            now = time.monotonic()
+            wanted = now - self._fetched_at > self.ttl or kid not in self._keys
+            if wanted and now - self._attempted_at >= self.min_refresh:
+                self._refresh(now)
+            return self._keys.get(kid)
+
+    def _refresh(self, now: float) -> None:
+        self._attempted_at = now
+        self.fetches += 1
+        try:
+            response = self._session.get(self.url, timeout=JWKS_TIMEOUT_SECONDS, allow_redirects=False)
+            response.raise_for_status()
+            entries = response.json()["keys"]
+            if not isinstance(entries, list):
+                raise ValueError("keys is not a list")
+        except (requests.RequestException, ValueError, KeyError, TypeError) as error:
+            log.warning("jwks fetch failed; keeping the keys we have", extra={"error_type": type(error).__name__})
+            return
+        keys: dict[str | None, tuple[jwt.PyJWK, str | None]] = {}
+        for entry in entries:
+            if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+                continue
+            try:
+                keys[entry.get("kid")] = (jwt.PyJWK(entry), entry.get("alg"))
+            except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
+                continue  # a key type we cannot use; the others still count
+        if len(keys) == 1:  # a lone key also serves tokens that carry no `kid`
+            keys[None] = next(iter(keys.values()))
+        self._keys, self._fetched_at = keys, now
+
+
+class SessionTokenVerifier:
+    def __init__(
+        self,
+        *,
+        algorithms: tuple[str, ...],
+        issuer: str,
+        audience: str,
+        user_claim: str = "sub",
+        leeway: int = 30,
+        hs_secret: str | None = None,
+        public_key_pem: str | None = None,
+        jwks: JwksCache | None = None,
+    ):
+        sources = [source for source in (hs_secret, public_key_pem, jwks) if source]
+        if len(sources) != 1:
+            raise ValueError("exactly one key source")
+        if "none" in {alg.lower() for alg in algorithms}:
+            raise ValueError("alg none is never allowed")
+        self.algorithms = frozenset(algorithms)
+        self.issuer, self.audience, self.user_claim, self.leeway = issuer, audience, user_claim, leeway
+        self._hs_secret = hs_secret.encode() if hs_secret else None
+        self._public_key = load_public_key(public_key_pem) if public_key_pem else None
+        self.jwks = jwks
+
+    @classmethod
+    def from_settings(cls, settings) -> SessionTokenVerifier:
+        return cls(
+            algorithms=settings.jwt_algorithms,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            user_claim=settings.jwt_user_claim,
+            leeway=settings.jwt_leeway,
+            hs_secret=settings.jwt_hs256_secret,
+            public_key_pem=settings.jwt_public_key,
+            jwks=JwksCache(settings.jwt_jwks_url) if settings.jwt_jwks_url else None,
+        )
+
+    def user_of(self, token: str) -> str:
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise Unauthenticated(_BAD_TOKEN, code="bad_token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise Unauthenticated(_BAD_TOKEN, code="bad_token") from None
+        algorithm = header.get("alg")
+        if not isinstance(algorithm, str) or algorithm not in self.algorithms:
+            raise Unauthenticated("The session token uses an algorithm this service does not accept.", code="bad_token")
+        key = self._key_for(algorithm, header.get("kid"))
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                issuer=self.issuer,
+                audience=self.audience,
+                leeway=self.leeway,
+                options={"require": ["exp", "iss", "aud"], "verify_signature": True},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("The session token has expired. Sign in again.", code="token_expired") from None
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise Unauthenticated(_BAD_TOKEN, code="bad_token") from None
+        user = claims.get(self.user_claim)
+        if not isinstance(user, str) or not user:
+            raise Unauthenticated("The session token does not name a user.", code="bad_token")
+        return user
+
+    def _key_for(self, algorithm: str, kid: object) -> Any:
+        if self._hs_secret is not None:
+            return self._hs_secret
+        if self._public_key is not None:
+            return self._public_key
+        if kid is not None and not isinstance(kid, str):
+            raise Unauthenticated(_BAD_TOKEN, code="bad_token")
+        found = self.jwks.key_for(kid)
+        if found is None:
+            raise Unauthenticated(
+                "The session token was signed with a key this service does not know.", code="bad_token"
+            )
+        jwk, declared = found
+        if declared is not None and declared != algorithm:  # a key published for one algorithm verifies no other
+            raise Unauthenticated(_BAD_TOKEN, code="bad_token")
+        return jwk.key

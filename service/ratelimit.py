@@ -1,0 +1,137 @@
+"""Rate limits on `/connect` (Flask-Limiter): per client address, per user, and per user for upstream calls.
+
+Three limits, each a setting in Flask-Limiter's notation ("120/minute", "10 per 5 minutes"):
+
+- `RATE_LIMIT_PER_ADDRESS` (default 120/minute) counts every request from one client address, refused ones included:
+  it bounds what one machine can make the service do (auth checks, Redis reads). The address is the socket peer, or
+  the client named in `X-Forwarded-For` when `TRUSTED_PROXY_COUNT` proxies are in front (Werkzeug ProxyFix); without
+  that setting the header is ignored, so it cannot be forged to dodge the limit.
+- `RATE_LIMIT_PER_USER` (default 30/minute) counts answers for one user that got past authentication (2xx/3xx/5xx,
+  not 4xx): cache hits are cheap, so this is generous, and because refused requests do not count, nobody can lock a
+  user out by spamming their id.
+- `RATE_LIMIT_UPSTREAM_PER_USER` (default 10 per 5 minutes) counts only requests that called Ayrshare. Ayrshare
+  limits each profile to a few hundred calls per 5 minutes (150-300 depending on the doc version) and suspends a
+  profile after 1,000 429s in 24 h. With the cache, an ordinary user costs at most one call per link lifetime
+  (5 minutes) and option set; 10 leaves room for a few option variants while capping what even a valid credential
+  can spend at 10 of the smallest documented 150, so the service itself never earns Ayrshare 429s. (The HTTP
+  client repeats a 429/5xx answer once and a dropped connection at most twice: still at most 30 calls, a fifth of
+  the budget; and after a 429 the user's next calls wait for the window, so 429s are never hammered.)
+
+Counters live in Redis (`REDIS_URL`, prefix `connect:ratelimit`) so every worker and instance shares them, or in
+memory when `REDIS_URL` is unset. The limiter fails open: when its Redis is unreachable it falls back to per-process
+in-memory counters (Flask-Limiter's `in_memory_fallback_enabled`) and swallows storage errors (`swallow_errors`),
+re-checking Redis with exponential backoff, so a Redis outage never turns into 500s. A refused request gets 429 in
+the service's error shape with `Retry-After`. `RATE_LIMIT_ENABLED=0` switches all of this off (startup warning).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+
+from flask import Flask, Response, g, request
+from flask_limiter import Limiter, RateLimitExceeded
+
+from .errors import RateLimited, render_error
+from .settings import Settings
+
+KEY_PREFIX = "connect:ratelimit"
+CONNECT_ENDPOINT = "connect.connect"
+DEFAULT_RETRY_AFTER = 60
+
+
+def client_address() -> str:
+    return "addr:" + (request.remote_addr or "unknown")
+
+
+def user_key() -> str:
+    # Hashed: the id is hostile input until authenticated, and hashing bounds the key's length.
+    user = (request.view_args or {}).get("user", "")
+    return "user:" + hashlib.sha256(user.encode("utf-8", "replace")).hexdigest()[:32]
+
+
+def upstream_key() -> str:
+    return "upstream:" + user_key()
+
+
+def is_preflight() -> bool:
+    return request.method == "OPTIONS"
+
+
+def passed_authentication(response: Response) -> bool:
+    """Refusals (bad credentials, bad input, unknown user, our own 429) never count against the user they name."""
+    return not 400 <= response.status_code < 500
+
+
+def called_upstream(response: Response) -> bool:
+    return g.get("upstream_seconds") is not None
+
+
+def storage_uri(settings: Settings) -> str:
+    if not settings.redis_url:
+        return "memory://"
+    if settings.redis_url.startswith("unix://"):
+        return "redis+" + settings.redis_url
+    return settings.redis_url
+
+
+def init_app(app: Flask, settings: Settings) -> Limiter | None:
+    if not settings.rate_limit_enabled:
+        return None
+    options = {}
+    if settings.redis_url:
+        options = {"socket_timeout": settings.redis_timeout, "socket_connect_timeout": settings.redis_timeout}
+    limiter = Limiter(
+        key_func=client_address,
+        app=app,
+        storage_uri=storage_uri(settings),
+        storage_options=options,
+        strategy="sliding-window-counter",
+        key_prefix=KEY_PREFIX,
+        swallow_errors=True,
+        in_memory_fallback_enabled=True,
+        headers_enabled=False,
+    )
+    _route_limiter_logs()
+    view = app.view_functions.get(CONNECT_ENDPOINT)
+    if view is not None:
+        view = limiter.limit(
+            settings.rate_limit_upstream_per_user,
+            key_func=upstream_key,
+            deduct_when=called_upstream,
+            exempt_when=is_preflight,
+        )(view)
+        view = limiter.limit(
+            settings.rate_limit_per_user, key_func=user_key, deduct_when=passed_authentication, exempt_when=is_preflight
+        )(view)
+        view = limiter.limit(settings.rate_limit_per_address, key_func=client_address, exempt_when=is_preflight)(view)
+        app.view_functions[CONNECT_ENDPOINT] = view
+
+    @app.errorhandler(RateLimitExceeded)
+    def _too_many_requests(exc: RateLimitExceeded) -> Response:
+        g.rate_limited = True
+        return render_error(RateLimited(retry_after=_retry_after(limiter)))
+
+    app.extensions["rate_limiter"] = limiter
+    return limiter
+
+
+def _retry_after(limiter: Limiter) -> int:
+    try:
+        breached = limiter.current_limit
+        if breached is not None:
+            return max(1, math.ceil(breached.reset_at - time.time()))
+    except Exception:  # noqa: BLE001, S110 - storage trouble while computing a hint must not turn a 429 into a 500
+        pass
+    return DEFAULT_RETRY_AFTER
+
+
+def _route_limiter_logs() -> None:
+    """Flask-Limiter's own log lines go through the service's JSON handler and redactor."""
+    service_logger = logging.getLogger("service")
+    limiter_logger = logging.getLogger("flask-limiter")
+    limiter_logger.handlers = list(service_logger.handlers)
+    limiter_logger.setLevel(logging.WARNING)
+    limiter_logger.propagate = False

@@ -1,0 +1,188 @@
+"""A person clicks "Connect" in real headless Chromium: demo page → service → emulator linking page → Done → back.
+
+Everything is real: the service under gunicorn (signed links, Redis cache), the emulator's linking page, Chromium's
+own popup blocker, postMessage between the windows. Each step is saved as a screenshot under artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.conftest import API_KEY, PROFILES, SIGNING_SECRET
+
+pytestmark = pytest.mark.browser
+
+
+def open_demo(page: Page, service, user: str, query: str = "") -> None:
+    page.goto(f"{service.url}/demo{query}")
+    page.select_option("#user", user)
+    expect(page.locator("#status")).to_have_attribute("data-state", "idle")
+
+
+def click_connect(page: Page) -> Page:
+    with page.expect_popup() as popup_info:
+        page.click("#connect")
+    return popup_info.value
+
+
+def visited(popup: Page) -> list[str]:
+    urls: list[str] = []
+    popup.on("framenavigated", lambda frame: urls.append(frame.url) if frame == popup.main_frame else None)
+    return urls
+
+
+def test_click_opens_linking_popup_and_done_closes_it_and_notifies_the_opener(page, demo_service, emulator, shot):
+    service = demo_service()
+    open_demo(page, service, "alice")
+    assert page.get_attribute("#link-mode", "data-mode") == "signed"
+    shot(page, "01-demo-page")
+
+    popup = click_connect(page)  # Chromium's popup blocker is on: the popup opened inside the click handler
+    urls = visited(popup)
+    expect(popup.locator("#profile-key")).to_have_text(PROFILES["alice"])
+    assert popup.url.startswith(emulator.origin + "/")
+    expect(page.locator("#status")).to_have_attribute("data-state", "waiting")
+    shot(popup, "02-linking-page-in-popup")
+
+    with popup.expect_event("close"):  # "Done" → the service's /done page, which notifies and closes
+        popup.click("#done")
+
+    assert popup.is_closed()
+    assert any(url.startswith(f"{service.url}/done") for url in urls), urls
+    expect(page.locator("#status")).to_have_attribute("data-state", "linked")
+    expect(page.locator("#status")).to_contain_text("alice")
+    assert page.url == f"{service.url}/demo"  # notified in place, not navigated
+    shot(page, "03-demo-page-linked")
+    assert emulator.calls() == 1
+
+
+def test_blocked_popup_falls_back_to_the_same_tab_and_comes_back_linked(page, context, demo_service, emulator, shot):
+    service = demo_service()
+    page.goto(f"{service.url}/demo")
+    popups: list[Page] = []
+    context.on("page", lambda new_page: popups.append(new_page))
+
+    # Pick the user and click from a script with no user activation (Playwright's own input and evaluate calls
+    # would grant one): Chromium's real popup blocker then refuses window.open, as it does for a late call.
+    cdp = context.new_cdp_session(page)
+    script = "document.getElementById('user').value = 'bob'; document.getElementById('connect').click()"
+    with page.expect_navigation(url=f"{emulator.origin}/**"):
+        cdp.send("Runtime.evaluate", {"expression": script, "userGesture": False})
+
+    expect(page.locator("#profile-key")).to_have_text(PROFILES["bob"])
+    shot(page, "01-linking-page-in-same-tab")
+    page.click("#done")
+
+    page.wait_for_url(f"{service.url}/demo**")
+    expect(page.locator("#status")).to_have_attribute("data-state", "linked")
+    expect(page.locator("#status")).to_contain_text("bob")
+    assert urlsplit(page.url).fragment == ""  # resumeSameTab() tidied the address bar
+    assert popups == []
+    shot(page, "02-back-on-demo-page-linked")
+
+
+def test_expired_signed_link_shows_a_friendly_error_page(page, demo_service, emulator, shot):
+    service = demo_service()
+    open_demo(page, service, "alice", "?link_ttl=1")
+    link = page.locator("#user option[value='alice']").get_attribute("data-url")
+    expires = int(parse_qs(urlsplit(link).query)["expires"][0])
+    while time.time() <= expires + 0.05:  # the page sat open until its signed link expired
+        time.sleep(0.1)
+
+    popup = click_connect(page)
+    expect(popup.get_by_role("heading", level=1)).to_have_text("This link cannot be used")
+    expect(popup.get_by_role("alert")).to_contain_text("expired")
+    expect(popup.locator("#error-code")).to_have_text("link_expired")
+    assert popup.evaluate("document.documentElement.lang") == "en"
+    body = popup.content()
+    for secret in (SIGNING_SECRET, API_KEY, parse_qs(urlsplit(link).query)["signature"][0]):
+        assert secret not in body
+    shot(popup, "01-expired-link-error-page")
+
+    # The opener hears about it at once (origin-checked postMessage from the error page)...
+    expect(page.locator("#status")).to_have_attribute("data-state", "error")
+    expect(page.locator("#status")).to_contain_text("link_expired")
+    # ...and "Try again" closes the popup: the app's button makes a fresh link.
+    with popup.expect_event("close"):
+        popup.get_by_role("button", name="Try again").click()
+    expect(page.locator("#status")).to_contain_text("Reload this page for fresh links")
+    shot(page, "02-demo-page-after-expired-link")
+    assert emulator.calls() == 0
+
+
+def test_second_click_within_the_links_validity_is_served_from_cache(page, demo_service, emulator, shot):
+    service = demo_service()
+    open_demo(page, service, "carol@example.com")
+
+    first = click_connect(page)
+    expect(first.locator("#profile-key")).to_have_text(PROFILES["carol@example.com"])
+    first_url = first.url
+    shot(first, "01-first-click-linking-page")
+    first.close()  # the user closes the popup without "Done"
+    expect(page.locator("#status")).to_have_attribute("data-state", "closed")
+
+    second = click_connect(page)
+    expect(second.locator("#profile-key")).to_have_text(PROFILES["carol@example.com"])
+    shot(second, "02-second-click-linking-page")
+
+    assert second.url == first_url  # the same still-valid linking URL
+    assert emulator.calls() == 1
+
+
+def test_unknown_user_page_is_friendly_and_leaks_nothing(page, demo_service, emulator, shot):
+    service = demo_service()
+    open_demo(page, service, "nobody")
+
+    popup = click_connect(page)
+    expect(popup.get_by_role("heading", level=1)).to_have_text("This link cannot be used")
+    expect(popup.locator("#error-code")).to_have_text("unknown_user")
+    expect(popup.get_by_role("button", name="Try again")).to_be_visible()
+    body = popup.content()
+    assert API_KEY not in body and SIGNING_SECRET not in body and "PK-" not in body
+    expect(page.locator("#status")).to_contain_text("unknown_user")
+    shot(popup, "01-unknown-user-error-page")
+    assert emulator.calls() == 0
+
+
+def test_ayrshare_down_page_offers_a_retry_that_works_once_it_is_back(page, demo_service, emulator, shot):
+    service = demo_service(CIRCUIT_COOLDOWN_SECONDS="0.5")
+    open_demo(page, service, "alice")
+    emulator.set_knobs(fault="503", fault_count=-1)
+
+    popup = click_connect(page)
+    expect(popup.get_by_role("heading", level=1)).to_have_text("We could not open the linking page")
+    expect(popup.locator("#error-code")).to_have_text("upstream_unavailable")
+    assert API_KEY not in popup.content()
+    shot(popup, "01-ayrshare-down-error-page")
+
+    emulator.set_knobs(fault=None)
+    deadline = time.monotonic() + 20
+    while popup.locator("#profile-key").count() == 0:  # a circuit breaker may need its cool-down first
+        assert time.monotonic() < deadline, "the retry never reached the linking page"
+        popup.get_by_role("button", name="Try again").click()
+        popup.wait_for_load_state()
+    expect(popup.locator("#profile-key")).to_have_text(PROFILES["alice"])
+    shot(popup, "02-linking-page-after-try-again")
+
+    with popup.expect_event("close"):  # "Done" → the service's /done page, which notifies and closes
+        popup.click("#done")
+    expect(page.locator("#status")).to_have_attribute("data-state", "linked")
+
+
+def test_origin_true_redirects_the_opener_back_to_the_app(page, demo_service, emulator, shot):
+    service = demo_service(redirect_query="?origin=true")
+    open_demo(page, service, "bob")
+
+    popup = click_connect(page)
+    expect(popup.locator("#profile-key")).to_have_text(PROFILES["bob"])
+    with popup.expect_event("close"):  # Ayrshare's rule: the linking page sends the *opener* to the redirect
+        popup.click("#done")
+
+    page.wait_for_url(f"{service.url}/demo**")
+    expect(page.locator("#status")).to_have_attribute("data-state", "linked")
+    expect(page.locator("#status")).to_contain_text("bob")
+    shot(page, "01-opener-redirected-back-linked")

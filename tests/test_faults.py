@@ -1,0 +1,232 @@
+"""Fault injection against real processes: Redis killed, paused, failed over; lock holders and workers killed;
+several instances; shutdown with requests in flight. Every test counts requests sent, failed, and upstream calls."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from service.callers import signed_path
+from tests.conftest import SIGNING_SECRET
+from tests.support.processes import RedisServer, ServiceProcess, free_port, wait_until
+
+
+def get(url: str, timeout: float = 15) -> requests.Response:
+    return requests.get(url, allow_redirects=False, timeout=timeout)
+
+
+def link(service: ServiceProcess, user: str) -> str:
+    return service.url + signed_path(user, SIGNING_SECRET)
+
+
+def worker_pids(service: ServiceProcess) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(service.proc.pid)], capture_output=True, text=True)
+    return [int(pid) for pid in out.stdout.split()]
+
+
+class Load:
+    """Requests from several threads until stopped; records every outcome."""
+
+    def __init__(self, urls: list[str], threads: int = 6):
+        self.urls, self.threads = urls, threads
+        self.statuses: list[int | str] = []
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+
+    def __enter__(self) -> Load:
+        for n in range(self.threads):
+            thread = threading.Thread(target=self._run, args=(n,), daemon=True)
+            thread.start()
+            self._workers.append(thread)
+        return self
+
+    def _run(self, n: int) -> None:
+        i = n
+        while not self._stop.is_set():
+            try:
+                self.statuses.append(get(self.urls[i % len(self.urls)], timeout=10).status_code)
+            except requests.RequestException as error:
+                self.statuses.append(type(error).__name__)
+            i += self.threads
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._workers:
+            thread.join(15)
+
+    @property
+    def failed(self) -> list:
+        return [status for status in self.statuses if status != 302]
+
+
+# -- Redis faults ---------------------------------------------------------------------------------------------------
+def test_redis_killed_under_load_fails_no_request_and_caching_resumes(start_service, emulator):
+    redis_server = RedisServer().start()
+    try:
+        service = start_service(workers=2, REDIS_URL=redis_server.url)
+        urls = [link(service, f"user{i}") for i in range(8)]
+        with Load(urls) as load:
+            time.sleep(1.0)
+            redis_server.kill()
+            time.sleep(2.0)
+            calls_when_restarted = emulator.calls()
+            redis_server.start()
+            time.sleep(2.5)
+        assert len(load.statuses) > 50
+        assert load.failed == []
+        assert calls_when_restarted > 8  # answered by calling Ayrshare directly while Redis was gone
+        assert len(redis_server.client().keys("connect:link:v1:*")) == 8  # caching resumed by itself
+        calls = emulator.calls()
+        assert [get(url).status_code for url in urls] == [302] * 8
+        assert emulator.calls() == calls  # ...and serves from it again
+    finally:
+        redis_server.stop()
+
+
+def test_paused_redis_degrades_to_uncached_instead_of_hanging(start_service, emulator):
+    redis_server = RedisServer().start()
+    try:
+        service = start_service(workers=2, REDIS_URL=redis_server.url, REDIS_TIMEOUT="0.2")
+        url = link(service, "alice")
+        assert get(url).status_code == 302
+        redis_server.pause()  # accepts connections, answers nothing: the worst kind of slow
+        responses = [get(url, timeout=3) for _ in range(10)]  # a hang would raise ReadTimeout here
+        assert [r.status_code for r in responses] == [302] * 10
+        assert requests.get(service.url + "/readyz", timeout=3).status_code == 503
+    finally:
+        redis_server.resume()
+        redis_server.stop()
+
+
+def test_redis_sentinel_url_follows_the_master(start_service, emulator, tmp_path):
+    master = RedisServer().start()
+    sentinel_port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path}\nsentinel monitor themaster 127.0.0.1 {master.port} 1\n"
+    )
+    sentinel = subprocess.Popen(
+        [master.binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        import redis
+
+        wait_until(lambda: redis.Redis(port=sentinel_port).ping(), 10, what="sentinel")
+        service = start_service(workers=2, REDIS_URL=f"redis+sentinel://127.0.0.1:{sentinel_port}/themaster/0")
+        url = link(service, "alice")
+        assert [get(url).status_code for _ in range(3)] == [302] * 3
+        assert emulator.calls() == 1
+        assert master.client().keys("connect:link:v1:*")
+        assert requests.get(service.url + "/readyz", timeout=5).json()["checks"]["cache"] == "ok"
+    finally:
+        sentinel.terminate()
+        sentinel.wait(5)
+        master.stop()
+
+
+# -- single-flight under crashes and scale-out ----------------------------------------------------------------------
+def test_lock_left_by_a_dead_holder_delays_others_at_most_its_ttl(start_service, emulator, redis_client):
+    # One worker, slow upstream: kill -9 the worker while it holds the lock mid-call.
+    emulator.set_knobs(latency_ms=3000)
+    service = start_service(workers=1, AYRSHARE_DEADLINE_SECONDS="4", AYRSHARE_READ_TIMEOUT="3.5")
+    url = link(service, "alice")
+    in_flight = ThreadPoolExecutor(1).submit(lambda: get(url, timeout=20))
+    wait_until(lambda: redis_client.keys("connect:link:v1:*:lock"), 5, what="the lock")
+    (lock_key,) = redis_client.keys("connect:link:v1:*:lock")
+    lock_ttl = redis_client.pttl(lock_key) / 1000
+    os.kill(worker_pids(service)[0], signal.SIGKILL)
+    assert isinstance(_outcome(in_flight), requests.RequestException)  # the killed worker's request is lost
+
+    emulator.set_knobs(latency_ms=0)
+    wait_until(lambda: len(worker_pids(service)) == 1, 10, what="a replacement worker")
+    started = time.monotonic()
+    response = get(url, timeout=30)
+    waited = time.monotonic() - started
+    assert response.status_code == 302
+    assert waited <= lock_ttl + 1.5  # the lock's TTL (deadline + 2 s), then one fast upstream call
+    assert emulator.calls() == 2
+
+
+def _outcome(future):
+    try:
+        return future.result(timeout=20)
+    except Exception as error:  # noqa: BLE001 - the outcome is what we assert on
+        return error
+
+
+def test_three_instances_sharing_one_redis_make_one_upstream_call_for_a_burst(start_service, emulator):
+    emulator.set_knobs(latency_ms=500)
+    services = [start_service(workers=2) for _ in range(3)]
+    urls = [link(services[i % 3], "alice") for i in range(100)]
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        responses = list(pool.map(get, urls))
+    assert [r.status_code for r in responses] == [302] * 100
+    assert len({r.headers["Location"] for r in responses}) == 1
+    assert emulator.calls() == 1
+
+
+# -- stale-if-error -------------------------------------------------------------------------------------------------
+def test_stale_link_is_served_when_ayrshare_fails_but_never_an_expired_one(settings_env, emulator):
+    from service import create_app
+
+    emulator.set_knobs(token_lifetime_seconds=4)
+    client = create_app(
+        {**settings_env, "LINK_MIN_REMAINING_SECONDS": "3", "LINK_STALE_MIN_SECONDS": "1"}
+    ).test_client()
+    json_accept = {"Accept": "application/json"}
+    first = client.get(signed_path("alice", SIGNING_SECRET), headers=json_accept).json
+    time.sleep(1.2)  # now under the freshness margin, still above the stale minimum
+    emulator.set_knobs(fault="503", fault_count=-1)
+    stale = client.get(signed_path("alice", SIGNING_SECRET), headers=json_accept)
+    assert stale.status_code == 200 and stale.json["url"] == first["url"] and stale.json["cached"] is True
+
+    time.sleep(2.0)  # less than the stale minimum left: an error, never the nearly dead link
+    late = client.get(signed_path("alice", SIGNING_SECRET), headers=json_accept)
+    assert late.status_code == 503
+
+
+# -- shutdown and restarts ------------------------------------------------------------------------------------------
+def test_sigterm_lets_in_flight_requests_finish_and_leaves_nothing_half_written(start_service, emulator, redis_client):
+    emulator.set_knobs(latency_ms=1500)
+    service = start_service(workers=2)
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        futures = [pool.submit(get, link(service, f"user{i}"), 20) for i in range(10)]
+        time.sleep(0.6)
+        started = time.monotonic()
+        service.proc.send_signal(signal.SIGTERM)
+        outcomes = [_outcome(f) for f in futures]
+    exit_code = service.proc.wait(40)
+    assert [getattr(o, "status_code", o) for o in outcomes] == [302] * 10
+    assert exit_code == 0 and time.monotonic() - started < 30  # within the graceful timeout
+    assert redis_client.keys("connect:link:v1:*:lock") == []
+    for key in redis_client.keys("connect:link:v1:*"):
+        record = json.loads(redis_client.get(key))
+        assert set(record) == {"u", "e"} and record["e"] > time.time()
+
+
+def test_a_killed_worker_is_replaced_and_other_requests_are_unaffected(start_service, emulator):
+    service = start_service(workers=2)
+    url = link(service, "alice")
+    assert get(url).status_code == 302
+    wait_until(lambda: len(worker_pids(service)) == 2, 10, what="both workers")
+    victim, survivor = worker_pids(service)
+    with Load([url], threads=4) as load:
+        time.sleep(0.3)
+        os.kill(victim, signal.SIGKILL)
+        wait_until(
+            lambda: len(worker_pids(service)) == 2 and victim not in worker_pids(service),
+            10,
+            what="a replacement worker",
+        )
+        time.sleep(0.5)
+    # Only requests that were on the killed worker at that instant may fail (at most one per load thread).
+    assert len(load.failed) <= 4 and len(load.statuses) > 20
+    assert survivor in worker_pids(service)
+    assert [get(url).status_code for _ in range(20)] == [302] * 20

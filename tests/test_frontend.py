@@ -1,0 +1,192 @@
+"""The service's browser pages without a browser: /done, /demo, the error page's data, FRONTEND_ORIGINS, connect.js.
+
+What the pages *do* in a browser is proven in tests/browser/; here: what they are given, what they refuse, and that
+they carry no inline script or style (the strict CSP would block it) and no secret.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pytest
+
+from service import ConfigError, create_app
+from service.callers import check_signature, signed_path
+from service.frontend import LINKED_FRAGMENT, safe_return_url
+from service.settings import load_settings
+from tests.conftest import API_KEY, PROFILES, SIGNING_SECRET
+
+APP = "https://app.example.com"
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "open-redirects.txt"
+
+
+def attr(html: str, element_id: str, name: str) -> str:
+    tag = re.search(rf'<[^>]*\bid="{element_id}"[^>]*>', html, re.S)
+    assert tag, f"no element #{element_id}"
+    value = re.search(rf'\b{name}="([^"]*)"', tag.group(0))
+    assert value, f"#{element_id} has no {name}"
+    return value.group(1).replace("&amp;", "&").replace("&#34;", '"')
+
+
+def assert_csp_ready(html: str) -> None:
+    assert "<style" not in html and " style=" not in html
+    assert all('src="' in tag for tag in re.findall(r"<script[^>]*>", html)), "inline script"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"{APP}/settings",
+        f"{APP}/settings?tab=social#section",
+        "https://APP.example.com:443/settings",
+        APP,
+    ],
+)
+def test_return_urls_on_a_frontend_origin_are_kept_with_the_linked_fragment(value):
+    result = safe_return_url(value, (APP,))
+    assert result is not None
+    parts = urlsplit(result)
+    assert f"{parts.scheme}://{parts.hostname}" == APP and parts.fragment == LINKED_FRAGMENT
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "",
+        "/demo",
+        "//evil.example/x",
+        "/\\evil.example",
+        "https://evil.example/",
+        "https://app.example.com.evil.example/",
+        "https://app.example.com@evil.example/",
+        "https://user:pw@app.example.com/",
+        "http://app.example.com/",  # scheme is part of the origin
+        "https://app.example.com:8443/",
+        "javascript:alert(1)//https://app.example.com",
+        "data:text/html,hi",
+        "https://app.example.com/\tx",
+        "https://app.example.com:99999/",
+        "https://app.example.com/" + "a" * 3000,
+    ],
+)
+def test_other_return_urls_are_refused(value):
+    assert safe_return_url(value, (APP,)) is None
+
+
+def test_no_open_redirect_from_the_shared_corpus_passes_as_a_return_url():
+    payloads = [line for line in CORPUS.read_text(encoding="utf-8").split("\n") if line]
+    allowed = ("https://www.whitelisteddomain.tld", "http://www.whitelisteddomain.tld")
+    assert len(payloads) > 500
+    passed = [p for p in payloads if safe_return_url(unquote(p), allowed) or safe_return_url(p, allowed)]
+    assert passed == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["https://web.example.org/", "https://web.example.org/x", "web.example.org", "https://*.example.org", "ftp://a.b"],
+)
+def test_frontend_origins_must_be_bare_origins(settings_env, value):
+    with pytest.raises(ConfigError) as error:
+        load_settings({**settings_env, "FRONTEND_ORIGINS": f"{APP},{value}"})
+    assert str(error.value).startswith("FRONTEND_ORIGINS:")
+    assert value not in str(error.value)
+
+
+def test_frontend_origins_are_parsed(settings_env):
+    settings = load_settings({**settings_env, "FRONTEND_ORIGINS": f" {APP} , http://127.0.0.1:3000"})
+    assert settings.frontend_origins == (APP, "http://127.0.0.1:3000")
+
+
+def test_done_page_reports_to_the_configured_origins_and_returns_only_to_them(settings_env):
+    client = create_app({**settings_env, "FRONTEND_ORIGINS": f"{APP},http://127.0.0.1:3000"}).test_client()
+
+    good = client.get("/done", query_string={"return": f"{APP}/settings", "origin": "true"})
+    html = good.get_data(as_text=True)
+    assert good.status_code == 200 and good.mimetype == "text/html"
+    assert good.headers["Cache-Control"] == "no-store" and good.headers["Referrer-Policy"] == "no-referrer"
+    assert attr(html, "done", "data-notify-origins") == f"{APP} http://127.0.0.1:3000"
+    assert attr(html, "done", "data-return-to") == f"{APP}/settings#{LINKED_FRAGMENT}"
+    assert attr(html, "done", "data-redirect-opener") == "true"
+    assert_csp_ready(html)
+
+    evil = client.get("/done", query_string={"return": "https://evil.example/"}).get_data(as_text=True)
+    assert attr(evil, "done", "data-return-to") == ""
+    assert "evil.example" not in evil
+    assert attr(evil, "done", "data-redirect-opener") == "false"
+
+
+def test_done_page_in_demo_mode_returns_to_the_demo(settings_env):
+    client = create_app({**settings_env, "DEMO_MODE": "1"}).test_client()
+    html = client.get("/done").get_data(as_text=True)
+    assert attr(html, "done", "data-return-to") == f"/demo#{LINKED_FRAGMENT}"
+    assert attr(html, "done", "data-notify-origins") == ""
+
+
+def test_demo_page_is_not_there_outside_demo_mode(client):
+    response = client.get("/demo", headers={"Accept": "text/html"})
+    assert response.status_code == 404
+    assert "Try again" in response.get_data(as_text=True)
+
+
+def test_demo_page_renders_signed_links_for_every_user_that_the_service_accepts(settings_env):
+    client = create_app({**settings_env, "DEMO_MODE": "1"}).test_client()
+    response = client.get("/demo?link_ttl=120")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
+    assert_csp_ready(html)
+    assert SIGNING_SECRET not in html and API_KEY not in html
+    assert attr(html, "link-mode", "data-mode") == "signed"
+
+    links = dict(re.findall(r'<option value="([^"]+)" data-url="([^"]+)"', html))
+    assert set(PROFILES) <= set(links) and "nobody" in links
+    for user in ("alice", "carol@example.com", "nobody"):
+        url = urlsplit(links[user].replace("&amp;", "&"))
+        assert unquote(url.path) == f"/connect/{user}"
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        assert check_signature(user, query, SIGNING_SECRET, 86400, time.time()).user == user
+        assert 100 < int(query["expires"]) - time.time() <= 120
+
+
+def test_demo_page_uses_plain_links_when_the_service_checks_no_signatures(settings_env):
+    env = {**settings_env, "DEMO_MODE": "1", "CONNECT_AUTH": "none"}
+    html = create_app(env).test_client().get("/demo").get_data(as_text=True)
+    assert attr(html, "link-mode", "data-mode") == "open"
+    links = dict(re.findall(r'<option value="([^"]+)" data-url="([^"]+)"', html))
+    assert links["alice"] == "/connect/alice" and not any("signature=" in link for link in links.values())
+
+
+def test_error_page_carries_what_the_opener_needs_and_nothing_else(settings_env):
+    client = create_app({**settings_env, "FRONTEND_ORIGINS": APP}).test_client()
+    expired = f"/connect/alice?expires={int(time.time()) - 5}&signature=" + "0" * 64
+    response = client.get(expired, headers={"Accept": "text/html"})
+    html = response.get_data(as_text=True)
+    assert response.status_code in (401, 403)  # a bad signature is refused before its expiry is looked at
+    assert attr(html, "error", "data-notify-origins") == APP
+    assert attr(html, "error", "data-status") == str(response.status_code)
+    assert attr(html, "try-again", "data-retry") == "back"
+    assert 'lang="en"' in html and "<h1" in html and 'role="alert"' in html
+    assert "0" * 64 not in html and SIGNING_SECRET not in html
+    assert_csp_ready(html)
+
+
+def test_error_page_for_a_passing_failure_retries_in_place(client, emulator):
+    emulator.set_knobs(fault="503", fault_count=-1)
+    response = client.get(signed_path("alice", SIGNING_SECRET, 300), headers={"Accept": "text/html"})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 503
+    assert attr(html, "try-again", "data-retry") == "reload"  # the same signed link works once Ayrshare is back
+    assert "We could not open the linking page" in html and API_KEY not in html
+
+
+def test_connect_js_is_an_importable_module_for_any_origin(client):
+    response = client.get("/static/connect.js")
+    assert response.status_code == 200
+    assert response.mimetype == "text/javascript"
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    source = response.get_data(as_text=True)
+    assert "export function connectSocialAccounts" in source and "export function resumeSameTab" in source
+    assert client.get("/static/pages.css").headers.get("Access-Control-Allow-Origin") is None

@@ -1,0 +1,83 @@
+"""The request log of the real gunicorn service: one JSON line per request with the fields operators need, and
+never a secret, a JWT or a linking URL in anything the process prints."""
+
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+
+from service.callers import signed_path
+from tests.conftest import API_KEY, INTERNAL_TOKEN, SIGNING_SECRET
+
+BEARER = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
+JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.")
+
+
+def request_lines(log: str) -> list[dict]:
+    lines = []
+    for line in log.splitlines():
+        if '"logger":"ayrshare_connect.request"' in line:
+            lines.append(json.loads(line))  # the whole line is one JSON object
+    return lines
+
+
+def test_one_json_line_per_request_with_the_documented_fields(start_service, emulator, keypair):
+    service = start_service(workers=2)
+    link = service.url + signed_path("alice", SIGNING_SECRET, 300)
+
+    cold = requests.get(link, headers={"X-Request-ID": "req-cold.1"}, allow_redirects=False, timeout=20)
+    warm = requests.get(link, headers={"X-Request-ID": "req-warm.2", "Accept": "application/json"}, timeout=20)
+    generated = requests.get(link, headers={"X-Request-ID": "not a sane id!"}, allow_redirects=False, timeout=20)
+    unknown = requests.get(service.url + "/connect/nobody", headers={**BEARER, "X-Request-ID": "req-404"}, timeout=20)
+    forged = requests.get(link[:-4] + "0000", headers={"X-Request-ID": "req-forged"}, timeout=20)
+    assert [cold.status_code, warm.status_code, generated.status_code] == [302, 200, 302]
+    assert unknown.status_code == 404 and forged.status_code in (401, 403)
+    location = cold.headers["Location"]
+    token = parse_qs(urlsplit(location).query)["jwt"][0]
+    signature = parse_qs(urlsplit(link).query)["signature"][0]
+
+    assert service.stop() == 0  # SIGTERM; everything the workers printed is now in the log
+    log = service.log()
+    by_id: dict[str, list[dict]] = {}
+    for line in request_lines(log):
+        by_id.setdefault(line["request_id"], []).append(line)
+
+    # Honoured and echoed when sane; replaced by a generated id (echoed too) when not.
+    assert cold.headers["X-Request-ID"] == "req-cold.1"
+    new_id = generated.headers["X-Request-ID"]
+    assert new_id != "not a sane id!" and re.fullmatch(r"[0-9a-f]{32}", new_id)
+    for request_id in ("req-cold.1", "req-warm.2", new_id, "req-404", "req-forged"):
+        assert len(by_id.get(request_id, [])) == 1, f"expected exactly one log line for {request_id}"
+
+    first, second = by_id["req-cold.1"][0], by_id["req-warm.2"][0]
+    for line in (first, second):
+        assert line["route"] == "/connect/<user>"
+        assert line["method"] == "GET"
+        assert line["user"] == "alice"
+        assert isinstance(line["latency_ms"], int | float) and line["latency_ms"] >= 0
+    assert (first["status"], first["cache"]) == (302, "upstream")
+    assert isinstance(first["upstream_ms"], int | float) and first["upstream_ms"] >= 0
+    assert (second["status"], second["cache"], second["upstream_ms"]) == (200, "cache", None)
+    assert by_id["req-404"][0]["status"] == 404
+    assert by_id["req-404"][0]["cache"] is None
+    assert by_id["req-forged"][0]["status"] == forged.status_code
+
+    # Nothing secret anywhere in the process output: not in request lines, not in warnings, not at shutdown.
+    private_key_body = "".join(keypair["private_pem"].splitlines()[1:-1])
+    forbidden = {
+        "API key": API_KEY,
+        "signing secret": SIGNING_SECRET,
+        "internal token": INTERNAL_TOKEN,
+        "link signature": signature,
+        "linking URL": location,
+        "JWT": token,
+        "private key": private_key_body[:64],
+    }
+    flat = log.replace("\n", "")
+    for name, secret in forbidden.items():
+        assert secret not in flat, f"the {name} appears in the service's output"
+    assert not JWT_SHAPE.search(log), "something shaped like a JWT appears in the service's output"
+    assert "expires=" not in log and "signature=" not in log, "a query string reached the log"

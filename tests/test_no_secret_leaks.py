@@ -1,0 +1,131 @@
+"""No secret, JWT or linking URL ever reaches a log line or an error body.
+
+Starts the real service under gunicorn with every secret set to a recognisable value (API key, private key, signing
+secret, internal token, JWT secret, cache encryption key), drives every error path — each kind of auth failure, bad
+input, an unknown user, every upstream fault the emulator can inject, our own rate limit, and a Redis outage — and
+then searches the whole captured stdout/stderr and every error body for any of them.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import jwt
+import pytest
+import requests
+from cryptography.fernet import Fernet
+
+from service.callers import sign, signed_path
+from tests.conftest import API_KEY, INTERNAL_TOKEN, SIGNING_SECRET
+from tests.support.processes import RedisServer
+
+JWT_SECRET = "JWT-HS-SECRET-LEAKCHECK-4f9a2c7e1b3d5f7a9c1e"
+CACHE_KEY = Fernet.generate_key().decode()
+ISSUER, AUDIENCE = "https://id.example.com/", "connect"
+JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}")
+UPSTREAM_FAULTS = ["429", "500", "malformed", "non_json", "missing_url", "unsigned", "expired", "foreign_host"]
+JSON = {"Accept": "application/json"}
+
+
+def session_token(user: str, secret: str = JWT_SECRET) -> str:
+    now = int(time.time())
+    return jwt.encode({"sub": user, "iss": ISSUER, "aud": AUDIENCE, "exp": now + 300}, secret, algorithm="HS256")
+
+
+@pytest.fixture
+def leak_redis():
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+def test_no_secret_jwt_or_linking_url_in_any_log_line_or_error_body(start_service, emulator, keypair, leak_redis):
+    service = start_service(
+        workers=2,
+        REDIS_URL=leak_redis.url,
+        CONNECT_AUTH="signed,jwt,header",
+        JWT_HS256_SECRET=JWT_SECRET,
+        JWT_ISSUER=ISSUER,
+        JWT_AUDIENCE=AUDIENCE,
+        JWT_COOKIE="session",
+        TRUSTED_PROXIES="10.9.9.0/24",
+        CACHE_ENCRYPTION_KEY=CACHE_KEY,
+        REDIRECT_ALLOWED_HOSTS="app.example.com",
+        RATE_LIMIT_PER_USER="3/minute",
+        CIRCUIT_FAILURE_THRESHOLD="1000",  # this test walks every upstream fault in turn; the breaker has its own
+        LOG_LEVEL="DEBUG",
+    )
+    base = service.url
+    error_bodies: list[str] = []
+    linking_urls: list[str] = []
+
+    def call(path: str, expect: int, headers=None, **kwargs) -> requests.Response:
+        response = requests.get(
+            base + path, headers={**JSON, **(headers or {})}, allow_redirects=False, timeout=30, **kwargs
+        )
+        assert response.status_code == expect, (path, response.status_code, response.text)
+        if response.status_code >= 400:
+            error_bodies.append(response.text)
+        else:
+            linking_urls.append(response.json()["url"])
+        return response
+
+    # A link that works, so there is a linking URL and a JWT that could leak.
+    call(signed_path("alice", SIGNING_SECRET), 200)
+    call(signed_path("alice", SIGNING_SECRET), 200)  # cache hit (encrypted entry)
+
+    # Authentication failures, each carrying something secret-shaped the service must not echo.
+    now = int(time.time())
+    call("/connect/alice", 401)
+    call(f"/connect/alice?expires={now + 60}&signature={sign('alice', now + 60, 'x' * 40)}", 403)
+    call(f"/connect/alice?expires={now - 60}&signature={sign('alice', now - 60, SIGNING_SECRET)}", 403)
+    call(signed_path("bob", SIGNING_SECRET).replace("/bob", "/alice"), 403)
+    call(f"/connect/alice?expires={now + 60}&signature={SIGNING_SECRET}", 403)
+    call("/connect/alice", 401, headers={"Authorization": f"Bearer {INTERNAL_TOKEN}x"})
+    call("/connect/alice", 401, headers={"Authorization": f"Bearer {API_KEY}"})
+    call("/connect/alice", 401, headers={"Authorization": f"Bearer {session_token('alice', 'w' * 40)}"})
+    call("/connect/alice", 403, headers={"Authorization": f"Bearer {session_token('bob')}"})
+    call("/connect/alice", 401, cookies={"session": session_token("alice", JWT_SECRET + "x")})
+    call("/connect/alice", 401, headers={"X-Forwarded-User": "alice"})  # not from a trusted proxy
+
+    # Bad input (with secrets and a real linking URL stuffed into it) and an unknown user.
+    internal = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
+    call("/connect/" + "x" * 200, 400, headers=internal)
+    call("/connect/alice", 400, headers=internal, params={"redirect": f"https://evil.com/{API_KEY}"})
+    call("/connect/alice", 400, headers=internal, params={"redirect": linking_urls[0]})
+    call("/connect/alice", 400, headers=internal, params={"allowedSocial": f"facebook,{SIGNING_SECRET}"})
+    call("/connect/nobody", 404, headers=internal)
+
+    # Every upstream fault, each on a user with nothing cached.
+    for number, fault in enumerate(UPSTREAM_FAULTS):
+        emulator.set_knobs(fault=fault, fault_count=-1)
+        expected = 503 if fault in ("429", "500") else 502
+        call(f"/connect/user{number}", expected, headers=internal)
+    emulator.set_knobs(fault=None)
+
+    # Our own rate limit (3 per minute per user; alice already has 2).
+    call("/connect/alice", 200, headers=internal)
+    call("/connect/alice", 429, headers=internal)
+
+    # Redis dies: the service keeps answering from Ayrshare, readiness reports it, logs say so.
+    leak_redis.kill()
+    call("/connect/bob", 200, headers=internal)
+    call("/connect/user20", 200, headers=internal)
+    ready = requests.get(base + "/readyz", timeout=10)
+    assert ready.status_code == 503
+    error_bodies.append(ready.text)
+
+    service.stop()
+    log = service.log()
+    assert '"level":"warning"' in log and "redis" in log.lower()  # the outage was logged, so the log is real
+
+    secrets = [API_KEY, SIGNING_SECRET, INTERNAL_TOKEN, JWT_SECRET, CACHE_KEY, leak_redis.url]
+    pem_lines = [line for line in keypair["private_pem"].splitlines() if line and not line.startswith("-----")]
+    assert len(pem_lines) > 10
+    tokens = [url.split("jwt=")[1].split("&")[0] for url in linking_urls]
+    for text, where in [(log, "log")] + [(body, "error body") for body in error_bodies]:
+        for secret in secrets + pem_lines + linking_urls + tokens:
+            assert secret not in text, f"a secret reached the {where}"
+        assert JWT_SHAPE.search(text) is None, f"a JWT reached the {where}"
+        assert "jwt=" not in text, f"a linking URL reached the {where}"

@@ -1,0 +1,145 @@
+"""Rate limits on /connect: per client address, per user, per user for upstream calls; 429 + Retry-After in the
+service's error shape; X-Forwarded-For only behind configured proxies; the limiter fails open when its Redis dies."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from service import create_app
+from service.callers import signed_path
+from tests.conftest import INTERNAL_TOKEN, SIGNING_SECRET
+from tests.support.processes import RedisServer
+
+JSON = {"Accept": "application/json"}
+INTERNAL = {**JSON, "Authorization": f"Bearer {INTERNAL_TOKEN}"}
+
+
+@pytest.fixture
+def limited_env(settings_env):
+    """The shared test env without its generous limits, so the service's real defaults apply unless overridden."""
+    env = {k: v for k, v in settings_env.items() if not k.startswith("RATE_LIMIT_")}
+    return env
+
+
+def test_defaults_are_the_documented_ones(limited_env):
+    settings = create_app(limited_env).config["SETTINGS"]
+    assert settings.rate_limit_per_address == "120/minute"
+    assert settings.rate_limit_per_user == "30/minute"
+    assert settings.rate_limit_upstream_per_user == "10 per 5 minutes"
+
+
+def test_per_address_limit_answers_429_with_retry_after_in_our_shape(limited_env, emulator):
+    client = create_app({**limited_env, "RATE_LIMIT_PER_ADDRESS": "3/minute"}).test_client()
+    statuses = [client.get("/connect/nobody-signed", headers=JSON).status_code for _ in range(3)]
+    assert statuses == [401, 401, 401]  # refused requests count against the address
+    response = client.get(signed_path("alice", SIGNING_SECRET), headers=JSON)
+    assert response.status_code == 429
+    assert response.json == {"error": {"code": "rate_limited", "message": response.json["error"]["message"]}}
+    assert 1 <= int(response.headers["Retry-After"]) <= 61  # the window is a minute, rounded up
+    assert response.headers["Cache-Control"] == "no-store"
+    assert emulator.calls() == 0
+    html = client.get("/connect/alice", headers={"Accept": "text/html"})
+    assert html.status_code == 429 and "text/html" in html.content_type and "Retry-After" in html.headers
+
+
+def test_per_user_limit_counts_only_answers_that_passed_authentication(limited_env, emulator):
+    client = create_app({**limited_env, "RATE_LIMIT_PER_USER": "2/minute"}).test_client()
+    # Strangers cannot use up alice's allowance: refusals are not counted against the user they name.
+    for _ in range(5):
+        assert client.get("/connect/alice", headers=JSON).status_code == 401
+    assert client.get("/connect/alice", headers=INTERNAL).status_code == 200
+    assert client.get("/connect/alice", headers=INTERNAL).status_code == 200  # a cache hit still counts
+    assert client.get("/connect/alice", headers=INTERNAL).status_code == 429
+    assert client.get("/connect/bob", headers=INTERNAL).status_code == 200  # per user, not global
+    assert emulator.calls() == 2
+
+
+def test_upstream_limit_counts_only_calls_to_ayrshare(limited_env, emulator):
+    env = {
+        **limited_env,
+        "RATE_LIMIT_UPSTREAM_PER_USER": "2 per 5 minutes",
+        "REDIRECT_ALLOWED_HOSTS": "app.example.com",
+    }
+    client = create_app(env).test_client()
+
+    def connect(path):
+        return client.get(
+            "/connect/alice", query_string={"redirect": f"https://app.example.com/{path}"}, headers=INTERNAL
+        )
+
+    assert connect("a").status_code == 200  # upstream
+    for _ in range(5):
+        assert connect("a").status_code == 200  # cache hits are free
+    assert connect("b").status_code == 200  # upstream (other options, other cache entry)
+    third = connect("c")
+    assert third.status_code == 429 and int(third.headers["Retry-After"]) > 0
+    assert connect("a").status_code == 429  # the user is paused, even for hits, until the window moves
+    assert emulator.calls() == 2
+
+
+def test_upstream_failures_count_too(limited_env, emulator):
+    client = create_app({**limited_env, "RATE_LIMIT_UPSTREAM_PER_USER": "1 per 5 minutes"}).test_client()
+    emulator.set_knobs(fault="429", fault_count=-1)
+    assert client.get("/connect/alice", headers=INTERNAL).status_code == 503
+    calls = emulator.calls()  # the HTTP client may repeat a 429 once within the request
+    assert 1 <= calls <= 2
+    for _ in range(3):
+        assert client.get("/connect/alice", headers=INTERNAL).status_code == 429
+    assert emulator.calls() == calls  # we never hammer Ayrshare while it rate-limits us
+
+
+def test_forwarded_for_is_ignored_without_trusted_proxies(limited_env, emulator):
+    client = create_app({**limited_env, "RATE_LIMIT_PER_ADDRESS": "2/minute"}).test_client()
+    for spoofed in ("198.51.100.1", "198.51.100.2"):
+        client.get("/connect/x", headers={**JSON, "X-Forwarded-For": spoofed})
+    assert client.get("/connect/x", headers={**JSON, "X-Forwarded-For": "198.51.100.3"}).status_code == 429
+
+
+def test_forwarded_for_names_the_client_behind_one_trusted_proxy(limited_env, emulator):
+    env = {**limited_env, "RATE_LIMIT_PER_ADDRESS": "2/minute", "TRUSTED_PROXY_COUNT": "1"}
+    client = create_app(env).test_client()
+    for _ in range(2):
+        assert client.get("/connect/x", headers={**JSON, "X-Forwarded-For": "198.51.100.1"}).status_code == 401
+    assert client.get("/connect/x", headers={**JSON, "X-Forwarded-For": "198.51.100.1"}).status_code == 429
+    # Another client behind the same proxy has its own allowance; a forged extra hop does not help the first one.
+    assert client.get("/connect/x", headers={**JSON, "X-Forwarded-For": "198.51.100.2"}).status_code == 401
+    forged = client.get("/connect/x", headers={**JSON, "X-Forwarded-For": "203.0.113.9, 198.51.100.1"})
+    assert forged.status_code == 429
+
+
+def test_preflight_requests_are_not_limited(limited_env, emulator):
+    client = create_app({**limited_env, "RATE_LIMIT_PER_ADDRESS": "1/minute"}).test_client()
+    for _ in range(3):
+        assert client.options("/connect/alice").status_code == 200
+
+
+def test_in_memory_limits_without_redis(limited_env, emulator):
+    env = {k: v for k, v in limited_env.items() if k != "REDIS_URL"}
+    client = create_app({**env, "RATE_LIMIT_PER_USER": "1/minute"}).test_client()
+    assert client.get("/connect/alice", headers=INTERNAL).status_code == 200
+    assert client.get("/connect/alice", headers=INTERNAL).status_code == 429
+
+
+def test_limits_are_shared_through_redis_by_every_process(limited_env, emulator):
+    env = {**limited_env, "RATE_LIMIT_PER_USER": "2/minute"}
+    first, second = create_app(env).test_client(), create_app(env).test_client()
+    assert first.get("/connect/alice", headers=INTERNAL).status_code == 200
+    assert second.get("/connect/alice", headers=INTERNAL).status_code == 200
+    assert first.get("/connect/alice", headers=INTERNAL).status_code == 429
+
+
+def test_limiter_fails_open_when_its_redis_dies(start_service, limited_env, emulator):
+    redis_server = RedisServer().start()
+    try:
+        service = start_service(workers=1, REDIS_URL=redis_server.url, RATE_LIMIT_PER_USER="3/minute")
+        url = service.url + "/connect/alice"
+        assert requests.get(url, headers=INTERNAL, timeout=10).status_code == 200
+        redis_server.kill()
+        statuses = [requests.get(url, headers=INTERNAL, timeout=10).status_code for _ in range(5)]
+        # No 500s: the first answers are served, and the limits carry on in memory, so the burst still meets a 429.
+        assert 500 not in statuses and statuses[0] == 200
+        assert 429 in statuses
+        assert "Traceback" not in service.log()
+    finally:
+        redis_server.stop()

@@ -1,0 +1,181 @@
+"""Configuration: every bad setting stops the start with one line naming it, never its value."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+
+import pytest
+
+from service.keys import load_signing_key
+from service.settings import ConfigError, load_settings
+from tests.conftest import API_KEY, SIGNING_SECRET
+from tests.support.processes import ServiceProcess
+
+
+@pytest.fixture
+def env(keypair, profiles_file) -> dict[str, str]:
+    return {
+        "AYRSHARE_API_KEY": API_KEY,
+        "AYRSHARE_PRIVATE_KEY": keypair["private_pem"],
+        "AYRSHARE_DOMAIN": "ACME",
+        "PROFILE_KEYS_FILE": str(profiles_file),
+        "CONNECT_SIGNING_SECRET": SIGNING_SECRET,
+    }
+
+
+def test_a_complete_configuration_loads_with_documented_defaults(env):
+    settings = load_settings(env)
+    assert settings.base_url == "https://api.ayrshare.com/api"
+    assert settings.connect_auth == ("signed",)
+    assert settings.link_min_remaining == 60
+    assert settings.link_allowed_hosts == ("profile.ayrshare.com",)
+    assert settings.redis_url is None
+
+
+# (setting changed, value or None to remove it, the setting the error must name)
+BAD_SETTINGS = [
+    ("AYRSHARE_API_KEY", None, "AYRSHARE_API_KEY"),
+    ("AYRSHARE_PRIVATE_KEY", None, "AYRSHARE_PRIVATE_KEY"),
+    ("AYRSHARE_PRIVATE_KEY", "not-a-key-SECRETVALUE", "AYRSHARE_PRIVATE_KEY"),
+    (
+        "AYRSHARE_PRIVATE_KEY",
+        "-----BEGIN RSA PRIVATE KEY-----\nAAAASECRETVALUE\n-----END RSA PRIVATE KEY-----",
+        "AYRSHARE_PRIVATE_KEY",
+    ),
+    ("AYRSHARE_DOMAIN", None, "AYRSHARE_DOMAIN"),
+    ("AYRSHARE_BASE_URL", "ftp//nope SECRETVALUE", "AYRSHARE_BASE_URL"),
+    ("PROFILE_KEYS_FILE", None, "PROFILE_KEYS_FILE"),
+    ("PROFILE_KEYS_FILE", "/nonexistent/SECRETVALUE.json", "PROFILE_KEYS_FILE"),
+    ("CONNECT_AUTH", "signed,SECRETVALUE", "CONNECT_AUTH"),
+    ("CONNECT_SIGNING_SECRET", None, "CONNECT_SIGNING_SECRET"),
+    ("CONNECT_SIGNING_SECRET", "short-SECRETVALUE", "CONNECT_SIGNING_SECRET"),
+    ("INTERNAL_API_TOKEN", "SECRETVALUE", "INTERNAL_API_TOKEN"),
+    ("LINK_MIN_REMAINING_SECONDS", "sixty-SECRETVALUE", "LINK_MIN_REMAINING_SECONDS"),
+    ("LINK_MIN_REMAINING_SECONDS", "-1", "LINK_MIN_REMAINING_SECONDS"),
+    ("AYRSHARE_EXPIRES_IN", "0", "AYRSHARE_EXPIRES_IN"),
+    ("AYRSHARE_EXPIRES_IN", "2881", "AYRSHARE_EXPIRES_IN"),
+    ("AYRSHARE_EXPIRES_IN", "1", "AYRSHARE_EXPIRES_IN"),  # 60 s tokens never outlive the 60 s margin
+    ("AYRSHARE_ALLOWED_SOCIAL", "facebook,SECRETVALUE", "AYRSHARE_ALLOWED_SOCIAL"),
+    ("AYRSHARE_REDIRECT", "not a url SECRETVALUE", "AYRSHARE_REDIRECT"),
+    ("AYRSHARE_TWITTER_API_KEY", "SECRETVALUE-twitter-key", "AYRSHARE_TWITTER_API_SECRET"),
+    ("REDIS_URL", "http://SECRETVALUE@localhost:6379", "REDIS_URL"),
+    ("AYRSHARE_DEADLINE_SECONDS", "31", "AYRSHARE_DEADLINE_SECONDS"),
+    ("LOG_LEVEL", "LOUD", "LOG_LEVEL"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "named"), BAD_SETTINGS, ids=[f"{c[0]}={c[1]!r:.20}" for c in BAD_SETTINGS])
+def test_bad_settings_raise_one_line_naming_the_setting(env, name, value, named):
+    if value is None:
+        env.pop(name, None)
+    else:
+        env[name] = value
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    message = str(caught.value)
+    assert message.startswith(named)
+    assert "\n" not in message
+    assert "SECRETVALUE" not in message and API_KEY not in message
+
+
+def test_secret_files_are_read_and_exclusive_with_the_plain_setting(env, tmp_path):
+    (tmp_path / "api-key").write_text(API_KEY + "\n")
+    file_env = {**env, "AYRSHARE_API_KEY_FILE": str(tmp_path / "api-key")}
+    del file_env["AYRSHARE_API_KEY"]
+    assert load_settings(file_env).api_key == API_KEY
+
+    with pytest.raises(ConfigError, match=r"^AYRSHARE_API_KEY: set either"):
+        load_settings({**file_env, "AYRSHARE_API_KEY": "both"})
+    with pytest.raises(ConfigError, match=r"^AYRSHARE_PRIVATE_KEY_FILE: cannot read"):
+        load_settings({**env, "AYRSHARE_PRIVATE_KEY": "", "AYRSHARE_PRIVATE_KEY_FILE": str(tmp_path / "missing")})
+
+
+def _mangled_keys(pem: str) -> dict[str, str]:
+    one_line = pem.strip().replace("\n", " ")
+    return {
+        "as is": pem,
+        "surrounding whitespace": f"\n\t  {pem}\n\n  ",
+        "literal \\n escapes": pem.strip().replace("\n", "\\n"),
+        "quoted with escapes": '"' + pem.strip().replace("\n", "\\n") + '"',
+        "base64 of the PEM": base64.b64encode(pem.encode()).decode(),
+        "base64 wrapped at 76": base64.encodebytes(pem.encode()).decode(),
+        "newlines lost to spaces": one_line,
+        "windows line endings": pem.replace("\n", "\r\n"),
+        "body re-wrapped at 70": _rewrap(pem, 70),
+    }
+
+
+def _rewrap(pem: str, width: int) -> str:
+    lines = pem.strip().splitlines()
+    body = "".join(lines[1:-1])
+    return "\n".join([lines[0], *[body[i : i + width] for i in range(0, len(body), width)], lines[-1]])
+
+
+def test_private_key_in_every_common_mangled_form_loads_to_the_same_key(keypair):
+    expected = load_signing_key(keypair["private_pem"]).public_key.public_numbers()
+    for form, text in _mangled_keys(keypair["private_pem"]).items():
+        key = load_signing_key(text)
+        assert key.public_key.public_numbers() == expected, form
+        assert key.pem.startswith("-----BEGIN RSA PRIVATE KEY-----\n"), form
+
+
+def test_non_rsa_and_encrypted_keys_are_refused_with_a_reason():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    ec_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with pytest.raises(ValueError, match="not an RSA key"):
+        load_signing_key(ec_pem.decode())
+    encrypted = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    )
+    with pytest.raises(ValueError, match="encrypted"):
+        load_signing_key(encrypted.decode())
+
+
+def test_dotenv_file_fills_in_what_the_environment_leaves_unset(env, tmp_path, monkeypatch):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(f"AYRSHARE_DOMAIN=FROM-DOTENV\nLINK_MIN_REMAINING_SECONDS=90\nAYRSHARE_API_KEY={API_KEY}\n")
+    for name, value in env.items():
+        if name != "AYRSHARE_API_KEY":
+            monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AYRSHARE_API_KEY", raising=False)
+    monkeypatch.setenv("AYRSHARE_DOMAIN", "FROM-ENVIRONMENT")
+    monkeypatch.setenv("ENV_FILE", str(dotenv))
+    settings = load_settings()
+    assert settings.domain == "FROM-ENVIRONMENT"  # the environment wins
+    assert settings.link_min_remaining == 90 and settings.api_key == API_KEY
+
+
+@pytest.mark.parametrize(("name", "value"), [("AYRSHARE_PRIVATE_KEY", "garbage-SECRETVALUE"), ("AYRSHARE_API_KEY", "")])
+def test_gunicorn_refuses_to_start_with_one_clear_line(env, name, value):
+    service = ServiceProcess({**env, name: value}, workers=2)
+    service.start(wait=False)
+    assert service.proc.wait(30) == 2
+    output = service.log()
+    service.stop()
+    lines = [line for line in output.splitlines() if "configuration error" in line]
+    assert lines == [lines[0]] and lines[0].startswith(f"configuration error: {name}")
+    assert "SECRETVALUE" not in output and "Traceback" not in output
+
+
+def test_check_config_cli_reports_ok_and_sign_url_prints_a_verifiable_link(env, tmp_path):
+    from service.callers import check_signature
+
+    environment = {**env, "ENV_FILE": "/nonexistent", "PATH": "/usr/bin:/bin"}
+    flask = [str(ServiceProcess({}).command()[0]).replace("gunicorn", "flask"), "--app", "service"]
+    ok = subprocess.run([*flask, "check-config"], env=environment, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "configuration ok" in ok.stdout
+
+    signed = subprocess.run(
+        [*flask, "sign-url", "alice", "--ttl", "120"], env=environment, capture_output=True, text=True, timeout=60
+    )
+    path, _, query = signed.stdout.strip().partition("?")
+    params = dict(part.split("=") for part in query.split("&"))
+    assert path == "/connect/alice"
+    assert check_signature("alice", params, SIGNING_SECRET, max_ttl=3600, now=int(params["expires"]) - 120)

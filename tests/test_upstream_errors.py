@@ -1,0 +1,107 @@
+"""Each way Ayrshare can fail maps to its documented status, with a body that says what to do and leaks nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from service import create_app
+from service.callers import signed_path
+from tests.conftest import API_KEY, SIGNING_SECRET
+
+JSON = {"Accept": "application/json"}
+
+# (emulator fault, expected status, expected error code)
+FAULTS = [
+    ("429", 503, "upstream_rate_limited"),
+    ("500", 503, "upstream_unavailable"),
+    ("502", 503, "upstream_unavailable"),
+    ("503", 503, "upstream_unavailable"),
+    ("drop", 503, "upstream_unavailable"),
+    ("malformed", 502, "upstream_malformed"),
+    ("non_json", 502, "upstream_malformed"),
+    ("missing_url", 502, "upstream_malformed"),
+    ("missing_token", 502, "upstream_malformed"),
+    ("unsigned", 502, "upstream_malformed"),
+    ("expired", 502, "upstream_malformed"),
+    ("foreign_host", 502, "upstream_malformed"),
+]
+
+
+@pytest.mark.parametrize(("fault", "status", "code"), FAULTS, ids=[f[0] for f in FAULTS])
+def test_upstream_fault_maps_to_its_status(client, emulator, fault, status, code):
+    emulator.set_knobs(fault=fault, fault_count=-1)
+    response = client.get(signed_path("alice", SIGNING_SECRET), headers=JSON)
+
+    assert response.status_code == status
+    assert response.json["error"]["code"] == code
+    body = response.get_data(as_text=True)
+    assert "eyJ" not in body and API_KEY not in body and emulator.origin not in body
+    if status == 503:
+        assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert emulator.calls() >= 1
+
+
+def test_transient_5xx_is_retried_and_the_user_still_gets_a_link(client, emulator):
+    emulator.set_knobs(fault="503", fault_count=1)
+    response = client.get(signed_path("alice", SIGNING_SECRET))
+    assert response.status_code == 302
+    assert emulator.calls() == 2
+
+
+def test_rate_limit_answer_is_retried_once_then_reported(client, emulator):
+    # 1,000 429s in 24 h suspend an Ayrshare profile: one repeat after a backoff, never a hammering loop.
+    emulator.set_knobs(fault="429", fault_count=-1)
+    response = client.get(signed_path("alice", SIGNING_SECRET), headers=JSON)
+    assert response.status_code == 503 and response.json["error"]["code"] == "upstream_rate_limited"
+    assert emulator.calls() == 2
+
+
+def test_a_single_429_is_absorbed_by_the_retry(client, emulator):
+    emulator.set_knobs(fault="429", fault_count=1)
+    assert client.get(signed_path("alice", SIGNING_SECRET)).status_code == 302
+    assert emulator.calls() == 2
+
+
+def test_retries_never_run_past_the_request_deadline(settings_env, emulator):
+    emulator.set_knobs(fault="hang", fault_count=-1)
+    client = create_app(
+        {
+            **settings_env,
+            "AYRSHARE_READ_TIMEOUT": "1.5",
+            "AYRSHARE_CONNECT_TIMEOUT": "0.5",
+            "AYRSHARE_DEADLINE_SECONDS": "2",
+        }
+    ).test_client()
+    response = client.get(signed_path("alice", SIGNING_SECRET), headers=JSON)
+    assert response.status_code == 504
+    assert emulator.calls() == 1  # a second 1.5 s attempt could not finish inside the 2 s deadline
+
+
+def test_upstream_that_does_not_answer_in_time_is_504(settings_env, emulator):
+    emulator.set_knobs(fault="hang", fault_count=-1)
+    client = create_app({**settings_env, "AYRSHARE_READ_TIMEOUT": "0.5"}).test_client()
+    response = client.get(signed_path("alice", SIGNING_SECRET), headers=JSON)
+    assert response.status_code == 504
+    assert response.json["error"]["code"] == "upstream_timeout"
+
+
+def test_wrong_api_key_names_the_setting_to_check(settings_env, emulator):
+    client = create_app({**settings_env, "AYRSHARE_API_KEY": "not-the-registered-key"}).test_client()
+    response = client.get(signed_path("alice", SIGNING_SECRET), headers=JSON)
+    assert response.status_code == 502
+    assert response.json["error"]["code"] == "bad_api_key"
+    assert "AYRSHARE_API_KEY" in response.json["error"]["message"]
+    assert "not-the-registered-key" not in response.get_data(as_text=True)
+
+
+def test_link_from_a_host_outside_the_allowlist_is_never_served(settings_env, emulator):
+    client = create_app({**settings_env, "LINK_ALLOWED_HOSTS": "profile.ayrshare.com"}).test_client()
+    response = client.get(signed_path("alice", SIGNING_SECRET))
+    assert response.status_code == 502
+    assert "Location" not in response.headers
+
+
+def test_a_failure_is_not_cached_and_the_next_request_recovers(client, emulator):
+    emulator.set_knobs(fault="malformed", fault_count=1)
+    assert client.get(signed_path("alice", SIGNING_SECRET)).status_code == 502
+    assert client.get(signed_path("alice", SIGNING_SECRET)).status_code == 302
