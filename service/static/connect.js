@@ -62,6 +62,9 @@ let active = null; // the flow in progress: one popup at a time
  */
 export function connectSocialAccounts(options) {
   const opts = normalise(options);
+  if (opts.signal && opts.signal.aborted) {
+    return Promise.reject(new DOMException("The connect flow was aborted.", "AbortError"));
+  }
   // Synchronous on purpose: window.open must run while the click's user activation is live.
   const direct = typeof opts.url === "string" && !opts.needsJson;
   const popup = openPopup(direct ? resolveHref(opts.url) : "about:blank", opts.popup);

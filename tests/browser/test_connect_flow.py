@@ -35,8 +35,12 @@ def visited(popup: Page) -> list[str]:
     return urls
 
 
-def test_click_opens_linking_popup_and_done_closes_it_and_notifies_the_opener(page, demo_service, emulator, shot):
+def test_click_opens_linking_popup_and_done_closes_it_and_notifies_the_opener(
+    page, context, demo_service, emulator, shot
+):
     service = demo_service()
+    console: list[str] = []
+    context.on("console", lambda message: console.append(message.text))
     open_demo(page, service, "alice")
     assert page.get_attribute("#link-mode", "data-mode") == "signed"
     shot(page, "01-demo-page")
@@ -58,6 +62,15 @@ def test_click_opens_linking_popup_and_done_closes_it_and_notifies_the_opener(pa
     assert page.url == f"{service.url}/demo"  # notified in place, not navigated
     shot(page, "03-demo-page-linked")
     assert emulator.calls() == 1
+
+    # The done page on its own (no opener, no return URL): it says so and stays put.
+    page.goto(f"{service.url}/done?return=")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Your social accounts are linked")
+    expect(page.get_by_role("status")).to_contain_text("close this window")
+    assert page.url == f"{service.url}/done?return="
+    shot(page, "04-done-page-without-opener")
+    # Every page ran under the service's strict CSP (script-src/style-src 'self') without a violation.
+    assert not [text for text in console if "Content Security Policy" in text], console
 
 
 def test_blocked_popup_falls_back_to_the_same_tab_and_comes_back_linked(page, context, demo_service, emulator, shot):
