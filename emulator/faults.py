@@ -51,6 +51,14 @@ def transport_fault_response(fault: str, rate_limit_max: int) -> Response:
         return Response(_GATEWAY_PAGE.format(status="504 Gateway Timeout"), status=504, mimetype="text/html")
     if fault == "drop":
         return _drop_connection()
+    if fault == "echo":
+        # A refusal that echoes the request (some APIs put the offending field in the message) with a code that is
+        # not a number: clients must copy neither into their own errors or logs.
+        body = request.get_json(silent=True) or {}
+        echoed = f"{body.get('privateKey')} {request.headers.get('Authorization')}"
+        response = jsonify({"action": ACTION, "status": "error", "code": {"echo": echoed}, "message": echoed})
+        response.status_code = 400
+        return response
     raise ValueError(f"not a transport fault: {fault}")
 
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 DEFAULT_RATE_LIMIT_MAX = 300
 
 # Faults that replace the whole exchange; they fire before any validation, like a broken upstream would.
-TRANSPORT_FAULTS = frozenset({"429", "500", "502", "503", "malformed", "non_json", "hang", "drop"})
+TRANSPORT_FAULTS = frozenset({"429", "500", "502", "503", "malformed", "non_json", "hang", "drop", "echo"})
 # Faults that corrupt an otherwise successful answer; they fire only when the request would succeed.
 TOKEN_FAULTS = frozenset({"missing_url", "missing_token", "unsigned", "expired", "foreign_host"})
 ALL_FAULTS = TRANSPORT_FAULTS | TOKEN_FAULTS

@@ -44,9 +44,11 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         store=store,
         min_remaining=settings.link_min_remaining,
         stale_min=settings.link_stale_min,
-        lock_ttl=settings.deadline_seconds + 2,
+        lock_ttl=settings.deadline_seconds + 1,
+        request_seconds=settings.request_deadline_seconds,
         on_event=metrics.broker_event,
     )
+    limiter = ratelimit.build_limiter(settings)
     app.extensions["link_store"] = store
     app.extensions["connect"] = ConnectService(
         settings=settings,
@@ -56,6 +58,9 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         broker=broker,
         breaker=CircuitBreaker(
             settings.circuit_threshold, settings.circuit_cooldown, on_state_change=metrics.set_circuit_state
+        ),
+        spend_upstream_budget=(
+            ratelimit.UpstreamBudget(limiter, settings.rate_limit_upstream_per_user) if limiter else lambda user: None
         ),
     )
 
@@ -67,7 +72,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(routes.bp)
     app.register_blueprint(frontend.bp)
     web_security.init_app(app, settings)
-    ratelimit.init_app(app, settings)  # after the blueprints: it wraps the /connect view with its limits
+    ratelimit.init_app(app, limiter, settings)  # after the blueprints: it wraps the /connect view with its limits
     if settings.trusted_proxy_count:
         # Client address and scheme from X-Forwarded-For/-Proto, trusting exactly that many proxies in front.
         n = settings.trusted_proxy_count

@@ -96,13 +96,17 @@ class AyrshareClient:
         )
         self.session = session or build_session()
 
-    def generate_link(self, profile_key: str, options: LinkOptions) -> Link:
+    def generate_link(self, profile_key: str, options: LinkOptions, deadline: float | None = None) -> Link:
+        """One generateJWT call, retries included, finished by `deadline` (monotonic; default: our own deadline)."""
         body = {"domain": self.domain, "privateKey": self._private_key_pem, "profileKey": profile_key}
         body.update(options.as_request_fields())
         headers = {"Authorization": f"Bearer {self._api_key}", **self._twitter_headers}
         started = time.monotonic()
-        read_timeout = min(self.timeout[1], self.deadline_seconds - self.timeout[0])
-        token = _call_deadline.set((started + self.deadline_seconds, self.timeout[0] + read_timeout))
+        deadline = min(deadline or started + self.deadline_seconds, started + self.deadline_seconds)
+        read_timeout = min(self.timeout[1], deadline - started - self.timeout[0])
+        if read_timeout < 0.1:  # the request spent its time waiting for another caller's attempt
+            raise UpstreamTimeout()
+        token = _call_deadline.set((deadline, self.timeout[0] + read_timeout))
         try:
             response = self.session.post(
                 self.endpoint, json=body, headers=headers, timeout=(self.timeout[0], read_timeout)
@@ -130,6 +134,8 @@ class AyrshareClient:
             raise MalformedAnswer("not_an_object")
         if response.status_code >= 400 or answer.get("status") == "error":
             code = answer.get("code")
+            # Only a plain number is taken from the answer: anything else could carry echoed request text.
+            code = code if isinstance(code, int) and not isinstance(code, bool) else None
             slug, message = _REFUSAL_HINTS.get(code, ("upstream_refused", None))
             log.warning("ayrshare refused", extra={"http_status": response.status_code, "ayrshare_code": code})
             raise UpstreamRefused(message or f"Ayrshare refused the request (Ayrshare code {code}).", code=slug)

@@ -52,41 +52,42 @@ class CircuitBreaker:
         self._lock = threading.Lock()
 
     def call(self, func: Callable[[], T]) -> T:
-        self._enter()
+        is_probe = self._enter()
         try:
             result = func()
         except ServiceError as error:
-            self._record(failed=_counts_as_outage(error))
+            self._record(failed=_counts_as_outage(error), is_probe=is_probe)
             raise
         except BaseException:
-            self._record(failed=False)
+            self._record(failed=False, is_probe=is_probe)
             raise
-        self._record(failed=False)
+        self._record(failed=False, is_probe=is_probe)
         return result
 
-    def _enter(self) -> None:
+    def _enter(self) -> bool:
+        """Let the call through (True if it is the half-open probe) or raise `CircuitOpen`."""
         with self._lock:
             if self.state == CLOSED:
-                return
+                return False
             left = self.cooldown - (self.clock() - self._opened_at)
             if self.state == OPEN and left <= 0:
                 self._set(HALF_OPEN)
             if self.state == HALF_OPEN and not self._probing:
                 self._probing = True
-                return
+                return True
             raise CircuitOpen(retry_after=max(1, int(left + 0.999)))
 
-    def _record(self, failed: bool) -> None:
+    def _record(self, failed: bool, is_probe: bool) -> None:
         with self._lock:
-            was_probe = self._probing
-            self._probing = False
+            if is_probe:
+                self._probing = False
             if not failed:
                 self._failures = 0
                 if self.state != CLOSED:
                     self._set(CLOSED)
                 return
             self._failures += 1
-            if was_probe or self._failures >= self.threshold:
+            if is_probe or self._failures >= self.threshold:
                 self._opened_at = self.clock()
                 self._set(OPEN)
 

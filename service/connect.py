@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from . import metrics
@@ -52,6 +52,7 @@ class ConnectService:
         client: AyrshareClient,
         broker: LinkBroker,
         breaker: CircuitBreaker | None = None,
+        spend_upstream_budget: Callable[[str], None] = lambda user: None,
     ):
         self.settings = settings
         self.authenticator = authenticator
@@ -59,6 +60,8 @@ class ConnectService:
         self.client = client
         self.broker = broker
         self.breaker = breaker or CircuitBreaker()
+        # Raises RateLimited when the user may not cause another Ayrshare call now (RATE_LIMIT_UPSTREAM_PER_USER).
+        self.spend_upstream_budget = spend_upstream_budget
         self._credential_fingerprint = _fingerprint(settings)
 
     def link_for(
@@ -77,17 +80,34 @@ class ConnectService:
             raise UnknownUser()
         options = resolve_options(query, self.settings)
         key = cache_key(self._credential_fingerprint, self.settings.domain, profile_key, options)
-        return caller, self.broker.get_link(key, lambda: self._fetch(profile_key, options, timings))
+        fetch = _UpstreamFetch(self, user, profile_key, options, timings)
+        return caller, self.broker.get_link(key, fetch)
 
-    def _fetch(self, profile_key: str, options: LinkOptions, timings: Timings | None) -> Link:
-        # An open circuit answers before any call is made, so it is not counted as an upstream call.
-        return self.breaker.call(lambda: self._call_ayrshare(profile_key, options, timings))
 
-    def _call_ayrshare(self, profile_key: str, options: LinkOptions, timings: Timings | None) -> Link:
+@dataclass
+class _UpstreamFetch:
+    """One cache miss's call to Ayrshare: the user's upstream budget, the circuit breaker, then the call itself.
+
+    Called by the broker with the monotonic deadline the call must finish by. Only a miss gets here, so a user who
+    spent their upstream budget still gets cached links; an open circuit or a spent budget answers before any call is
+    made and is not counted as an upstream call.
+    """
+
+    service: ConnectService
+    user: str
+    profile_key: str
+    options: LinkOptions
+    timings: Timings | None
+
+    def __call__(self, deadline: float) -> Link:
+        self.service.spend_upstream_budget(self.user)
+        return self.service.breaker.call(lambda: self._call_ayrshare(deadline))
+
+    def _call_ayrshare(self, deadline: float) -> Link:
         started = time.perf_counter()
         outcome = "error"
         try:
-            link = self.client.generate_link(profile_key, options)
+            link = self.service.client.generate_link(self.profile_key, self.options, deadline)
             outcome = "ok"
             return link
         except ServiceError as error:
@@ -96,11 +116,13 @@ class ConnectService:
         finally:
             seconds = time.perf_counter() - started
             metrics.observe_upstream_call(outcome, seconds)
-            if timings is not None:
-                timings.upstream_seconds = seconds
+            if self.timings is not None:
+                self.timings.upstream_seconds = seconds
 
 
 def _fingerprint(settings: Settings) -> str:
     """Changes when the credentials change, so rotating a key never serves links minted with the old one."""
-    material = "\0".join([settings.api_key, settings.signing_key.pem, settings.twitter_api_key or ""])
+    material = "\0".join(
+        [settings.api_key, settings.signing_key.pem, settings.twitter_api_key or "", settings.twitter_api_secret or ""]
+    )
     return hashlib.sha256(material.encode()).hexdigest()[:32]

@@ -48,6 +48,10 @@ class PlainCodec:
         return data
 
 
+# Per process. Sized above gevent's default 1,000 connections per worker: a full pool raises like an outage would,
+# and would switch the cache off for the whole worker.
+MAX_CONNECTIONS = 2048
+
 # Compare-and-delete: only the holder that set the lock may release it; a late holder whose lock already expired
 # and was taken over must not delete its successor's lock.
 _UNLOCK_SCRIPT = """
@@ -91,12 +95,15 @@ class RedisLinkStore:
     def is_locked(self, key: str) -> bool:
         return bool(self._call(self.client.exists, f"{key}:lock"))
 
-    def write_error(self, key: str, error_name: str, ttl_seconds: float) -> None:
-        self._call(self.client.set, f"{key}:error", error_name, px=int(ttl_seconds * 1000))
+    def write_error(self, key: str, marker: str, ttl_seconds: float) -> None:
+        self._call(self.client.set, f"{key}:error", marker, px=int(ttl_seconds * 1000))
 
     def read_error(self, key: str) -> str | None:
         raw = self._call(self.client.get, f"{key}:error")
         return raw.decode() if raw else None
+
+    def clear_error(self, key: str) -> None:
+        self._call(self.client.delete, f"{key}:error")
 
     # -- health ----------------------------------------------------------------------------------------------
     def ping(self) -> bool:
@@ -128,7 +135,7 @@ def redis_client_from_url(url: str, timeout: float):
     common = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": Retry(NoBackoff(), 1)}
     scheme, _, rest = url.partition("://")
     if scheme not in ("redis+sentinel", "redis+cluster"):
-        return redis.Redis.from_url(url, health_check_interval=30, max_connections=256, **common)
+        return redis.Redis.from_url(url, health_check_interval=30, max_connections=MAX_CONNECTIONS, **common)
     parts = urlsplit(url)
     password = unquote(parts.password) if parts.password else None
     nodes = [_host_port(node) for node in parts.netloc.rpartition("@")[2].split(",") if node]
@@ -202,11 +209,15 @@ class MemoryLinkStore:
     def is_locked(self, key: str) -> bool:
         return self._get(f"{key}:lock") is not None
 
-    def write_error(self, key: str, error_name: str, ttl_seconds: float) -> None:
-        self._set(f"{key}:error", error_name, ttl_seconds)
+    def write_error(self, key: str, marker: str, ttl_seconds: float) -> None:
+        self._set(f"{key}:error", marker, ttl_seconds)
 
     def read_error(self, key: str) -> str | None:
         return self._get(f"{key}:error")  # type: ignore[return-value]
+
+    def clear_error(self, key: str) -> None:
+        with self._mutex:
+            self._items.pop(f"{key}:error", None)
 
     def ping(self) -> bool:
         return True

@@ -1,7 +1,7 @@
 """Linking URLs: the `Link` value, cache keys, the freshness rule, and single-flight fetching.
 
-`LinkBroker.get_link(profile_key, options, fetch)` answers from the store while a link has more than
-`LINK_MIN_REMAINING_SECONDS` left, and otherwise makes sure only one caller fetches a new one:
+`LinkBroker.get_link(key, fetch)` answers from the store while a link has more than `LINK_MIN_REMAINING_SECONDS`
+left, and otherwise makes sure only one caller fetches a new one:
 
 1. In this process, concurrent requests for the same key share one in-flight fetch (a `_Flight`), so a burst costs
    one Redis lock attempt and one poller per process rather than one per request.
@@ -9,6 +9,11 @@
    compare-and-delete). Other leaders poll the store until the link appears, the holder records a failure, or the
    lock vanishes (holder died: they take over; the lock's TTL bounds how long a crashed holder blocks anyone).
 3. The store unavailable at any step: fetch directly. Redis never takes `/connect` down.
+
+One deadline per request (`REQUEST_DEADLINE_SECONDS`) covers waiting for another caller and our own upstream call
+(which gets whatever is left, at most `AYRSHARE_DEADLINE_SECONDS`). A holder that fails leaves a one-second marker
+with its exact public error, so waiters answer the same thing instead of repeating the call; the next holder clears
+it before trying again.
 
 Freshness comes from the token's verified `exp`, not from what we asked for. Entries live in the store until
 `LINK_STALE_MIN_SECONDS` before expiry so that, when Ayrshare fails, a link with at least that much left can still be
@@ -18,12 +23,14 @@ served (stale-if-error); an expired link is never served.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from .errors import ServiceError, UpstreamRefused, UpstreamTimeout, UpstreamUnavailable
 from .link_store import StoreUnavailable
@@ -31,8 +38,8 @@ from .link_store import StoreUnavailable
 KEY_PREFIX = "connect:link:v1:"
 POLL_SECONDS = 0.025
 ERROR_MARKER_SECONDS = 1.0
-# Failures a waiter may inherit from the holder; anything else makes the waiter try for itself.
-_SHAREABLE_ERRORS = {cls.__name__: cls for cls in (UpstreamRefused, UpstreamUnavailable, UpstreamTimeout)}
+# Ayrshare failing (rather than our caller being refused): these are shared with waiters and allow stale-if-error.
+_UPSTREAM_FAILURES = (UpstreamRefused, UpstreamUnavailable, UpstreamTimeout)
 
 
 @dataclass(frozen=True)
@@ -88,24 +95,43 @@ class _Flight:
         self.error: BaseException | None = None
 
 
+class LinkStore(Protocol):
+    """What the broker needs from a store (`RedisLinkStore`, `MemoryLinkStore`); any method may raise
+    `StoreUnavailable`."""
+
+    def read(self, key: str) -> tuple[str, float] | None: ...
+    def write(self, key: str, url: str, expires_at: float, ttl_seconds: float) -> None: ...
+    def try_lock(self, key: str, ttl_seconds: float) -> str | None: ...
+    def unlock(self, key: str, token: str) -> None: ...
+    def is_locked(self, key: str) -> bool: ...
+    def write_error(self, key: str, marker: str, ttl_seconds: float) -> None: ...
+    def read_error(self, key: str) -> str | None: ...
+    def clear_error(self, key: str) -> None: ...
+
+
+Fetch = Callable[[float], Link]  # called with the monotonic deadline the upstream call must finish by
+
+
 @dataclass
 class LinkBroker:
-    store: object  # RedisLinkStore | MemoryLinkStore
+    store: LinkStore
     min_remaining: float
     stale_min: float
     lock_ttl: float  # upstream deadline plus a little: how long a crashed holder can block others
-    on_event: Callable[[str], None] = lambda event: None  # metrics hook: "redis_error", "wait", ...
+    request_seconds: float = 30.0  # bound on a whole request: waiting for another caller's fetch plus our own
+    on_event: Callable[[str], None] = lambda event: None  # metrics hook: "redis_error", "wait", "stale"
     _flights: dict[str, _Flight] = field(default_factory=dict)
     _flights_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def get_link(self, key: str, fetch: Callable[[], Link]) -> Link:
+    def get_link(self, key: str, fetch: Fetch) -> Link:
         link = self._read(key, self.min_remaining)
         if link is not None:
-            return replace(link, source="cache")
-        return self._share_flight(key, lambda: self._fetch_once(key, fetch))
+            return link
+        deadline = time.monotonic() + self.request_seconds
+        return self._share_flight(key, deadline, lambda: self._fetch_once(key, fetch, deadline))
 
     # -- in-process coalescing -----------------------------------------------------------------------------------
-    def _share_flight(self, key: str, run: Callable[[], Link]) -> Link:
+    def _share_flight(self, key: str, deadline: float, run: Callable[[], Link]) -> Link:
         with self._flights_lock:
             flight = self._flights.get(key)
             leader = flight is None
@@ -113,10 +139,10 @@ class LinkBroker:
                 flight = self._flights[key] = _Flight()
         if not leader:
             self.on_event("wait")
-            if not flight.done.wait(timeout=2 * self.lock_ttl + 1):
-                raise UpstreamTimeout()
+            if not flight.done.wait(timeout=max(0.0, deadline - time.monotonic())):
+                return self._stale_or_raise(key, UpstreamTimeout())
             if flight.error is not None:
-                raise flight.error
+                raise _own_copy(flight.error)
             # The leader's fetch was for everyone; for the others it is a shared answer, not their own upstream call.
             return replace(flight.link, source="shared") if not flight.link.cached else flight.link
         try:
@@ -131,63 +157,64 @@ class LinkBroker:
             flight.done.set()
 
     # -- cross-process single-flight -------------------------------------------------------------------------
-    def _fetch_once(self, key: str, fetch: Callable[[], Link]) -> Link:
-        give_up_at = time.monotonic() + 2 * self.lock_ttl
+    def _fetch_once(self, key: str, fetch: Fetch, deadline: float) -> Link:
         try:
-            while time.monotonic() < give_up_at:
+            while time.monotonic() < deadline:
                 token = self.store.try_lock(key, self.lock_ttl)
                 if token is not None:
-                    return self._fetch_as_holder(key, token, fetch)
-                link = self._wait_for_holder(key, give_up_at)
+                    return self._fetch_as_holder(key, token, fetch, deadline)
+                link = self._wait_for_holder(key, deadline)
                 if link is not None:
                     return link
-            raise UpstreamTimeout()
+            return self._stale_or_raise(key, UpstreamTimeout())
         except StoreUnavailable:
             self.on_event("redis_error")
-            return self._fetch_and_fallback(key, fetch, source="direct")
+            return self._fetch_and_fallback(key, fetch, deadline, source="direct")
 
-    def _fetch_as_holder(self, key: str, token: str, fetch: Callable[[], Link]) -> Link:
+    def _fetch_as_holder(self, key: str, token: str, fetch: Fetch, deadline: float) -> Link:
         try:
+            # A failure recorded by an earlier holder is not ours: waiters must wait for this attempt instead.
+            self._quietly(self.store.clear_error, key)
             # Another process may have finished between our read and our lock.
             link = self._read(key, self.min_remaining)
             if link is not None:
                 return replace(link, source="shared")
-            return self._fetch_and_fallback(key, fetch, source="upstream")
+            return self._fetch_and_fallback(key, fetch, deadline, source="upstream")
         finally:
             with contextlib.suppress(StoreUnavailable):  # if Redis is gone, the lock's TTL releases it
                 self.store.unlock(key, token)
 
-    def _fetch_and_fallback(self, key: str, fetch: Callable[[], Link], source: str) -> Link:
+    def _fetch_and_fallback(self, key: str, fetch: Fetch, deadline: float, source: str) -> Link:
         try:
-            link = replace(fetch(), source=source)
-        except ServiceError as error:
-            stale = self._read(key, self.stale_min, quiet=True)
-            if stale is not None and isinstance(error, tuple(_SHAREABLE_ERRORS.values())):
-                self.on_event("stale")
-                return replace(stale, source="stale")
-            if type(error).__name__ in _SHAREABLE_ERRORS:
-                self._quietly(self.store.write_error, key, type(error).__name__, ERROR_MARKER_SECONDS)
-            raise
+            link = replace(fetch(deadline), source=source)
+        except _UPSTREAM_FAILURES as error:
+            self._quietly(self.store.write_error, key, _marker(error), ERROR_MARKER_SECONDS)
+            return self._stale_or_raise(key, error)
         self._remember(key, link)
         return link
 
-    def _wait_for_holder(self, key: str, give_up_at: float) -> Link | None:
+    def _wait_for_holder(self, key: str, deadline: float) -> Link | None:
         """Poll until the holder's link appears (→ link), it failed (→ its error), or the lock is gone (→ None)."""
         self.on_event("wait")
-        while time.monotonic() < give_up_at:
+        while time.monotonic() < deadline:
             time.sleep(POLL_SECONDS)
             link = self._read(key, self.min_remaining)
             if link is not None:
                 return replace(link, source="shared")
-            failure = self.store.read_error(key)
-            if failure in _SHAREABLE_ERRORS:
-                stale = self._read(key, self.stale_min, quiet=True)
-                if stale is not None:
-                    return replace(stale, source="stale")
-                raise _SHAREABLE_ERRORS[failure]()
+            marker = self.store.read_error(key)
+            if marker is not None:
+                return self._stale_or_raise(key, _error_from_marker(marker))
             if not self.store.is_locked(key):
                 return None
         return None
+
+    def _stale_or_raise(self, key: str, error: ServiceError) -> Link:
+        """Stale-if-error: a link with at least `stale_min` seconds left beats an error; an expired one never."""
+        stale = self._read(key, self.stale_min, quiet=True)
+        if stale is None:
+            raise error
+        self.on_event("stale")
+        return replace(stale, source="stale")
 
     # -- store access ----------------------------------------------------------------------------------------
     def _read(self, key: str, min_left: float, quiet: bool = False) -> Link | None:
@@ -214,3 +241,28 @@ class LinkBroker:
             func(*args)
         except StoreUnavailable:
             self.on_event("redis_error")
+
+
+def _marker(error: ServiceError) -> str:
+    """What waiters need to give their callers the holder's exact answer (our own words: no upstream text)."""
+    return json.dumps(
+        {"status": error.status, "code": error.code, "message": error.message, "retry_after": error.retry_after}
+    )
+
+
+def _error_from_marker(marker: str) -> ServiceError:
+    try:
+        fields = json.loads(marker)
+        error = ServiceError(str(fields["message"]), code=str(fields["code"]), retry_after=fields["retry_after"])
+        error.status = int(fields["status"])
+    except (ValueError, KeyError, TypeError):  # unreadable (e.g. an older format): report a plain outage
+        return UpstreamUnavailable()
+    return error
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    """One exception object per request: followers re-raising the leader's object would mix their tracebacks."""
+    try:
+        return copy.copy(error)
+    except Exception:  # noqa: BLE001 - an exception type that cannot be copied is raised as it is
+        return error

@@ -19,28 +19,36 @@ from pathlib import Path
 from flask import Flask, Response, g, request
 
 _JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+# Signed-link signatures and linking-URL tokens in any URL a library logs (gunicorn logs request URIs on errors).
+_SIGNED_QUERY_VALUE = re.compile(r"\b(signature|jwt)=[^&\s\"'#]+", re.IGNORECASE)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 class RedactingFilter(logging.Filter):
+    """Replaces secret values, JWT-shaped text and signed-link query values in every field of a record."""
+
     def __init__(self, secrets: list[str]):
         super().__init__()
-        # Longest first, so a secret that contains another is replaced whole; skip trivially short values.
-        self.secrets = sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True)
+        # Each line of a multi-line secret (a PEM body) counts on its own; trivially short values are skipped.
+        values = {part.strip() for secret in secrets for part in [secret, *secret.splitlines()]}
+        values = sorted((v for v in values if len(v) >= 8), key=len, reverse=True)  # longest first: replaced whole
+        self._secrets = re.compile("|".join(map(re.escape, values))) if values else None
 
     def scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, "[redacted]")
+        if self._secrets is not None:
+            text = self._secrets.sub("[redacted]", text)
+        text = _SIGNED_QUERY_VALUE.sub(r"\1=[redacted]", text)
         return _JWT_SHAPE.sub("[redacted-jwt]", text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self.scrub(record.getMessage())
         record.args = None
         for name, value in list(vars(record).items()):
-            if name not in _STANDARD_ATTRS and isinstance(value, str):
-                setattr(record, name, self.scrub(value))
+            if name in _STANDARD_ATTRS or value is None or isinstance(value, bool | int | float):
+                continue
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            setattr(record, name, self.scrub(text))
         if record.exc_info:
             record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
@@ -74,6 +82,11 @@ def configure_logging(level: str, secrets: list[str]) -> RedactingFilter:
         logger.handlers = [handler]
         logger.setLevel(level)
         logger.propagate = False
+    # gunicorn's own error log prints request URIs (with signatures) when a request fails or is malformed.
+    gunicorn_errors = logging.getLogger("gunicorn.error")
+    for old in [f for f in gunicorn_errors.filters if isinstance(f, RedactingFilter)]:
+        gunicorn_errors.removeFilter(old)
+    gunicorn_errors.addFilter(redactor)
     return redactor
 
 

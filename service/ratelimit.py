@@ -9,7 +9,9 @@ Three limits, each a setting in Flask-Limiter's notation ("120/minute", "10 per 
 - `RATE_LIMIT_PER_USER` (default 30/minute) counts answers for one user that got past authentication (2xx/3xx/5xx,
   not 4xx): cache hits are cheap, so this is generous, and because refused requests do not count, nobody can lock a
   user out by spamming their id.
-- `RATE_LIMIT_UPSTREAM_PER_USER` (default 10 per 5 minutes) counts only requests that called Ayrshare. Ayrshare
+- `RATE_LIMIT_UPSTREAM_PER_USER` (default 10 per 5 minutes) counts only requests that are about to call Ayrshare:
+  it is checked on a cache miss, inside the single-flight fetch (`UpstreamBudget`), so cache hits never pay for it
+  and a user who spent it still gets cached links. Ayrshare
   limits each profile to a few hundred calls per 5 minutes (150-300 depending on the doc version) and suspends a
   profile after 1,000 429s in 24 h. With the cache, an ordinary user costs at most one call per link lifetime
   (5 minutes) and option set; 10 leaves room for a few option variants while capping what even a valid credential
@@ -33,6 +35,7 @@ import time
 
 from flask import Flask, Response, g, request
 from flask_limiter import Limiter, RateLimitExceeded
+from limits import parse_many
 
 from .errors import RateLimited, render_error
 from .settings import Settings
@@ -52,10 +55,6 @@ def user_key() -> str:
     return "user:" + hashlib.sha256(user.encode("utf-8", "replace")).hexdigest()[:32]
 
 
-def upstream_key() -> str:
-    return "upstream:" + user_key()
-
-
 def is_preflight() -> bool:
     return request.method == "OPTIONS"
 
@@ -63,10 +62,6 @@ def is_preflight() -> bool:
 def passed_authentication(response: Response) -> bool:
     """Refusals (bad credentials, bad input, unknown user, our own 429) never count against the user they name."""
     return not 400 <= response.status_code < 500
-
-
-def called_upstream(response: Response) -> bool:
-    return g.get("upstream_seconds") is not None
 
 
 def storage_uri(settings: Settings) -> str:
@@ -77,15 +72,14 @@ def storage_uri(settings: Settings) -> str:
     return settings.redis_url
 
 
-def init_app(app: Flask, settings: Settings) -> Limiter | None:
+def build_limiter(settings: Settings) -> Limiter | None:
     if not settings.rate_limit_enabled:
         return None
     options = {}
     if settings.redis_url:
         options = {"socket_timeout": settings.redis_timeout, "socket_connect_timeout": settings.redis_timeout}
-    limiter = Limiter(
+    return Limiter(
         key_func=client_address,
-        app=app,
         storage_uri=storage_uri(settings),
         storage_options=options,
         strategy="sliding-window-counter",
@@ -94,15 +88,44 @@ def init_app(app: Flask, settings: Settings) -> Limiter | None:
         in_memory_fallback_enabled=True,
         headers_enabled=False,
     )
+
+
+class UpstreamBudget:
+    """`RATE_LIMIT_UPSTREAM_PER_USER`, spent when a cache miss is about to call Ayrshare for a user.
+
+    Uses the limiter's own storage strategy (Redis shared by every worker, or its in-memory fallback). Storage trouble
+    lets the call through: the circuit breaker and Ayrshare's own limits still stand behind it.
+    """
+
+    def __init__(self, limiter: Limiter, limit: str):
+        self.limiter = limiter
+        self.limits = parse_many(limit)
+
+    def __call__(self, user: str) -> None:
+        identity = hashlib.sha256(user.encode("utf-8", "replace")).hexdigest()[:32]
+        for item in self.limits:
+            try:
+                strategy = self.limiter.limiter
+                if strategy.hit(item, KEY_PREFIX, "upstream", identity):
+                    continue
+                reset_at = strategy.get_window_stats(item, KEY_PREFIX, "upstream", identity).reset_time
+            except Exception:  # noqa: BLE001, S112 - fail open, like the request limits
+                continue
+            raise RateLimited(
+                "This user has asked Ayrshare for new links too often. Wait a few minutes and try again.",
+                code="upstream_budget_spent",
+                retry_after=max(1, math.ceil(reset_at - time.time())),
+            )
+
+
+def init_app(app: Flask, limiter: Limiter | None, settings: Settings) -> None:
+    """Apply the per-address and per-user limits to the /connect view (call after the blueprints)."""
+    if limiter is None:
+        return
+    limiter.init_app(app)
     _route_limiter_logs()
     view = app.view_functions.get(CONNECT_ENDPOINT)
     if view is not None:
-        view = limiter.limit(
-            settings.rate_limit_upstream_per_user,
-            key_func=upstream_key,
-            deduct_when=called_upstream,
-            exempt_when=is_preflight,
-        )(view)
         view = limiter.limit(
             settings.rate_limit_per_user, key_func=user_key, deduct_when=passed_authentication, exempt_when=is_preflight
         )(view)
@@ -115,7 +138,6 @@ def init_app(app: Flask, settings: Settings) -> Limiter | None:
         return render_error(RateLimited(retry_after=_retry_after(limiter)))
 
     app.extensions["rate_limiter"] = limiter
-    return limiter
 
 
 def _retry_after(limiter: Limiter) -> int:

@@ -61,6 +61,17 @@ def check(data: dict[str, Any]) -> None:
             parse_many(data[name.lower()])
         except ValueError:
             raise ValidationError("must be a limit such as '30/minute' or '10 per 5 minutes'", name) from None
+    for position, entry in enumerate(data["link_allowed_hosts"], start=1):
+        parts = urlsplit(entry if "://" in entry else f"https://{entry}")
+        if parts.scheme not in ("https", "http") or (parts.scheme == "http" and not is_loopback(parts.hostname or "")):
+            raise ValidationError(
+                f"entry {position} must be a host (https) or an http:// origin on a loopback host (the emulator)",
+                "LINK_ALLOWED_HOSTS",
+            )
+    if data["demo"] and (urlsplit(data["base_url"]).hostname or "").endswith("ayrshare.com"):
+        # /demo lists users with working links for each of them: harmless against the emulator, a hole in front
+        # of the real Ayrshare.
+        raise ValidationError("the demo only runs against the emulator, not the real AYRSHARE_BASE_URL", "DEMO_MODE")
     if data.get("cache_encryption_key"):
         try:
             parse_keys(data["cache_encryption_key"])

@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from marshmallow import ValidationError
@@ -54,6 +55,7 @@ class Settings:
     connect_timeout: float = 3.0
     read_timeout: float = 10.0
     deadline_seconds: float = 20.0
+    request_deadline_seconds: float = 30.0
     circuit_threshold: int = 5
     circuit_cooldown: float = 10.0
     redis_url: str | None = field(repr=False, default=None)  # may carry a password
@@ -100,6 +102,7 @@ class Settings:
             self.twitter_api_secret,
             self.jwt_hs256_secret,
             *(self.cache_encryption_key or "").split(","),
+            urlsplit(self.redis_url).password if self.redis_url else None,
         ]
         return [value for value in values if value]
 

@@ -94,6 +94,10 @@ class SettingsSchema(Schema):
     deadline_seconds = fields.Float(
         data_key="AYRSHARE_DEADLINE_SECONDS", load_default=20.0, validate=validate.Range(0.5, 30)
     )
+    # The whole /connect request: waiting for another caller's fetch (up to the lock's TTL) plus our own call.
+    request_deadline_seconds = fields.Float(
+        data_key="REQUEST_DEADLINE_SECONDS", load_default=30.0, validate=validate.Range(1, 60)
+    )
 
     circuit_threshold = fields.Integer(
         data_key="CIRCUIT_FAILURE_THRESHOLD", load_default=5, validate=validate.Range(1, 1000)
@@ -189,6 +193,8 @@ class SettingsSchema(Schema):
             raise ValidationError(
                 "links would expire before LINK_MIN_REMAINING_SECONDS; use a longer lifetime", "AYRSHARE_EXPIRES_IN"
             )
+        if data["request_deadline_seconds"] < data["deadline_seconds"]:
+            raise ValidationError("must be at least AYRSHARE_DEADLINE_SECONDS", "REQUEST_DEADLINE_SECONDS")
         if data["connect_timeout"] >= data["deadline_seconds"]:
             raise ValidationError("must be shorter than AYRSHARE_DEADLINE_SECONDS", "AYRSHARE_CONNECT_TIMEOUT")
         if data["link_stale_min"] > data["link_min_remaining"]:

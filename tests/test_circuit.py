@@ -84,3 +84,18 @@ def test_open_circuit_spares_ayrshare_and_answers_503_with_retry_after(settings_
     assert [r.json["error"]["code"] for r in statuses[2:]] == ["upstream_circuit_open"] * 3
     assert 25 <= int(statuses[-1].headers["Retry-After"]) <= 30
     assert emulator.calls() == 2 * 2  # two requests, each with its one retry; then nothing while open
+
+
+def test_a_call_from_before_the_outage_cannot_steal_or_settle_the_probe():
+    clock = Clock()
+    breaker = CircuitBreaker(threshold=1, cooldown=5, clock=clock)
+    straggler_started = breaker._enter()  # began while closed; finishes later
+    with pytest.raises(UpstreamTimeout):
+        breaker.call(fail(UpstreamTimeout()))
+    clock.now += 5
+    probe = breaker._enter()
+    assert probe is True and straggler_started is False
+    breaker._record(failed=False, is_probe=straggler_started)  # the straggler succeeds: evidence, closes
+    assert breaker.state == CLOSED
+    breaker._record(failed=True, is_probe=probe)  # the probe's failure reopens at once
+    assert breaker.state == OPEN

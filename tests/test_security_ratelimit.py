@@ -74,7 +74,8 @@ def test_upstream_limit_counts_only_calls_to_ayrshare(limited_env, emulator):
     assert connect("b").status_code == 200  # upstream (other options, other cache entry)
     third = connect("c")
     assert third.status_code == 429 and int(third.headers["Retry-After"]) > 0
-    assert connect("a").status_code == 429  # the user is paused, even for hits, until the window moves
+    assert third.json["error"]["code"] == "upstream_budget_spent"
+    assert connect("a").status_code == 200  # a spent upstream budget never blocks a link that is already cached
     assert emulator.calls() == 2
 
 

@@ -111,3 +111,24 @@ def test_every_weakened_setting_is_a_startup_warning(settings_env, capsys, overr
 def _warnings(capsys) -> str:
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     return "\n".join(line["msg"] for line in lines if line["level"] == "warning")
+
+
+def test_demo_mode_refuses_to_front_the_real_ayrshare(settings_env):
+    from service.settings import ConfigError, load_settings
+
+    env = {
+        **settings_env,
+        "DEMO_MODE": "1",
+        "AYRSHARE_BASE_URL": "https://api.ayrshare.com/api",
+        "LINK_ALLOWED_HOSTS": "profile.ayrshare.com",
+    }
+    with pytest.raises(ConfigError, match=r"^DEMO_MODE: "):
+        load_settings(env)
+
+
+@pytest.mark.parametrize("entry", ["http://profile.ayrshare.com", "http://10.0.0.5:8080", "ftp://profile.ayrshare.com"])
+def test_plain_http_linking_hosts_are_only_for_loopback(settings_env, entry):
+    from service.settings import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match=r"^LINK_ALLOWED_HOSTS: "):
+        load_settings({**settings_env, "LINK_ALLOWED_HOSTS": entry})

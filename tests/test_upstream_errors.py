@@ -105,3 +105,14 @@ def test_a_failure_is_not_cached_and_the_next_request_recovers(client, emulator)
     emulator.set_knobs(fault="malformed", fault_count=1)
     assert client.get(signed_path("alice", SIGNING_SECRET)).status_code == 502
     assert client.get(signed_path("alice", SIGNING_SECRET)).status_code == 302
+
+
+def test_an_answer_that_echoes_our_request_is_not_copied_into_errors_or_logs(client, emulator, keypair, capsys):
+    emulator.set_knobs(fault="echo", fault_count=-1)
+    response = client.get(signed_path("alice", SIGNING_SECRET), headers=JSON)
+
+    assert response.status_code == 502 and response.json["error"]["code"] == "upstream_refused"
+    output = response.get_data(as_text=True) + capsys.readouterr().out
+    pem_lines = [line for line in keypair["private_pem"].splitlines() if len(line) > 20]
+    assert API_KEY not in output
+    assert not any(line in output for line in pem_lines)

@@ -1,0 +1,89 @@
+"""LinkBroker on the real Redis: error markers, request deadline, stale-if-error, without Flask or gunicorn."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from service.errors import UpstreamRefused, UpstreamTimeout
+from service.link_store import RedisLinkStore
+from service.links import Link, LinkBroker
+
+
+@pytest.fixture
+def store(redis_url, redis_client) -> RedisLinkStore:
+    return RedisLinkStore.from_url(redis_url, timeout=0.5)
+
+
+def broker(store, **overrides) -> LinkBroker:
+    return LinkBroker(**{"store": store, "min_remaining": 60, "stale_min": 15, "lock_ttl": 3, **overrides})
+
+
+def fresh_link(seconds: float = 300) -> Link:
+    return Link(url="https://profile.ayrshare.com/?jwt=x", expires_at=time.time() + seconds)
+
+
+def test_an_earlier_holders_failure_is_not_reported_for_a_new_attempt(store):
+    calls = []
+
+    def failing(deadline):
+        calls.append(1)
+        raise UpstreamRefused("Ayrshare rejected the API key: check AYRSHARE_API_KEY.", code="bad_api_key")
+
+    with pytest.raises(UpstreamRefused):
+        broker(store).get_link("k", failing)
+    # Within the marker's second, a new holder tries again and its success is what the caller gets.
+    link = broker(store).get_link("k", lambda deadline: fresh_link())
+    assert link.source == "upstream" and len(calls) == 1
+
+
+def test_waiters_in_other_processes_get_the_holders_exact_error(store):
+    holder_started = threading.Event()
+
+    def slow_failure(deadline):
+        holder_started.set()
+        time.sleep(0.3)
+        raise UpstreamRefused("Ayrshare rejected the API key: check AYRSHARE_API_KEY.", code="bad_api_key")
+
+    results = {}
+
+    def holder():
+        try:
+            broker(store).get_link("k", slow_failure)
+        except UpstreamRefused as error:
+            results["holder"] = error
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    holder_started.wait(5)
+    other_process = broker(store)  # a separate broker: no in-process sharing, only Redis
+    with pytest.raises(Exception) as caught:
+        other_process.get_link("k", lambda deadline: pytest.fail("the waiter must not call upstream"))
+    thread.join()
+    assert caught.value.status == 502 and caught.value.code == "bad_api_key"
+    assert "AYRSHARE_API_KEY" in caught.value.message
+
+
+def test_a_whole_request_is_bounded_by_its_deadline_even_behind_a_stuck_holder(store):
+    store.try_lock("k", ttl_seconds=30)  # a holder that hangs on to the lock far longer than our budget
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeout):
+        broker(store, request_seconds=1.0, lock_ttl=30).get_link("k", lambda deadline: fresh_link())
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_stuck_holder_is_answered_with_a_stale_link_when_one_is_left(store):
+    store.write("k", "https://profile.ayrshare.com/?jwt=old", time.time() + 40, ttl_seconds=30)
+    store.try_lock("k", ttl_seconds=30)
+    link = broker(store, request_seconds=0.5, lock_ttl=30).get_link("k", lambda deadline: fresh_link())
+    assert link.source == "stale" and link.url.endswith("old")
+
+
+def test_the_fetch_gets_the_requests_remaining_deadline(store):
+    seen = []
+    broker(store, request_seconds=7).get_link(
+        "k", lambda deadline: seen.append(deadline - time.monotonic()) or fresh_link()
+    )
+    assert 6 < seen[0] <= 7
