@@ -17,15 +17,12 @@ import time
 from pathlib import Path
 
 import requests
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from dotenv import dotenv_values
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / ".demo"
 PORT = int(os.environ.get("PORT", "8000"))
 EMULATOR_PORT = int(os.environ.get("EMULATOR_PORT", "8001"))
-DEMO_USERS = {"ada": "DEMO-PROFILE-ADA", "grace": "DEMO-PROFILE-GRACE", "linus": "DEMO-PROFILE-LINUS"}
 
 
 def gunicorn(env: dict[str, str], workers: int) -> list[str]:
@@ -46,29 +43,11 @@ def has_real_settings() -> bool:
     return any(os.environ.get(name) or env_file.get(name) for name in ("AYRSHARE_API_KEY", "AYRSHARE_API_KEY_FILE"))
 
 
-def demo_key() -> Path:
-    DEMO.mkdir(exist_ok=True)
-    private, public = DEMO / "private.pem", DEMO / "public.pem"
-    if not private.exists():
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        private.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.TraditionalOpenSSL,
-                serialization.NoEncryption(),
-            )
-        )
-        public.write_bytes(
-            key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        )
-        private.chmod(0o600)
-    return private
-
-
 def run_demo() -> int:
-    private = demo_key()
-    (DEMO / "profiles.json").write_text(json.dumps(DEMO_USERS, indent=2))
-    (DEMO / "emulator-profiles.json").write_text(json.dumps({v: k.title() for k, v in DEMO_USERS.items()}))
+    # The same key pair and profile files the compose demo uses (bin/demo-setup), kept in .demo/.
+    subprocess.run([sys.executable, str(ROOT / "bin" / "demo-setup"), str(DEMO)], check=True)
+    private = DEMO / "private.pem"
+    demo_users = json.loads((DEMO / "profiles.json").read_text())
     api_key = "demo-api-key"
     emulator = subprocess.Popen(
         [
@@ -110,7 +89,7 @@ def run_demo() -> int:
         print(
             f"\n  ayrshare-connect demo is running (no credentials, emulated Ayrshare):\n"
             f"    open http://127.0.0.1:{PORT}/demo\n"
-            f"    or   http://127.0.0.1:{PORT}/connect/ada  (users: {', '.join(DEMO_USERS)})\n"
+            f"    or   http://127.0.0.1:{PORT}/connect/ada  (users: {', '.join(demo_users)})\n"
             f"  Ctrl-C stops it.\n",
             flush=True,
         )

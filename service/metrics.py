@@ -122,17 +122,13 @@ def init_app(app: Flask) -> None:
     set_circuit_state("closed")
     app.register_blueprint(bp)
 
-    @app.before_request
-    def _start_timer() -> None:
-        g.metrics_started = time.perf_counter()
-
     @app.after_request
     def _count_request(response: Response) -> Response:
         if request.endpoint == "metrics.metrics":
             return response
         # The route template, never the path: paths carry user ids and would make the label set unbounded.
         route = request.url_rule.rule if request.url_rule else "unmatched"
-        started = g.get("metrics_started")
+        started = g.get("started")  # set by the request log's before_request hook (logs.init_app runs first)
         seconds = time.perf_counter() - started if started is not None else 0.0
         observe_request(route, response.status_code, seconds, g.get("cache_outcome"))
         return response

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from .errors import BadRequest
 from .links import LinkOptions
+from .settings_schema import SUPPORTED_NETWORKS
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -149,8 +150,6 @@ def _single(query: Mapping[str, str], name: str) -> str | None:
 def resolve_options(
     query: Mapping[str, str], settings: Settings, allowlist: RedirectAllowlist | None = None
 ) -> LinkOptions:
-    from .settings import SUPPORTED_NETWORKS  # late: settings imports this module's parsers to validate at start
-
     allowlist = allowlist if allowlist is not None else _allowlist_for(tuple(settings.redirect_allowed_hosts))
     redirect = settings.default_redirect
     requested_redirect = _single(query, "redirect")
