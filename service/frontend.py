@@ -21,6 +21,7 @@ from flask import Blueprint, Response, abort, current_app, render_template, requ
 
 from .callers import signed_path
 from .errors import NO_STORE_HEADERS
+from .origins import web_origin
 from .settings import Settings
 
 bp = Blueprint("frontend", __name__)
@@ -39,19 +40,9 @@ def safe_return_url(value: str | None, allowed_origins: tuple[str, ...]) -> str 
     relative and scheme-relative URLs, backslashes, credentials, control characters, other schemes — is refused, so
     `/done?return=` cannot be used as an open redirect. The answer carries the fragment connect.js looks for.
     """
-    if not value or len(value) > 2048 or any(ord(ch) < 0x21 or ch == "\\" for ch in value):
+    if not value or len(value) > 2048 or web_origin(value) not in allowed_origins:
         return None
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
-        return None
-    default_port = {"http": 80, "https": 443}[parts.scheme]
-    origin = f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port not in (None, default_port) else "")
-    if origin not in allowed_origins:
-        return None
+    parts = urlsplit(value)
     return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, LINKED_FRAGMENT))
 
 

@@ -20,10 +20,10 @@ from marshmallow import ValidationError
 from .cache_crypto import parse_keys
 from .jwt_auth import ASYMMETRIC_ALGORITHMS, SYMMETRIC_ALGORITHMS, load_public_key
 from .options import RedirectAllowlist, is_loopback, is_trusted_default_redirect
+from .origins import is_bare_origin
 
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
 _COOKIE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_ORIGIN = re.compile(r"https?://[a-z0-9.-]+(?::[0-9]{1,5})?")
 DEFAULT_SIGNED_LINK_MAX_TTL = 86400
 
 
@@ -51,7 +51,7 @@ def check(data: dict[str, Any]) -> None:
             "must be an https URL (http only on a loopback host) without user info or spaces", "AYRSHARE_REDIRECT"
         )
     for position, origin in enumerate(data["cors_allowed_origins"], start=1):
-        if not _ORIGIN.fullmatch(origin.rstrip("/")):
+        if not is_bare_origin(origin):
             raise ValidationError(
                 f"entry {position} must be an exact origin such as https://app.example.com (no wildcard, no path)",
                 "CORS_ALLOWED_ORIGINS",

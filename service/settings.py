@@ -20,6 +20,7 @@ from dotenv import dotenv_values
 from marshmallow import ValidationError
 
 from .keys import KeyFormatError, SigningKey, load_signing_key
+from .origins import web_origin
 from .settings_schema import AUTH_MODES, REDIS_SCHEMES, SUPPORTED_NETWORKS, SettingsSchema
 
 __all__ = ["AUTH_MODES", "REDIS_SCHEMES", "SUPPORTED_NETWORKS", "ConfigError", "Settings", "load_settings"]
@@ -136,6 +137,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     _check_profile_keys_file(data["profile_keys_file"])
     for name in ("default_allowed_social", "connect_auth", "link_allowed_hosts", "frontend_origins") + _SECURITY_LISTS:
         data[name] = tuple(data[name])
+    # Compared with browsers' Origin headers and event.origin, which never carry a default port or trailing slash.
+    for name in ("frontend_origins", "cors_allowed_origins"):
+        data[name] = tuple(web_origin(origin) for origin in data[name])
     return Settings(signing_key=signing_key, **data)
 
 

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
+from .origins import is_bare_origin
+
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 AUTH_MODES = ("signed", "jwt", "header", "none")
 # Networks Ayrshare's linking page can show (names as used by `allowedSocial`).
@@ -34,21 +36,6 @@ SUPPORTED_NETWORKS = frozenset(
         "youtube",
     }
 )
-
-
-def _is_web_origin(value: str) -> bool:
-    """`scheme://host[:port]` and nothing more: what `event.origin` and postMessage's targetOrigin compare."""
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a malformed port
-    except ValueError:
-        return False
-    return (
-        parts.scheme in ("http", "https")
-        and bool(parts.hostname)
-        and not (parts.path or parts.query or parts.fragment or parts.username or parts.password)
-        and "*" not in value
-    )
 
 
 def _csv(value: str) -> list[str]:
@@ -201,7 +188,7 @@ class SettingsSchema(Schema):
             raise ValidationError("must not exceed LINK_MIN_REMAINING_SECONDS", "LINK_STALE_MIN_SECONDS")
         if data["redis_url"] and urlsplit(data["redis_url"]).scheme not in REDIS_SCHEMES:
             raise ValidationError(f"must be a {', '.join(s + '://' for s in REDIS_SCHEMES)} URL", "REDIS_URL")
-        not_origins = [value for value in data["frontend_origins"] if not _is_web_origin(value)]
+        not_origins = [value for value in data["frontend_origins"] if not is_bare_origin(value)]
         if not_origins:
             raise ValidationError(
                 "must be a comma-separated list of origins like https://app.example.com", "FRONTEND_ORIGINS"

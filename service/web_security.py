@@ -68,7 +68,7 @@ def cors_headers(response: Response, allowed_origins: frozenset[str]) -> Respons
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    allowed_origins = frozenset(origin.rstrip("/").lower() for origin in settings.cors_allowed_origins)
+    allowed_origins = frozenset(settings.cors_allowed_origins)  # normalised by the settings loader
 
     @app.after_request
     def _protect(response: Response) -> Response:

@@ -87,13 +87,26 @@ def test_no_open_redirect_from_the_shared_corpus_passes_as_a_return_url():
 
 @pytest.mark.parametrize(
     "value",
-    ["https://web.example.org/", "https://web.example.org/x", "web.example.org", "https://*.example.org", "ftp://a.b"],
+    [
+        "https://web.example.org/x",
+        "web.example.org",
+        "https://*.example.org",
+        "ftp://a.b",
+        "https://u:p@web.example.org",
+    ],
 )
 def test_frontend_origins_must_be_bare_origins(settings_env, value):
     with pytest.raises(ConfigError) as error:
         load_settings({**settings_env, "FRONTEND_ORIGINS": f"{APP},{value}"})
     assert str(error.value).startswith("FRONTEND_ORIGINS:")
     assert value not in str(error.value)
+
+
+def test_frontend_origins_are_normalised_like_browsers_send_them(settings_env):
+    settings = load_settings(
+        {**settings_env, "FRONTEND_ORIGINS": "https://Web.Example.org:443/,http://localhost:3000/"}
+    )
+    assert settings.frontend_origins == ("https://web.example.org", "http://localhost:3000")
 
 
 def test_frontend_origins_are_parsed(settings_env):

@@ -1,0 +1,80 @@
+"""The benchmark harness in miniature (`python -m bench --quick` sizes): every scenario runs end to end against the
+real stack and counts upstream calls correctly. Nothing here looks at a speed: that is what `make bench` is for."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from bench import report
+from bench.economy import footprint, minimum_calls, upstream_economy
+from bench.scenarios import cache_hit, cold_burst
+from bench.slow_upstream import UPSTREAM_ALONE, WORKER_MODELS, slow_upstream
+
+
+@pytest.fixture(autouse=True)
+def results_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS_DIR", tmp_path)
+    return tmp_path
+
+
+def _written(results_dir, name: str) -> dict:
+    assert (results_dir / f"{name}-quick.png").stat().st_size > 1000
+    return json.loads((results_dir / f"{name}-quick.json").read_text())
+
+
+def test_wrk_is_installed():
+    assert shutil.which("wrk"), "the benchmark's load generator: apt-get install -y wrk"
+
+
+def test_cache_hit_serves_only_from_cache_after_warm_up(results_dir):
+    data = cache_hit(quick=True)
+    assert data["upstream_calls"] == data["users"]  # the warm-up, and not one call during the wrk runs
+    assert data["requests_served_by_service"] > 0
+    for runs in data["runs"].values():
+        assert all(sum(run["errors"].values()) == 0 for run in runs)
+    assert _written(results_dir, "cache_hit")["ratio_rps"] > 0
+
+
+def test_cold_burst_costs_one_upstream_call_and_one_url(results_dir):
+    data = cold_burst(quick=True)
+    for burst in data["bursts"]:
+        assert burst["upstream_calls"] == 1
+        assert burst["answered_302"] == burst["concurrency"]
+        assert burst["distinct_urls"] == 1
+    _written(results_dir, "cold_burst")
+
+
+def test_slow_upstream_makes_one_call_per_distinct_user_in_every_worker_model(results_dir):
+    data = slow_upstream(quick=True)
+    assert {run["model"] for run in data["runs"]} == {UPSTREAM_ALONE} | {model["label"] for model in WORKER_MODELS}
+    for run in data["runs"]:
+        if run["errors"] == 0:
+            assert run["upstream_calls"] == run["answered_302"] == run["requests"]
+    assert any(run["errors"] == 0 for run in data["runs"])
+    _written(results_dir, "slow_upstream")
+
+
+def test_upstream_economy_counts_calls_against_the_minimum(results_dir):
+    data = upstream_economy(quick=True)
+    assert data["upstream_calls"] >= data["theoretical_minimum"] > 0
+    assert data["upstream_calls"] == sum(user["upstream_calls"] for user in data["per_user"])
+    assert data["wasted_calls"] == 0
+    assert all(item["met"] for item in data["checks"] if item["check"].startswith(("answered", "upstream calls (")))
+    _written(results_dir, "upstream_economy")
+
+
+def test_minimum_calls_is_one_per_window_of_clicks():
+    assert minimum_calls([], 25) == 0
+    assert minimum_calls([0, 1, 24.9], 25) == 1
+    assert minimum_calls([0, 25, 26, 49.9, 50], 25) == 3
+
+
+def test_footprint_reads_worker_rss_and_redis_bytes_per_link(results_dir):
+    data = footprint(quick=True)
+    assert data["upstream_calls"] == data["users"]
+    assert all(kib > 10_000 for kib in data["worker_rss_loaded_kib"])
+    assert data["redis_memory_usage_per_link_bytes"] > data["stored_value_bytes_mean"] > 100
+    _written(results_dir, "footprint")
