@@ -9,6 +9,7 @@ names the setting; `config/gunicorn.conf.py` turns that into a clean exit before
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 
 from flask import Flask
@@ -32,7 +33,13 @@ log = logging.getLogger("service")
 
 def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     """Build the app from `environ` (tests) or from the process environment and `.env` (everyone else)."""
-    settings = load_settings(environ)
+    try:
+        settings = load_settings(environ)
+    except ConfigError as error:
+        if environ is None and cli.invoked_from_flask_cli():  # gunicorn does the same in its on_starting hook
+            sys.stderr.write(f"configuration error: {error}\n")
+            raise SystemExit(2) from None
+        raise
     app = Flask(__name__)
     app.config["SETTINGS"] = settings
     app.config["JSON_SORT_KEYS"] = False

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 from flask import Flask, current_app
 
 from .callers import signed_path
+
+
+def invoked_from_flask_cli() -> bool:
+    """True under the `flask` command: its stdout belongs to the command, and a bad setting ends it with one line."""
+    return Path(sys.argv[0]).name == "flask"
 
 
 def init_app(app: Flask) -> None:

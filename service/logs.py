@@ -14,9 +14,10 @@ import re
 import sys
 import time
 import uuid
-from pathlib import Path
 
 from flask import Flask, Response, g, request
+
+from .cli import invoked_from_flask_cli
 
 _JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
 # Signed-link signatures and linking-URL tokens in any URL a library logs (gunicorn logs request URIs on errors).
@@ -73,8 +74,7 @@ def configure_logging(level: str, secrets: list[str]) -> RedactingFilter:
     """Route the service's loggers to stdout as JSON through the redactor (idempotent across app instances)."""
     redactor = RedactingFilter(secrets)
     # Under the `flask` CLI, stdout belongs to the command's output (`sign-url` is piped into scripts).
-    under_cli = Path(sys.argv[0]).name == "flask"
-    handler = logging.StreamHandler(sys.stderr if under_cli else sys.stdout)
+    handler = logging.StreamHandler(sys.stderr if invoked_from_flask_cli() else sys.stdout)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(redactor)
     for name in ("service", "ayrshare_connect.request"):

@@ -179,3 +179,20 @@ def test_check_config_cli_reports_ok_and_sign_url_prints_a_verifiable_link(env, 
     params = dict(part.split("=") for part in query.split("&"))
     assert path == "/connect/alice"
     assert check_signature("alice", params, SIGNING_SECRET, max_ttl=3600, now=int(params["expires"]) - 120)
+
+
+def test_flask_cli_with_a_bad_setting_prints_one_line_and_exits_2(env):
+    environment = {
+        **env,
+        "ENV_FILE": "/nonexistent",
+        "PATH": "/usr/bin:/bin",
+        "AYRSHARE_PRIVATE_KEY": "nope-SECRETVALUE",
+    }
+    flask = str(ServiceProcess({}).command()[0]).replace("gunicorn", "flask")
+    result = subprocess.run(
+        [flask, "--app", "service", "check-config"], env=environment, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("configuration error: AYRSHARE_PRIVATE_KEY")
+    assert "SECRETVALUE" not in result.stderr + result.stdout
