@@ -50,8 +50,8 @@ def _env_int(name: str, default: int) -> int:
 bind = os.environ.get("BIND", "0.0.0.0:8000")
 workers = _env_int("GUNICORN_WORKERS", 2)
 # 2 x 128 threads hold 200+ slow upstream calls in flight at once (BENCHMARKS.md, scenario 3: 32 threads capped a
-# 1 s upstream at ~55 req/s; 128 matched gevent). Threads, unlike greenlets, bound concurrency per worker below the
-# Redis pool's 256 connections, and need no monkey patching.
+# 1 s upstream at ~57 req/s; 128 matched gevent). On cache hits gthread kept p99 at a quarter of gevent's (scenario 1),
+# and it needs no monkey patching.
 threads = _env_int("GUNICORN_THREADS", 128)
 # A request is bounded by the upstream deadline (AYRSHARE_DEADLINE_SECONDS, at most 30 s) plus a single-flight wait
 # of the same order; the worker timeout sits above both so gunicorn never kills a worker that is merely waiting.

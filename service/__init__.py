@@ -56,6 +56,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         on_event=metrics.broker_event,
     )
     limiter = ratelimit.build_limiter(settings)
+    request_budget, upstream_budget = ratelimit.user_budgets(limiter, settings)
     app.extensions["link_store"] = store
     app.extensions["connect"] = ConnectService(
         settings=settings,
@@ -66,9 +67,8 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         breaker=CircuitBreaker(
             settings.circuit_threshold, settings.circuit_cooldown, on_state_change=metrics.set_circuit_state
         ),
-        spend_upstream_budget=(
-            ratelimit.UpstreamBudget(limiter, settings.rate_limit_upstream_per_user) if limiter else lambda user: None
-        ),
+        spend_request_budget=request_budget,
+        spend_upstream_budget=upstream_budget,
     )
 
     errors.init_app(app)

@@ -52,7 +52,8 @@ class ConnectService:
         client: AyrshareClient,
         broker: LinkBroker,
         breaker: CircuitBreaker | None = None,
-        spend_upstream_budget: Callable[[str], None] = lambda user: None,
+        spend_request_budget: Callable[[str], None] | None = None,
+        spend_upstream_budget: Callable[[str], None] | None = None,
     ):
         self.settings = settings
         self.authenticator = authenticator
@@ -60,8 +61,10 @@ class ConnectService:
         self.client = client
         self.broker = broker
         self.breaker = breaker or CircuitBreaker()
-        # Raises RateLimited when the user may not cause another Ayrshare call now (RATE_LIMIT_UPSTREAM_PER_USER).
-        self.spend_upstream_budget = spend_upstream_budget
+        # Raise RateLimited when the user has made too many requests (RATE_LIMIT_PER_USER), or may not cause another
+        # Ayrshare call now (RATE_LIMIT_UPSTREAM_PER_USER).
+        self.spend_request_budget = spend_request_budget or _unlimited
+        self.spend_upstream_budget = spend_upstream_budget or _unlimited
         self._credential_fingerprint = _fingerprint(settings)
 
     def link_for(
@@ -75,6 +78,7 @@ class ConnectService:
         validate_user(user)
         if caller.user is not None and caller.user != user:
             raise Forbidden("This credential was issued for another user.", code="wrong_user")
+        self.spend_request_budget(user)
         profile_key = self.profiles.lookup(user)
         if profile_key is None:
             raise UnknownUser()
@@ -118,6 +122,10 @@ class _UpstreamFetch:
             metrics.observe_upstream_call(outcome, seconds)
             if self.timings is not None:
                 self.timings.upstream_seconds = seconds
+
+
+def _unlimited(user: str) -> None:
+    """No per-user limit (rate limiting switched off)."""
 
 
 def _fingerprint(settings: Settings) -> str:

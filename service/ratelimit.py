@@ -6,9 +6,10 @@ Three limits, each a setting in Flask-Limiter's notation ("120/minute", "10 per 
   it bounds what one machine can make the service do (auth checks, Redis reads). The address is the socket peer, or
   the client named in `X-Forwarded-For` when `TRUSTED_PROXY_COUNT` proxies are in front (Werkzeug ProxyFix); without
   that setting the header is ignored, so it cannot be forged to dodge the limit.
-- `RATE_LIMIT_PER_USER` (default 30/minute) counts answers for one user that got past authentication (2xx/3xx/5xx,
-  not 4xx): cache hits are cheap, so this is generous, and because refused requests do not count, nobody can lock a
-  user out by spamming their id.
+- `RATE_LIMIT_PER_USER` (default 30/minute) counts requests for one user that got past authentication: cache hits
+  are cheap, so this is generous, and because refused requests do not count, nobody can lock a user out by spamming
+  their id. It is spent by the use case right after authentication (one `hit`, one Redis round trip): an earlier
+  version tested before the view and counted after it, which cost two extra round trips on every cache hit.
 - `RATE_LIMIT_UPSTREAM_PER_USER` (default 10 per 5 minutes) counts only requests that are about to call Ayrshare:
   it is checked on a cache miss, inside the single-flight fetch (`UpstreamBudget`), so cache hits never pay for it
   and a user who spent it still gets cached links. Ayrshare
@@ -49,19 +50,8 @@ def client_address() -> str:
     return "addr:" + (request.remote_addr or "unknown")
 
 
-def user_key() -> str:
-    # Hashed: the id is hostile input until authenticated, and hashing bounds the key's length.
-    user = (request.view_args or {}).get("user", "")
-    return "user:" + hashlib.sha256(user.encode("utf-8", "replace")).hexdigest()[:32]
-
-
 def is_preflight() -> bool:
     return request.method == "OPTIONS"
-
-
-def passed_authentication(response: Response) -> bool:
-    """Refusals (bad credentials, bad input, unknown user, our own 429) never count against the user they name."""
-    return not 400 <= response.status_code < 500
 
 
 def storage_uri(settings: Settings) -> str:
@@ -90,45 +80,60 @@ def build_limiter(settings: Settings) -> Limiter | None:
     )
 
 
-class UpstreamBudget:
-    """`RATE_LIMIT_UPSTREAM_PER_USER`, spent when a cache miss is about to call Ayrshare for a user.
+class UserBudget:
+    """A per-user limit spent from inside the use case, at the moment it applies: one `hit` (one Redis round trip).
+
+    - `RATE_LIMIT_PER_USER`: spent right after authentication, so refusals never count against the user they name.
+    - `RATE_LIMIT_UPSTREAM_PER_USER`: spent when a cache miss is about to call Ayrshare.
 
     Uses the limiter's own storage strategy (Redis shared by every worker, or its in-memory fallback). Storage trouble
-    lets the call through: the circuit breaker and Ayrshare's own limits still stand behind it.
+    lets the request through, like the per-address limit (`swallow_errors`).
     """
 
-    def __init__(self, limiter: Limiter, limit: str):
+    def __init__(self, limiter: Limiter, limit: str, scope: str, message: str, code: str):
         self.limiter = limiter
         self.limits = parse_many(limit)
+        self.scope, self.message, self.code = scope, message, code
 
     def __call__(self, user: str) -> None:
         identity = hashlib.sha256(user.encode("utf-8", "replace")).hexdigest()[:32]
         for item in self.limits:
             try:
                 strategy = self.limiter.limiter
-                if strategy.hit(item, KEY_PREFIX, "upstream", identity):
+                if strategy.hit(item, KEY_PREFIX, self.scope, identity):
                     continue
-                reset_at = strategy.get_window_stats(item, KEY_PREFIX, "upstream", identity).reset_time
+                reset_at = strategy.get_window_stats(item, KEY_PREFIX, self.scope, identity).reset_time
             except Exception:  # noqa: BLE001, S112 - fail open, like the request limits
                 continue
-            raise RateLimited(
-                "This user has asked Ayrshare for new links too often. Wait a few minutes and try again.",
-                code="upstream_budget_spent",
-                retry_after=max(1, math.ceil(reset_at - time.time())),
-            )
+            raise RateLimited(self.message, code=self.code, retry_after=max(1, math.ceil(reset_at - time.time())))
+
+
+def user_budgets(limiter: Limiter | None, settings: Settings) -> tuple[UserBudget | None, UserBudget | None]:
+    """(requests per user, upstream calls per user), or (None, None) when rate limiting is off."""
+    if limiter is None:
+        return None, None
+    requests = UserBudget(
+        limiter, settings.rate_limit_per_user, "user", "Too many requests for this user. Wait a moment.", "rate_limited"
+    )
+    upstream = UserBudget(
+        limiter,
+        settings.rate_limit_upstream_per_user,
+        "upstream",
+        "This user has asked Ayrshare for new links too often. Wait a few minutes and try again.",
+        "upstream_budget_spent",
+    )
+    return requests, upstream
 
 
 def init_app(app: Flask, limiter: Limiter | None, settings: Settings) -> None:
-    """Apply the per-address and per-user limits to the /connect view (call after the blueprints)."""
+    """Apply the per-address limit to the /connect view (call after the blueprints); per-user limits are spent by
+    the use case itself (`UserBudget`)."""
     if limiter is None:
         return
     limiter.init_app(app)
     _route_limiter_logs()
     view = app.view_functions.get(CONNECT_ENDPOINT)
     if view is not None:
-        view = limiter.limit(
-            settings.rate_limit_per_user, key_func=user_key, deduct_when=passed_authentication, exempt_when=is_preflight
-        )(view)
         view = limiter.limit(settings.rate_limit_per_address, key_func=client_address, exempt_when=is_preflight)(view)
         app.view_functions[CONNECT_ENDPOINT] = view
 

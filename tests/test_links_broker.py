@@ -87,3 +87,29 @@ def test_the_fetch_gets_the_requests_remaining_deadline(store):
         "k", lambda deadline: seen.append(deadline - time.monotonic()) or fresh_link()
     )
     assert 6 < seen[0] <= 7
+
+
+def test_a_worker_serves_its_copy_without_the_store_and_obeys_the_same_freshness(store, redis_client):
+    links = broker(store, min_remaining=60)
+    links.get_link("k", lambda deadline: fresh_link(120))
+    redis_client.flushdb()  # the store forgets; this worker's copy is exactly as valid as the token's exp
+    assert links.get_link("k", lambda deadline: pytest.fail("no upstream call for a valid copy")).source == "cache"
+
+    nearly_expired = broker(store, min_remaining=60)
+    nearly_expired.get_link("j", lambda deadline: fresh_link(61))
+    time.sleep(1.1)  # now under the margin: neither the copy nor the store may serve it
+    assert nearly_expired.get_link("j", lambda deadline: fresh_link(300)).source == "upstream"
+
+
+def test_links_fetched_while_the_store_is_down_are_not_kept(redis_url):
+    from tests.support.processes import RedisServer
+
+    server = RedisServer().start()
+    links = broker(RedisLinkStore.from_url(server.url, timeout=0.2))
+    server.kill()
+    calls = []
+    for _ in range(2):
+        links.get_link("k", lambda deadline: calls.append(1) or fresh_link())
+        links.store._down_until = 0  # skip the retry interval: every request tries the store again
+    assert len(calls) == 2  # documented: while Redis is down, requests are answered by calling Ayrshare
+    server.stop()

@@ -33,25 +33,32 @@ def test_redis_killed_then_back_service_keeps_redirecting_and_caching_resumes(st
     redis_server = RedisServer().start()
     try:
         service = start_service(workers=2, REDIS_URL=redis_server.url)
-        url = service.url + signed_path("alice", SIGNING_SECRET)
-        assert requests.get(url, allow_redirects=False, timeout=10).status_code == 302
+        assert (
+            requests.get(
+                service.url + signed_path("alice", SIGNING_SECRET), allow_redirects=False, timeout=10
+            ).status_code
+            == 302
+        )
         assert requests.get(service.url + "/readyz", timeout=5).status_code == 200
 
         redis_server.kill()
-        during = [requests.get(url, allow_redirects=False, timeout=10) for _ in range(6)]
+        during = [
+            requests.get(service.url + signed_path(f"user{i}", SIGNING_SECRET), allow_redirects=False, timeout=10)
+            for i in range(6)
+        ]
         assert [r.status_code for r in during] == [302] * 6
         ready = requests.get(service.url + "/readyz", timeout=5)
         assert ready.status_code == 503 and ready.json()["checks"]["cache"] == "failing"
-        calls_while_down = emulator.calls()
-        assert calls_while_down >= 2  # no cache: answered by calling Ayrshare directly
+        assert emulator.calls() == 1 + 6  # no cache for new users: each answered by calling Ayrshare directly
 
         redis_server.start()  # same port, empty
         time.sleep(1.5)  # past the store's retry interval
-        first, second = (requests.get(url, allow_redirects=False, timeout=10) for _ in range(2))
-        assert first.status_code == second.status_code == 302
-        third = requests.get(url, allow_redirects=False, timeout=10)
-        assert third.headers["Location"] == second.headers["Location"]
-        assert redis_server.client().keys("connect:link:v1:*"), "caching resumed"
+        url = service.url + signed_path("bob", SIGNING_SECRET)
+        first, second, third = (requests.get(url, allow_redirects=False, timeout=10) for _ in range(3))
+        assert first.status_code == second.status_code == third.status_code == 302
+        assert first.headers["Location"] == second.headers["Location"] == third.headers["Location"]
+        assert emulator.calls() == 1 + 6 + 1  # caching resumed: one call for bob, shared by every worker
+        assert redis_server.client().keys("connect:link:v1:*")
         assert requests.get(service.url + "/readyz", timeout=5).status_code == 200
     finally:
         redis_server.stop()

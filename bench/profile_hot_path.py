@@ -1,0 +1,79 @@
+"""Profile the cache-hit path in-process with pyinstrument: `python -m bench --scenario profile`.
+
+The app is built exactly as gunicorn builds it (`create_app()` with the production settings, a real redis-server and
+the emulator), one link is cached, then the same signed `/connect/<user>` request goes through the WSGI callable
+`rounds` times under the profiler. Calling the WSGI app directly leaves out gunicorn and the socket, so what remains
+is the service's own per-request work: routing, auth, the cache read, logging, rate limiting, metrics.
+Writes bench/results/profile.txt and profile.html.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+
+from werkzeug.test import EnvironBuilder
+
+from . import report
+from .stack import Stack, user_name
+
+
+def profile(quick: bool = False) -> dict:
+    from pyinstrument import Profiler
+
+    rounds = 300 if quick else 5000
+    with Stack(users=1) as stack:
+        os.environ.setdefault("ENV_FILE", "/nonexistent/.env")
+        from service import create_app
+
+        app = create_app(stack.service_env(LOG_LEVEL="INFO"))
+        user = user_name(0)
+        path = stack.signed_path(user)
+        builder = EnvironBuilder(path=path, base_url="http://127.0.0.1:8000", environ_base={"REMOTE_ADDR": "127.0.0.1"})
+        template = builder.get_environ()
+        log_sink = io.StringIO()
+        _quiet_logs(log_sink)
+
+        def hit() -> str:
+            environ = dict(template)
+            environ["wsgi.input"] = io.BytesIO(b"")
+            status = []
+            body = app(environ, lambda s, h, exc_info=None: status.append(s))
+            b"".join(body)
+            return status[0]
+
+        first = hit()
+        if not first.startswith("302"):
+            raise RuntimeError(f"warm-up answered {first}")
+        calls = stack.upstream_calls()
+        started = time.perf_counter()
+        for _ in range(min(500, rounds)):  # unprofiled: the per-request cost without profiler overhead
+            hit()
+        per_request_us = (time.perf_counter() - started) / min(500, rounds) * 1e6
+        profiler = Profiler(interval=0.0002)
+        profiler.start()
+        for _ in range(rounds):
+            hit()
+        profiler.stop()
+        if stack.upstream_calls() != calls:
+            raise RuntimeError("the profiled requests were not all cache hits")
+    report.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    text = profiler.output_text(unicode=False, color=False, show_all=False)
+    (report.RESULTS_DIR / "profile.txt").write_text(text)
+    (report.RESULTS_DIR / "profile.html").write_text(profiler.output_html())
+    print(
+        f"\n## hot path profile ({rounds} cache hits through the WSGI app, {per_request_us:.0f} us/request unprofiled)"
+    )
+    print(text)
+    return {"rounds": rounds, "per_request_us": per_request_us}
+
+
+def _quiet_logs(sink: io.StringIO) -> None:
+    """Keep the request log on (it is part of the hot path) but write it to memory instead of the terminal."""
+    import logging
+
+    for name in ("service", "ayrshare_connect.request"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(sink)

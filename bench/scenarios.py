@@ -1,0 +1,265 @@
+"""Scenarios 1 and 2 of issue 6: the cache-hit path against a bare endpoint, and a cold burst for one user.
+
+Each function runs against a fresh stack (bench/stack.py), returns a JSON-able dict with a `checks` section (the
+issue's targets, each with the measured value and whether it was met), and leaves a table, a JSON file and a chart.
+`quick=True` is the smoke version used by the tests: same code paths, seconds instead of minutes.
+"""
+
+from __future__ import annotations
+
+from . import report
+from .loadgen import latency_summary, run_client, run_wrk
+from .stack import API_KEY, BARE_APP, DOMAIN, SERVICE_APP, Stack, config_defaults, load_average, user_name
+
+CONNECTIONS = 32  # the concurrency the issue sets for the cache-hit comparison
+OTHER_MODELS = [("gevent w2", {"GUNICORN_WORKER_CLASS": "gevent"})]
+DIAGNOSTIC_VARIANTS = [
+    ("rate limiting off", {"RATE_LIMIT_ENABLED": "0"}),
+    ("request log off", {"LOG_LEVEL": "WARNING"}),
+]
+
+
+def check(name: str, value: object, target: str, ok: bool) -> dict:
+    return {"check": name, "value": value, "target": target, "met": bool(ok)}
+
+
+# -- 1. cache-hit path vs bare endpoint --------------------------------------------------------------------------
+def cache_hit(quick: bool = False) -> dict:
+    user_count = 5 if quick else 40
+    levels = [CONNECTIONS] if quick else [1, 8, CONNECTIONS, 64]
+    users = [user_name(i) for i in range(user_count)]
+    load_before = load_average()
+    with Stack(users=user_count) as stack:
+        service = stack.start_service()
+        calls_before = stack.upstream_calls()
+        urls = stack.warm(service, users)
+        bare = stack.start_service(app=BARE_APP, BARE_REDIRECT_URL=urls[users[0]])
+        paths = [stack.signed_path(user) for user in users]
+        runs: dict[str, list] = {"bare": [], "service": []}
+        for level in levels:
+            # The headline level runs twice, alternating bare and service, so a burst of load from elsewhere on
+            # this shared machine lands on both sides rather than on one.
+            rounds = 2 if level == CONNECTIONS and not quick else 1
+            seconds = 2 if quick else (10 if level == CONNECTIONS else 5)
+            for _ in range(rounds):
+                for label, target in (("bare", bare), ("service", service)):
+                    runs[label].append(run_wrk(target.url, paths, level, seconds))
+        # Diagnostics, not the headline: the same service with one feature off, to attribute the cost on the path.
+        diagnostics = {}
+        for label, env in [] if quick else DIAGNOSTIC_VARIANTS:
+            variant = stack.start_service(**env)
+            diagnostics[label] = run_wrk(variant.url, paths, CONNECTIONS, 8)
+            stack.stop_service(variant)
+        # The other worker model the slow-upstream scenario tied with, on the hit path: bare and service alike.
+        for model, env in [] if quick else OTHER_MODELS:
+            for label, app in (("bare", BARE_APP), ("service", SERVICE_APP)):
+                variant = stack.start_service(app=app, BARE_REDIRECT_URL=urls[users[0]], **env)
+                diagnostics[f"{model}: {label}"] = run_wrk(variant.url, paths, CONNECTIONS, 8)
+                stack.stop_service(variant)
+        upstream_calls = stack.upstream_calls() - calls_before
+        service_log_lines = service.log().count('"msg":"request"')
+
+    at = {label: [r for r in results if r.connections == CONNECTIONS] for label, results in runs.items()}
+    rps = {label: sum(r.requests for r in rs) / sum(r.seconds for r in rs) for label, rs in at.items()}
+    p99 = {label: sum(r.percentile_ms(99) for r in rs) / len(rs) for label, rs in at.items()}
+    ratio = rps["service"] / rps["bare"]
+    p99_ratio = p99["service"] / p99["bare"]
+    served = sum(r.requests for r in runs["service"])
+    checks = [
+        check("throughput ratio service/bare @32", round(ratio, 3), ">= 0.8", ratio >= 0.8),
+        check("p99 ratio service/bare @32", round(p99_ratio, 2), "<= 1.5", p99_ratio <= 1.5),
+        check("errors (non-3xx, socket)", sum(r.error_count for rs in runs.values() for r in rs), "0", True),
+        check("upstream calls", upstream_calls, f"== {user_count} (warm-up only)", upstream_calls == user_count),
+    ]
+    checks[2]["met"] = checks[2]["value"] == 0
+    rows = []
+    for label, results in runs.items():
+        for r in results:
+            rows.append([label, r.connections, round(r.rps), r.percentile_ms(50), r.percentile_ms(99), r.error_count])
+    for label, r in diagnostics.items():
+        rows.append(
+            [
+                f"diagnostic: {label}",
+                r.connections,
+                round(r.rps),
+                r.percentile_ms(50),
+                r.percentile_ms(99),
+                r.error_count,
+            ]
+        )
+    report.table(
+        "1. cache-hit path vs bare endpoint (wrk, signed links)",
+        ["endpoint", "conns", "req/s", "p50 ms", "p99 ms", "errors"],
+        rows,
+    )
+    _print_checks(checks)
+    data = {
+        "gunicorn": config_defaults(),
+        "users": user_count,
+        "load_average_at_start": load_before,
+        "runs": {label: [r.as_dict() for r in results] for label, results in runs.items()},
+        "diagnostics": {label: r.as_dict() for label, r in diagnostics.items()},
+        "rps_at_32": {label: round(value, 1) for label, value in rps.items()},
+        "p99_ms_at_32": {label: round(value, 2) for label, value in p99.items()},
+        "ratio_rps": round(ratio, 3),
+        "ratio_p99": round(p99_ratio, 3),
+        "upstream_calls": upstream_calls,
+        "requests_served_by_service": served,
+        "service_request_log_lines": service_log_lines,
+        "checks": checks,
+    }
+    report.write_json("cache_hit", data, quick)
+    report.chart(
+        "cache_hit",
+        quick,
+        f"cache-hit path vs bare 302 (service/bare @32: {ratio:.2f}x req/s, {p99_ratio:.2f}x p99)",
+        latency={
+            f"{label} @{CONNECTIONS}": [(p, v / 1000) for p, v in at[label][0].latency_us["percentiles"] if p <= 99.9]
+            for label in at
+        },
+        throughput={label: _mean_by_level(results) for label, results in runs.items()},
+    )
+    return data
+
+
+def _mean_by_level(results: list) -> list[tuple[int, float]]:
+    levels = sorted({r.connections for r in results})
+    return [
+        (lv, sum(r.rps for r in results if r.connections == lv) / sum(r.connections == lv for r in results))
+        for lv in levels
+    ]
+
+
+# -- 2. cold burst -------------------------------------------------------------------------------------------------
+def cold_burst(quick: bool = False) -> dict:
+    latency_ms = 200 if quick else 500
+    sizes = [50] if quick else [25, 50, 100, 200]
+    rounds_at_max = 1 if quick else 3
+    plan = [(size, 1) for size in sizes[:-1]] + [(sizes[-1], r + 1) for r in range(rounds_at_max)]
+    load_before = load_average()
+    bursts = []
+    with Stack(users=len(plan) + 1) as stack:
+        service = stack.start_service()
+        stack.emulator.set_knobs(latency_ms=latency_ms)
+        for index, (size, round_no) in enumerate(plan):
+            path = stack.signed_path(user_name(index))
+            calls_before = stack.upstream_calls()
+            answer = run_client(
+                {"base_url": service.url, "mode": "burst", "requests": [{"path": path}] * size, "timeout": 30},
+                timeout=120,
+            )
+            bursts.append(_burst(size, round_no, answer["results"], stack.upstream_calls() - calls_before, 302))
+        # Diagnostic, not the headline: the same burst against the service with rate limiting off.
+        diagnostic = None
+        if not quick:
+            variant = stack.start_service(RATE_LIMIT_ENABLED="0")
+            requests = [{"path": stack.signed_path(user_name(len(plan)))}] * sizes[-1]
+            calls_before = stack.upstream_calls()
+            answer = run_client({"base_url": variant.url, "mode": "burst", "requests": requests}, timeout=120)
+            diagnostic = _burst(
+                sizes[-1], "rate limiting off", answer["results"], stack.upstream_calls() - calls_before, 302
+            )
+            stack.stop_service(variant)
+        # What the client, the emulator and this machine add on their own: the same burst straight to the emulator.
+        direct = [
+            {
+                "path": "/api/profiles/generateJWT",
+                "method": "POST",
+                "headers": {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+                "json": {"domain": DOMAIN, "privateKey": stack.private_pem, "profileKey": f"PK-DIRECT-{i}"},
+            }
+            for i in range(sizes[-1])
+        ]
+        calls_before = stack.upstream_calls()
+        answer = run_client({"base_url": stack.emulator.origin, "mode": "burst", "requests": direct}, timeout=120)
+        alone = _burst(sizes[-1], "upstream alone", answer["results"], stack.upstream_calls() - calls_before, 200)
+    top = [b for b in bursts if b["concurrency"] == sizes[-1]]
+    limit = latency_ms + 100
+    checks = [
+        check(
+            f"upstream calls per burst of {sizes[-1]}",
+            [b["upstream_calls"] for b in top],
+            "1",
+            all(b["upstream_calls"] == 1 for b in top),
+        ),
+        check(
+            "same URL for every request",
+            [b["distinct_urls"] for b in top],
+            "1 distinct",
+            all(b["distinct_urls"] == 1 and b["answered_302"] == sizes[-1] for b in top),
+        ),
+        check("p99 ms", [b["p99_ms"] for b in top], f"<= {limit}", all(b["p99_ms"] <= limit for b in top)),
+    ]
+    checks.append(
+        check(
+            f"upstream alone: p99 of {sizes[-1]} direct calls", alone["p99_ms"], "context: client+emulator cost", True
+        )
+    )
+    report.table(
+        f"2. cold burst (one uncached user, emulator {latency_ms} ms)",
+        ["concurrency", "round", "302s", "errors", "URLs", "upstream calls", "p50 ms", "p99 ms", "max ms"],
+        [
+            [
+                b["concurrency"],
+                b["round"],
+                b["answered_302"],
+                b["errors"],
+                b["distinct_urls"],
+                b["upstream_calls"],
+                b["p50_ms"],
+                b["p99_ms"],
+                b["max_ms"],
+            ]
+            for b in [*bursts, *([diagnostic] if diagnostic else []), alone]
+        ],
+    )
+    _print_checks(checks)
+    data = {
+        "gunicorn": config_defaults(),
+        "emulator_latency_ms": latency_ms,
+        "load_average_at_start": load_before,
+        "bursts": bursts,
+        "upstream_alone": alone,
+        "diagnostic_rate_limiting_off": diagnostic,
+        "checks": checks,
+    }
+    report.write_json("cold_burst", data, quick)
+    report.chart(
+        "cold_burst",
+        quick,
+        f"cold burst, upstream {latency_ms} ms: one upstream call per burst",
+        latency={
+            f"burst of {b['concurrency']} (round {b['round']})": report.cdf_points(b["latencies_ms"])
+            for b in bursts
+            if b["concurrency"] == sizes[-1] or quick
+        }
+        | {f"upstream alone, {sizes[-1]} at once": report.cdf_points(alone["latencies_ms"])},
+        throughput={
+            "answers/s over the burst": [(b["concurrency"], b["throughput_rps"]) for b in bursts if b["round"] == 1]
+        },
+    )
+    return data
+
+
+def _burst(size: int, round_no: object, results: list[dict], upstream_calls: int, ok_status: int) -> dict:
+    ok = [r for r in results if r.get("status") == ok_status]
+    first_start = min(r["start"] for r in results)
+    last_end = max(r["start"] + r["latency_ms"] / 1000 for r in results)
+    return {
+        "concurrency": size,
+        "round": round_no,
+        "answered_302": len(ok),
+        "errors": len(results) - len(ok),
+        "distinct_urls": len({r.get("location") for r in ok}) if ok_status == 302 else None,
+        "upstream_calls": upstream_calls,
+        "burst_seconds": round(last_end - first_start, 3),
+        "throughput_rps": round(len(ok) / (last_end - first_start), 1),
+        **latency_summary(results),
+        "latencies_ms": sorted(round(r["latency_ms"], 2) for r in results),
+    }
+
+
+def _print_checks(checks: list[dict]) -> None:
+    for item in checks:
+        mark = "ok  " if item["met"] else "MISS"
+        print(f"  [{mark}] {item['check']}: {item['value']} (target {item['target']})", flush=True)

@@ -1,0 +1,220 @@
+"""The real stack a benchmark (or the soak run) uses: redis-server, the Ayrshare emulator, the service under gunicorn.
+
+    with Stack(users=1000) as stack:
+        service = stack.start_service(worker_class="gevent", workers=2)
+        stack.emulator.set_knobs(latency_ms=1000)
+        path = stack.signed_path("user0007")
+        ...
+
+Everything is a separate process on loopback with free ports, built from the same helpers the tests use
+(tests/support): nothing is mocked. The service always runs with config/gunicorn.conf.py; the worker model comes in
+through the GUNICORN_* environment variables that file reads, exactly as in production.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from service.callers import signed_path
+from tests.support.emulator_proc import EmulatorProcess
+from tests.support.processes import RedisServer, ServiceProcess
+
+API_KEY = "BENCH-API-KEY-7Q2W9E4R-T6Y8U1I3-0000"
+SIGNING_SECRET = "BENCH-SIGNING-SECRET-b8f3c1d9e0a24f6b9c7d5e3f1a2b"
+INTERNAL_TOKEN = "BENCH-INTERNAL-TOKEN-5f1e9d3c7b2a"
+DOMAIN = "ACME"
+SERVICE_APP = "service:create_app()"
+BARE_APP = "bench.bare_app:create_app()"
+
+
+def user_name(index: int, prefix: str = "user") -> str:
+    return f"{prefix}{index:05d}"
+
+
+class AppProcess(ServiceProcess):
+    """ServiceProcess with a choice of WSGI target, so the bare endpoint runs under the very same gunicorn command."""
+
+    def __init__(self, env: dict[str, str], workers: int, app: str = SERVICE_APP):
+        super().__init__(env, workers=workers)
+        self.app = app
+
+    def command(self) -> list[str]:
+        return [*super().command()[:-1], self.app]
+
+    def worker_pids(self) -> list[int]:
+        """The gunicorn workers (children of the master), read from /proc."""
+        if self.proc is None:
+            return []
+        pids: list[int] = []
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            children = (task / "children").read_text().split()
+            pids.extend(int(pid) for pid in children)
+        return sorted(pids)
+
+    def wait_for_workers(self, count: int, timeout: float = 30) -> list[int]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = self.worker_pids()
+            if len(pids) >= count:
+                return pids
+            time.sleep(0.1)
+        raise TimeoutError(f"only {len(self.worker_pids())} of {count} workers came up")
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process (VmRSS in /proc/<pid>/status), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def load_average() -> tuple[float, float, float]:
+    one, five, fifteen = Path("/proc/loadavg").read_text().split()[:3]
+    return float(one), float(five), float(fifteen)
+
+
+class Stack:
+    """Keys, a profiles file for `users` users, a redis-server and the emulator; services are started on demand."""
+
+    def __init__(self, users: int = 1000, prefixes: tuple[str, ...] = ("user",)):
+        self.workdir = Path(tempfile.mkdtemp(prefix="ayr-bench-"))
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.private_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        ).decode()
+        public_pem = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        (self.workdir / "public.pem").write_bytes(public_pem)
+        self.profiles = {
+            user_name(i, prefix): f"PK-{prefix.upper()}-{i:05d}" for prefix in prefixes for i in range(users)
+        }
+        self.profiles_path = self.workdir / "profiles.json"
+        self.profiles_path.write_text(json.dumps(self.profiles))
+        self.redis: RedisServer | None = None
+        self.emulator: EmulatorProcess | None = None
+        self.services: list[AppProcess] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def start(self) -> Stack:
+        self.redis = RedisServer().start()
+        # No profiles file for the emulator: it accepts any profile key, so user counts are limited by nothing.
+        self.emulator = EmulatorProcess(DOMAIN, self.workdir / "public.pem", [API_KEY]).start()
+        return self
+
+    def stop(self) -> None:
+        for service in list(self.services):
+            self.stop_service(service)
+        if self.emulator is not None:
+            self.emulator.stop()
+        if self.redis is not None:
+            self.redis.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- the service -----------------------------------------------------------------------------------------
+    def service_env(self, **overrides: str) -> dict[str, str]:
+        """The production configuration pointed at this stack; every feature on, as deployed."""
+        env = {
+            "AYRSHARE_API_KEY": API_KEY,
+            "AYRSHARE_PRIVATE_KEY": self.private_pem,
+            "AYRSHARE_DOMAIN": DOMAIN,
+            "AYRSHARE_BASE_URL": self.emulator.base_url,
+            "LINK_ALLOWED_HOSTS": self.emulator.origin,
+            "PROFILE_KEYS_FILE": str(self.profiles_path),
+            "REDIS_URL": self.redis.url,
+            "CONNECT_SIGNING_SECRET": SIGNING_SECRET,
+            "INTERNAL_API_TOKEN": INTERNAL_TOKEN,
+            "LOG_LEVEL": "INFO",
+            # Rate limiting stays on (its counting is part of the hot path) with limits no benchmark reaches: the
+            # whole load comes from one address, and time-compressed days need more upstream calls per 5 minutes.
+            "RATE_LIMIT_PER_ADDRESS": "100000000/minute",
+            "RATE_LIMIT_PER_USER": "100000000/minute",
+            "RATE_LIMIT_UPSTREAM_PER_USER": "100000 per 5 minutes",
+        }
+        env.update(overrides)
+        return env
+
+    def start_service(
+        self,
+        worker_class: str | None = None,
+        workers: int | None = None,
+        threads: int | None = None,
+        app: str = SERVICE_APP,
+        **env_overrides: str,
+    ) -> AppProcess:
+        """Start `app` under gunicorn with config/gunicorn.conf.py; None keeps that file's default."""
+        env = self.service_env(**env_overrides)
+        if worker_class:
+            env["GUNICORN_WORKER_CLASS"] = worker_class
+        if threads:
+            env["GUNICORN_THREADS"] = str(threads)
+        worker_count = workers or int(env.get("GUNICORN_WORKERS") or _config_default("workers"))
+        service = AppProcess(env, workers=worker_count, app=app)
+        service.start()
+        service.wait_for_workers(worker_count)
+        self.services.append(service)
+        return service
+
+    def stop_service(self, service: AppProcess) -> None:
+        service.stop()
+        shutil.rmtree(service.log_path.parent, ignore_errors=True)  # the log has been read by then, if it mattered
+        if service in self.services:
+            self.services.remove(service)
+
+    def signed_path(self, user: str, ttl_seconds: int = 3600) -> str:
+        return signed_path(user, SIGNING_SECRET, ttl_seconds=ttl_seconds)
+
+    def upstream_calls(self) -> int:
+        return self.emulator.calls()
+
+    def warm(self, service: AppProcess, users: list[str]) -> dict[str, str]:
+        """Fetch each user's link once (cache fill); returns user → linking URL."""
+        urls = {}
+        with requests.Session() as session:
+            for user in users:
+                response = session.get(service.url + self.signed_path(user), allow_redirects=False, timeout=30)
+                if response.status_code != 302:
+                    raise RuntimeError(f"warm-up of {user}: HTTP {response.status_code}: {response.text[:200]}")
+                urls[user] = response.headers["Location"]
+        return urls
+
+
+@functools.cache
+def config_defaults() -> dict[str, object]:
+    """worker_class/workers/threads as config/gunicorn.conf.py sets them with no GUNICORN_* variables, read by running
+    the file in a child process (it imports the service and makes a metrics directory: neither should happen here)."""
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="bench-config-") as metrics_dir:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GUNICORN_")}
+        env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        script = (
+            "import json, runpy; c = runpy.run_path('config/gunicorn.conf.py'); "
+            "print(json.dumps({k: c[k] for k in ('worker_class', 'workers', 'threads')}))"
+        )
+        output = subprocess.run(
+            [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def _config_default(name: str) -> str:
+    return str(config_defaults()[name])
