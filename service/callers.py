@@ -22,7 +22,6 @@ a forged signature or token never falls through to a weaker mode. Nothing found 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import time
@@ -66,8 +65,8 @@ class PresentedCredentials:
 
 
 def sign(user: str, expires: int, secret: str) -> str:
-    message = f"{user}:{expires}".encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    # hmac.digest is the one-shot C implementation: several times faster than hmac.new on this hot path.
+    return hmac.digest(secret.encode(), f"{user}:{expires}".encode(), "sha256").hex()
 
 
 def signed_path(user: str, secret: str, ttl_seconds: int = 300, now: float | None = None) -> str:

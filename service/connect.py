@@ -78,12 +78,13 @@ class ConnectService:
         validate_user(user)
         if caller.user is not None and caller.user != user:
             raise Forbidden("This credential was issued for another user.", code="wrong_user")
-        self.spend_request_budget(user)
         profile_key = self.profiles.lookup(user)
         if profile_key is None:
             raise UnknownUser()
         options = resolve_options(query, self.settings)
         key = cache_key(self._credential_fingerprint, self.settings.domain, profile_key, options)
+        # Counted only now: a request refused for its credentials or its input never counts against the user it names.
+        self.spend_request_budget(user)
         fetch = _UpstreamFetch(self, user, profile_key, options, timings)
         return caller, self.broker.get_link(key, fetch)
 

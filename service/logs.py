@@ -73,6 +73,10 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, secrets: list[str]) -> RedactingFilter:
     """Route the service's loggers to stdout as JSON through the redactor (idempotent across app instances)."""
     redactor = RedactingFilter(secrets)
+    # Our lines never print the caller's file/line or the process name: skip computing them on every record (the
+    # logging HOWTO's "Optimization" section); measured on the cache-hit path in BENCHMARKS.md.
+    logging._srcfile = None
+    logging.logMultiprocessing = False
     # Under the `flask` CLI, stdout belongs to the command's output (`sign-url` is piped into scripts).
     handler = logging.StreamHandler(sys.stderr if invoked_from_flask_cli() else sys.stdout)
     handler.setFormatter(JsonFormatter())

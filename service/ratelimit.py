@@ -8,7 +8,7 @@ Three limits, each a setting in Flask-Limiter's notation ("120/minute", "10 per 
   that setting the header is ignored, so it cannot be forged to dodge the limit.
 - `RATE_LIMIT_PER_USER` (default 30/minute) counts requests for one user that got past authentication: cache hits
   are cheap, so this is generous, and because refused requests do not count, nobody can lock a user out by spamming
-  their id. It is spent by the use case right after authentication (one `hit`, one Redis round trip): an earlier
+  their id. It is spent by the use case once the request is authenticated and valid (one `hit`, one Redis round trip): an earlier
   version tested before the view and counted after it, which cost two extra round trips on every cache hit.
 - `RATE_LIMIT_UPSTREAM_PER_USER` (default 10 per 5 minutes) counts only requests that are about to call Ayrshare:
   it is checked on a cache miss, inside the single-flight fetch (`UpstreamBudget`), so cache hits never pay for it
@@ -37,6 +37,8 @@ import time
 from flask import Flask, Response, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits import parse_many
+from limits.storage import MemoryStorage
+from limits.strategies import RateLimiter, SlidingWindowCounterRateLimiter
 
 from .errors import RateLimited, render_error
 from .settings import Settings
@@ -44,6 +46,7 @@ from .settings import Settings
 KEY_PREFIX = "connect:ratelimit"
 CONNECT_ENDPOINT = "connect.connect"
 DEFAULT_RETRY_AFTER = 60
+STORAGE_RETRY_SECONDS = 1.0
 
 
 def client_address() -> str:
@@ -80,11 +83,16 @@ def build_limiter(settings: Settings) -> Limiter | None:
     )
 
 
-class UserBudget:
-    """A per-user limit spent from inside the use case, at the moment it applies: one `hit` (one Redis round trip).
+class Budget:
+    """One limit spent at the moment it applies, with a single `hit` on the limiter's strategy (one Redis round trip).
 
-    - `RATE_LIMIT_PER_USER`: spent right after authentication, so refusals never count against the user they name.
+    - `RATE_LIMIT_PER_ADDRESS`: spent before `/connect` does anything (`init_app`'s before_request hook).
+    - `RATE_LIMIT_PER_USER`: spent once the request is authenticated and valid, so refusals never count against the
+      user they name.
     - `RATE_LIMIT_UPSTREAM_PER_USER`: spent when a cache miss is about to call Ayrshare.
+
+    Flask-Limiter's `@limit` decorators were measured at about 300 µs of their own Python per request, plus a test
+    before the view and a hit after it for limits that count only some answers; this costs one round trip each.
 
     Uses the limiter's own storage strategy (Redis shared by every worker, or its in-memory fallback). Storage trouble
     lets the request through, like the per-address limit (`swallow_errors`).
@@ -94,28 +102,41 @@ class UserBudget:
         self.limiter = limiter
         self.limits = parse_many(limit)
         self.scope, self.message, self.code = scope, message, code
+        # While the shared storage is unreachable, counting carries on in this process (like Flask-Limiter's
+        # in_memory_fallback), re-trying the shared storage after STORAGE_RETRY_SECONDS.
+        self._fallback = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._shared_down_until = 0.0
 
-    def __call__(self, user: str) -> None:
-        identity = hashlib.sha256(user.encode("utf-8", "replace")).hexdigest()[:32]
+    def __call__(self, identity_source: str) -> None:
+        identity = hashlib.sha256(identity_source.encode("utf-8", "replace")).hexdigest()[:32]
         for item in self.limits:
-            try:
-                strategy = self.limiter.limiter
-                if strategy.hit(item, KEY_PREFIX, self.scope, identity):
-                    continue
-                reset_at = strategy.get_window_stats(item, KEY_PREFIX, self.scope, identity).reset_time
-            except Exception:  # noqa: BLE001, S112 - fail open, like the request limits
+            strategy, allowed = self._hit(item, identity)
+            if allowed:
                 continue
+            try:
+                reset_at = strategy.get_window_stats(item, KEY_PREFIX, self.scope, identity).reset_time
+            except Exception:  # noqa: BLE001 - a hint only; the refusal stands
+                reset_at = time.time() + DEFAULT_RETRY_AFTER
             raise RateLimited(self.message, code=self.code, retry_after=max(1, math.ceil(reset_at - time.time())))
 
+    def _hit(self, item, identity: str) -> tuple[RateLimiter, bool]:
+        if time.monotonic() >= self._shared_down_until:
+            try:
+                strategy = self.limiter.limiter
+                return strategy, strategy.hit(item, KEY_PREFIX, self.scope, identity)
+            except Exception:  # noqa: BLE001 - storage trouble never becomes a 500
+                self._shared_down_until = time.monotonic() + STORAGE_RETRY_SECONDS
+        return self._fallback, self._fallback.hit(item, KEY_PREFIX, self.scope, identity)
 
-def user_budgets(limiter: Limiter | None, settings: Settings) -> tuple[UserBudget | None, UserBudget | None]:
+
+def user_budgets(limiter: Limiter | None, settings: Settings) -> tuple[Budget | None, Budget | None]:
     """(requests per user, upstream calls per user), or (None, None) when rate limiting is off."""
     if limiter is None:
         return None, None
-    requests = UserBudget(
+    requests = Budget(
         limiter, settings.rate_limit_per_user, "user", "Too many requests for this user. Wait a moment.", "rate_limited"
     )
-    upstream = UserBudget(
+    upstream = Budget(
         limiter,
         settings.rate_limit_upstream_per_user,
         "upstream",
@@ -126,16 +147,18 @@ def user_budgets(limiter: Limiter | None, settings: Settings) -> tuple[UserBudge
 
 
 def init_app(app: Flask, limiter: Limiter | None, settings: Settings) -> None:
-    """Apply the per-address limit to the /connect view (call after the blueprints); per-user limits are spent by
-    the use case itself (`UserBudget`)."""
+    """Spend the per-address limit before every /connect request; per-user limits are spent by the use case itself
+    (`Budget`)."""
     if limiter is None:
         return
     limiter.init_app(app)
     _route_limiter_logs()
-    view = app.view_functions.get(CONNECT_ENDPOINT)
-    if view is not None:
-        view = limiter.limit(settings.rate_limit_per_address, key_func=client_address, exempt_when=is_preflight)(view)
-        app.view_functions[CONNECT_ENDPOINT] = view
+    per_address = Budget(limiter, settings.rate_limit_per_address, "addr", RateLimited.message, "rate_limited")
+
+    @app.before_request
+    def _spend_address_budget() -> None:
+        if request.endpoint == CONNECT_ENDPOINT and not is_preflight():
+            per_address(request.remote_addr or "unknown")
 
     @app.errorhandler(RateLimitExceeded)
     def _too_many_requests(exc: RateLimitExceeded) -> Response:
