@@ -115,7 +115,11 @@ class AyrshareClient:
             raise _transport_error(error) from None
         finally:
             _call_deadline.reset(token)
-        return self._link_from_answer(response, profile_key)
+        try:
+            return self._link_from_answer(response, profile_key)
+        except MalformedAnswer as error:
+            log.warning("ayrshare answer unusable", extra={"reason": error.reason, "http_status": response.status_code})
+            raise
 
     def _link_from_answer(self, response: requests.Response, profile_key: str) -> Link:
         if response.status_code == 429:

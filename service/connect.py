@@ -116,7 +116,8 @@ class _UpstreamFetch:
             outcome = "ok"
             return link
         except ServiceError as error:
-            outcome = error.code  # a fixed slug per failure kind: bounded label values
+            # A fixed slug per failure kind (bounded label values); malformed answers say which check failed.
+            outcome = getattr(error, "reason", None) or error.code
             raise
         finally:
             seconds = time.perf_counter() - started

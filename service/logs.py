@@ -70,6 +70,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, separators=(",", ":"))
 
 
+class _StandardStreamHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stdout` / `sys.stderr` is when a record is emitted, not when the app was built
+    (test runners and some process managers swap them)."""
+
+    def __init__(self, stream_name: str):
+        self._stream_name = stream_name
+        super().__init__()
+
+    @property
+    def stream(self):
+        return getattr(sys, self._stream_name)
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns one; ours is always looked up
+        pass
+
+
 def configure_logging(level: str, secrets: list[str]) -> RedactingFilter:
     """Route the service's loggers to stdout as JSON through the redactor (idempotent across app instances)."""
     redactor = RedactingFilter(secrets)
@@ -78,7 +95,7 @@ def configure_logging(level: str, secrets: list[str]) -> RedactingFilter:
     logging._srcfile = None
     logging.logMultiprocessing = False
     # Under the `flask` CLI, stdout belongs to the command's output (`sign-url` is piped into scripts).
-    handler = logging.StreamHandler(sys.stderr if invoked_from_flask_cli() else sys.stdout)
+    handler = _StandardStreamHandler("stderr" if invoked_from_flask_cli() else "stdout")
     handler.setFormatter(JsonFormatter())
     handler.addFilter(redactor)
     for name in ("service", "ayrshare_connect.request"):

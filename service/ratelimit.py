@@ -8,8 +8,8 @@ Three limits, each a setting in Flask-Limiter's notation ("120/minute", "10 per 
   that setting the header is ignored, so it cannot be forged to dodge the limit.
 - `RATE_LIMIT_PER_USER` (default 30/minute) counts requests for one user that got past authentication: cache hits
   are cheap, so this is generous, and because refused requests do not count, nobody can lock a user out by spamming
-  their id. It is spent by the use case once the request is authenticated and valid (one `hit`, one Redis round trip): an earlier
-  version tested before the view and counted after it, which cost two extra round trips on every cache hit.
+  their id. It is spent by the use case once the request is authenticated and valid (one `hit`, one Redis round
+  trip); an earlier version tested before the view and counted after it: two extra round trips on every cache hit.
 - `RATE_LIMIT_UPSTREAM_PER_USER` (default 10 per 5 minutes) counts only requests that are about to call Ayrshare:
   it is checked on a cache miss, inside the single-flight fetch (`UpstreamBudget`), so cache hits never pay for it
   and a user who spent it still gets cached links. Ayrshare

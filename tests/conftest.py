@@ -147,3 +147,4 @@ def start_service(settings_env):
     yield start
     for service in started:
         service.stop()
+        service.remove_log()

@@ -107,12 +107,34 @@ def test_a_failure_is_not_cached_and_the_next_request_recovers(client, emulator)
     assert client.get(signed_path("alice", SIGNING_SECRET)).status_code == 302
 
 
-def test_an_answer_that_echoes_our_request_is_not_copied_into_errors_or_logs(client, emulator, keypair, capsys):
+def test_an_answer_that_echoes_our_request_is_not_copied_into_errors_or_logs(capsys, client, emulator, keypair):
     emulator.set_knobs(fault="echo", fault_count=-1)
     response = client.get(signed_path("alice", SIGNING_SECRET), headers=JSON)
 
     assert response.status_code == 502 and response.json["error"]["code"] == "upstream_refused"
-    output = response.get_data(as_text=True) + capsys.readouterr().out
+    logs = capsys.readouterr().out
+    assert '"ayrshare_code":null' in logs  # the refusal was logged (capture works), without the echoed code
+    output = response.get_data(as_text=True) + logs
     pem_lines = [line for line in keypair["private_pem"].splitlines() if len(line) > 20]
     assert API_KEY not in output
     assert not any(line in output for line in pem_lines)
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("unsigned", "token_not_ours"),
+        ("expired", "token_expired"),
+        ("foreign_host", "url_host_not_allowed"),
+        ("missing_url", "missing_url"),
+        ("non_json", "non_json"),
+    ],
+)
+def test_a_malformed_answer_is_logged_and_counted_with_what_was_wrong(capsys, client, emulator, fault, reason):
+    emulator.set_knobs(fault=fault, fault_count=-1)
+    assert client.get(signed_path("alice", SIGNING_SECRET), headers=JSON).status_code == 502
+    lines = [line for line in capsys.readouterr().out.splitlines() if "ayrshare answer unusable" in line]
+    assert len(lines) == 1 and f'"reason":"{reason}"' in lines[0]
+    from prometheus_client import REGISTRY
+
+    assert REGISTRY.get_sample_value("ayrshare_connect_upstream_calls_total", {"outcome": reason}) >= 1

@@ -168,6 +168,9 @@ class ServiceProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def remove_log(self) -> None:
+        shutil.rmtree(self.log_path.parent, ignore_errors=True)
+
     def log_tail(self) -> str:
         return _tail(self.log_path)
 
