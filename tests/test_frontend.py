@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
@@ -18,9 +17,10 @@ from service.callers import check_signature, signed_path
 from service.frontend import LINKED_FRAGMENT, safe_return_url
 from service.settings import load_settings
 from tests.conftest import API_KEY, PROFILES, SIGNING_SECRET
+from tests.support.corpora import OPEN_REDIRECTS
 
 APP = "https://app.example.com"
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "open-redirects.txt"
+CORPUS = OPEN_REDIRECTS
 
 
 def attr(html: str, element_id: str, name: str) -> str:

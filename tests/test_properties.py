@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from urllib.parse import quote, unquote_plus
 
 import pytest
@@ -15,6 +14,7 @@ from service import create_app
 from service.ayrshare import AllowedLinkHosts
 from service.callers import sign
 from tests.conftest import INTERNAL_TOKEN, SIGNING_SECRET
+from tests.support.corpora import OPEN_REDIRECTS
 
 PROPERTY_SETTINGS = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
@@ -103,7 +103,7 @@ def test_no_header_crashes_or_reaches_ayrshare(
         assert emulator.calls() == calls
 
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "open-redirects.txt"
+CORPUS = OPEN_REDIRECTS
 redirects = st.one_of(
     st.sampled_from([unquote_plus(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()]),
     st.builds(lambda path: "https://app.example.com/" + quote(path), any_text),  # allowed: must work

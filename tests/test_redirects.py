@@ -7,7 +7,6 @@ validator that refuses everything cannot pass this file).
 
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import parse_qsl, unquote, unquote_plus
 
 import pytest
@@ -18,8 +17,9 @@ from service.errors import BadRequest
 from service.options import RedirectAllowlist, is_allowed_redirect, resolve_allowed_social
 from service.settings import SUPPORTED_NETWORKS
 from tests.conftest import SIGNING_SECRET
+from tests.support.corpora import OPEN_REDIRECTS
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "open-redirects.txt"
+CORPUS = OPEN_REDIRECTS
 CORPUS_HOST = "www.whitelisteddomain.tld"
 JSON = {"Accept": "application/json"}
 
@@ -286,3 +286,11 @@ def test_upstream_answer_on_a_foreign_host_is_502_never_a_redirect(client, emula
     response = client.get(signed_path("alice", SIGNING_SECRET))
     assert response.status_code == 502
     assert "Location" not in response.headers
+
+
+def test_the_vendored_corpus_is_the_shared_one_unchanged():
+    from tests.support.corpora import SHARED_OPEN_REDIRECTS
+
+    assert len(CORPUS.read_text(encoding="utf-8").splitlines()) == 559
+    if SHARED_OPEN_REDIRECTS.exists():  # beside a checkout in the team's workspace; a plain clone has only the copy
+        assert CORPUS.read_bytes() == SHARED_OPEN_REDIRECTS.read_bytes()
