@@ -117,7 +117,7 @@ def test_upstream_failures_are_counted_by_outcome(start_service, emulator):
 
     scraped = scrape(service.url)
     assert value(scraped, P + "upstream_calls_total", outcome="upstream_rate_limited") == 1
-    assert value(scraped, P + "upstream_calls_total", outcome="upstream_malformed") == 1
+    assert value(scraped, P + "upstream_calls_total", outcome="non_json") == 1  # malformed: which check failed
     assert value(scraped, P + "upstream_calls_total", outcome="ok") == 0
     assert value(scraped, P + "upstream_call_duration_seconds_count") == 2
     assert value(scraped, P + "http_requests_total", route=CONNECT_ROUTE, status="503") == 1
