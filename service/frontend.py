@@ -93,7 +93,7 @@ def demo() -> Response:
     ttl = request.args.get("link_ttl", type=int) or DEMO_LINK_TTL_SECONDS
     ttl = max(1, min(ttl, settings.signed_link_max_ttl))
     directory = current_app.extensions["connect"].profiles
-    users = directory.users()[:DEMO_MAX_USERS] if hasattr(directory, "users") else []
+    users = directory.users()[:DEMO_MAX_USERS]
     html = render_template(
         "demo.html",
         links=demo_links(settings, users, ttl),

@@ -137,7 +137,7 @@ def resolve_allowed_social(requested: str | None, supported: frozenset[str], con
     return narrowed
 
 
-def _single(query: Mapping[str, str], name: str) -> str | None:
+def _query_value(query: Mapping[str, str], name: str) -> str | None:
     """A parameter's value; repeated parameters are joined with commas (allowedSocial) or refused (redirect)."""
     values = query.getlist(name) if hasattr(query, "getlist") else ([query[name]] if name in query else [])
     if not values:
@@ -152,7 +152,7 @@ def resolve_options(
 ) -> LinkOptions:
     allowlist = allowlist if allowlist is not None else _allowlist_for(tuple(settings.redirect_allowed_hosts))
     redirect = settings.default_redirect
-    requested_redirect = _single(query, "redirect")
+    requested_redirect = _query_value(query, "redirect")
     if requested_redirect is not None:
         if not is_allowed_redirect(requested_redirect, allowlist):
             raise BadRequest(
@@ -160,6 +160,6 @@ def resolve_options(
             )
         redirect = requested_redirect
     allowed_social = resolve_allowed_social(
-        _single(query, "allowedSocial"), SUPPORTED_NETWORKS, settings.default_allowed_social
+        _query_value(query, "allowedSocial"), SUPPORTED_NETWORKS, settings.default_allowed_social
     )
     return LinkOptions(allowed_social=allowed_social, redirect=redirect, expires_in=settings.expires_in_minutes)

@@ -19,6 +19,8 @@ from .settings import ConfigError
 class ProfileDirectory(Protocol):
     def lookup(self, user: str) -> str | None: ...
 
+    def users(self) -> list[str]: ...
+
 
 class JsonFileDirectory:
     """`PROFILE_KEYS_FILE`: a JSON object `{"<user>": "<profile key>", ...}`."""
@@ -34,9 +36,6 @@ class JsonFileDirectory:
     def lookup(self, user: str) -> str | None:
         self._reload_if_changed()
         return self._profiles.get(user)
-
-    def __len__(self) -> int:
-        return len(self._profiles)
 
     def users(self) -> list[str]:
         """The configured user ids, sorted (the demo page's user picker lists them)."""
