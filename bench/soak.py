@@ -15,22 +15,16 @@ import argparse
 import json
 import random
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import requests
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from service.callers import signed_path
-from tests.support.emulator_proc import EmulatorProcess
-from tests.support.processes import RedisServer, ServiceProcess
+from bench.stack import Stack
+from tests.support.processes import ServiceProcess
 
 RESULTS = Path(__file__).resolve().parent / "results"
-API_KEY = "soak-api-key-0123456789"
-SECRET = "soak-signing-secret-0123456789abcdef0123"
 
 
 def rss_mb(pid: int) -> float:
@@ -55,41 +49,18 @@ class Soak:
         self.lock = threading.Lock()
 
     def run(self) -> dict:
-        workdir = Path(tempfile.mkdtemp(prefix="soak-"))
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        private_pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-        ).decode()
-        (workdir / "public.pem").write_bytes(
-            key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        )
-        profiles = {f"user{i}": f"PK-{i:05d}" for i in range(self.users)}
-        (workdir / "profiles.json").write_text(json.dumps(profiles))
-        redis_server = RedisServer().start()
-        emulator = EmulatorProcess(domain="SOAK", public_key_path=workdir / "public.pem", api_keys=[API_KEY])
-        emulator.start()
-        emulator.set_knobs(token_lifetime_seconds=40, latency_ms=50)
-        service = ServiceProcess(
-            {
-                "AYRSHARE_API_KEY": API_KEY,
-                "AYRSHARE_PRIVATE_KEY": private_pem,
-                "AYRSHARE_DOMAIN": "SOAK",
-                "AYRSHARE_BASE_URL": emulator.base_url,
-                "LINK_ALLOWED_HOSTS": emulator.origin,
-                "PROFILE_KEYS_FILE": str(workdir / "profiles.json"),
-                "REDIS_URL": redis_server.url,
-                "CONNECT_SIGNING_SECRET": SECRET,
-                "LINK_MIN_REMAINING_SECONDS": "20",
-                "LINK_STALE_MIN_SECONDS": "10",
-                "CIRCUIT_COOLDOWN_SECONDS": "3",
-                # Limits stay on (they are on the path), set above what a load generator on one address sends.
-                "RATE_LIMIT_PER_USER": "100000/minute",
-                "RATE_LIMIT_PER_ADDRESS": "1000000/minute",
-                "RATE_LIMIT_UPSTREAM_PER_USER": "100000/minute",
-                "LOG_LEVEL": "WARNING",
-            },
+        stack = Stack(users=self.users).start()
+        stack.emulator.set_knobs(token_lifetime_seconds=40, latency_ms=50)
+        service = stack.start_service(
             workers=2,
-        ).start()
+            LINK_MIN_REMAINING_SECONDS="20",
+            LINK_STALE_MIN_SECONDS="10",
+            CIRCUIT_COOLDOWN_SECONDS="3",
+            LOG_LEVEL="WARNING",
+        )
+        emulator, redis_server = stack.emulator, stack.redis
+        self.signed_path = stack.signed_path
+        self.user_names = list(stack.profiles)
         stop = threading.Event()
         clients = [
             threading.Thread(target=self._client, args=(service, stop), daemon=True) for _ in range(self.threads)
@@ -104,19 +75,17 @@ class Soak:
             for thread in clients:
                 thread.join(20)
             upstream_calls = emulator.calls()
-            service.stop()
-            emulator.stop()
-            redis_server.stop()
+            stack.stop()
         return self._report(time.monotonic() - started, upstream_calls)
 
     def _client(self, service: ServiceProcess, stop: threading.Event) -> None:
         session = requests.Session()
         while not stop.is_set():
             # Zipf-ish: a few users click a lot (hits), the long tail mostly misses.
-            user = f"user{min(int(random.paretovariate(1.2)) - 1, self.users - 1)}"
+            user = self.user_names[min(int(random.paretovariate(1.2)) - 1, self.users - 1)]
             in_fault = self.fault_window.is_set()
             try:
-                status = session.get(service.url + signed_path(user, SECRET), allow_redirects=False, timeout=30)
+                status = session.get(service.url + self.signed_path(user), allow_redirects=False, timeout=30)
                 outcome = "ok" if status.status_code == 302 else f"http_{status.status_code}"
             except requests.RequestException as error:
                 outcome = type(error).__name__
