@@ -41,6 +41,9 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
             raise SystemExit(2) from None
         raise
     app = Flask(__name__)
+    # Werkzeug would answer `/connect//x` with a redirect to `/connect/x` on whatever Host the request named: the
+    # service redirects only to linking pages, so a doubled slash is a 404 instead (found by the hypothesis tests).
+    app.url_map.merge_slashes = False
     app.config["SETTINGS"] = settings
     app.config["JSON_SORT_KEYS"] = False
     logs.configure_logging(settings.log_level, settings.secrets())

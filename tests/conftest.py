@@ -15,10 +15,16 @@ import pytest
 import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import settings as hypothesis_settings
 
 from service import create_app
 from tests.support.emulator_proc import EmulatorProcess
 from tests.support.processes import RedisServer, ServiceProcess
+
+# Property tests explore new random examples on every local run; CI (HYPOTHESIS_PROFILE=ci, set by .ci/run) replays a
+# fixed derandomized set, so a red CI always means a change broke something, never that the dice rolled differently.
+hypothesis_settings.register_profile("ci", derandomize=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 API_KEY = "API-KEY-SECRET-7Q2W9E4R-T6Y8U1I3"
 SIGNING_SECRET = "SIGNING-SECRET-b8f3c1d9e0a24f6b9c7d5e3f1a2b4c6d"

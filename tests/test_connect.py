@@ -143,3 +143,10 @@ def test_error_pages_are_html_for_browsers_and_json_for_api_callers(client, emul
 def test_unknown_route_gets_the_json_error_shape(client):
     response = client.get("/nope", headers=JSON)
     assert response.status_code == 404 and response.json["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("path", ["/connect//alice", "/connect/alice/", "//connect/alice"])
+def test_odd_paths_are_not_redirected_anywhere(client, emulator, path):
+    response = client.get(path, headers={"Host": "evil.example"})
+    assert response.status_code == 404 and "Location" not in response.headers
+    assert emulator.calls() == 0
