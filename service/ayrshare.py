@@ -24,6 +24,7 @@ from urllib3.util.retry import Retry
 
 from .errors import UpstreamRefused, UpstreamTimeout, UpstreamUnavailable
 from .links import Link, LinkOptions
+from .origins import web_origin
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,22 +59,16 @@ class MalformedAnswer(UpstreamRefused):
 class AllowedLinkHosts:
     """`LINK_ALLOWED_HOSTS`: a bare host means https only; `http://host:port` allows exactly that origin."""
 
-    origins: frozenset[tuple[str, str]]
+    origins: frozenset[str]
 
     @classmethod
     def parse(cls, entries: tuple[str, ...]) -> AllowedLinkHosts:
-        origins = set()
-        for entry in entries:
-            if "://" in entry:
-                parts = urlsplit(entry)
-                origins.add((parts.scheme, parts.netloc.lower()))
-            else:
-                origins.add(("https", entry.lower()))
-        return cls(frozenset(origins))
+        origins = (web_origin(entry if "://" in entry else f"https://{entry}") for entry in entries)
+        return cls(frozenset(origin for origin in origins if origin))
 
     def allows(self, url: str) -> bool:
-        parts = urlsplit(url)
-        return (parts.scheme, parts.netloc.lower()) in self.origins and not parts.username and not parts.password
+        # web_origin refuses credentials, backslashes and other shapes a browser might read differently.
+        return web_origin(url) in self.origins
 
 
 class AyrshareClient:
