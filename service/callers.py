@@ -58,7 +58,7 @@ class PresentedCredentials:
         return cls(
             authorization=request.headers.get("Authorization"),
             query=request.args,
-            cookies=request.cookies,
+            cookies=request.cookies if "HTTP_COOKIE" in environ else {},  # parsing costs even an empty header
             headers=request.headers,
             peer=peer,
         )

@@ -93,6 +93,9 @@ def wants_json() -> bool:
 
     A bare `*/*` (curl, a plain link) is not a preference, so it gets the redirect / HTML page.
     """
+    header = request.headers.get("Accept", "").lower()
+    if "json" not in header and "application/" not in header:
+        return False  # JSON could only match through */*, which matches HTML just as well: skip parsing the header
     accept = request.accept_mimetypes
     json_q, html_q = accept["application/json"], accept["text/html"]
     named = any(value == "application/json" for value, _ in accept)

@@ -128,7 +128,7 @@ def redis_client_from_url(url: str, timeout: float):
     """A client for `redis://`, `rediss://` (TLS), `unix://`, `redis+sentinel://` or `redis+cluster://` URLs.
 
     - `redis+sentinel://[:password@]host:port[,host:port...]/<master name>[/<db>]` follows the master through
-      failovers (the same scheme Flask-Limiter's storage understands).
+      failovers (the same scheme the `limits` rate-limit storage understands).
     - `redis+cluster://[:password@]host:port[,host:port...]` talks to a Redis Cluster; every key we use is
       accessed on its own, so no cross-slot operation is needed.
     """

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import threading
@@ -86,6 +87,7 @@ class Link:
         return self.expires_at - (time.time() if now is None else now)
 
 
+@functools.lru_cache(maxsize=4096)  # the same user and options come back on every click; the hash is worth keeping
 def cache_key(credential_fingerprint: str, domain: str, profile_key: str, options: LinkOptions) -> str:
     """Covers everything that changes the URL; hashed so no profile key or secret appears in Redis in clear."""
     material = "\0".join([credential_fingerprint, domain, profile_key, options.fingerprint()])

@@ -11,6 +11,7 @@ in-process registry is used. Metric objects are created once, at import; the per
 
 from __future__ import annotations
 
+import functools
 import time
 
 from flask import Blueprint, Flask, Response, abort, current_app, g, request
@@ -104,10 +105,23 @@ def set_circuit_state(state: str) -> None:
 
 
 def observe_request(route: str, status: int, seconds: float, cache_outcome: str | None) -> None:
-    REQUESTS.labels(route, str(status)).inc()
-    REQUEST_SECONDS.labels(route).observe(seconds)
+    requests, durations = _request_series(route, status)
+    requests.inc()
+    durations.observe(seconds)
     if cache_outcome is not None:
-        CACHE.labels(CACHE_RESULTS.get(cache_outcome, cache_outcome)).inc()
+        _cache_series(cache_outcome).inc()
+
+
+# `labels()` validates and locks on every call; the label sets are few (route templates x statuses), so the series
+# objects are looked up once.
+@functools.lru_cache(maxsize=1024)
+def _request_series(route: str, status: int) -> tuple[Counter, Histogram]:
+    return REQUESTS.labels(route, str(status)), REQUEST_SECONDS.labels(route)
+
+
+@functools.lru_cache(maxsize=64)
+def _cache_series(cache_outcome: str) -> Counter:
+    return CACHE.labels(CACHE_RESULTS.get(cache_outcome, cache_outcome))
 
 
 # -- Flask wiring ---------------------------------------------------------------------------------------------
@@ -124,11 +138,12 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _count_request(response: Response) -> Response:
-        if request.endpoint == "metrics.metrics":
+        state, req = g._get_current_object(), request._get_current_object()
+        if req.endpoint == "metrics.metrics":
             return response
         # The route template, never the path: paths carry user ids and would make the label set unbounded.
-        route = request.url_rule.rule if request.url_rule else "unmatched"
-        started = g.get("started")  # set by the request log's before_request hook (logs.init_app runs first)
+        route = req.url_rule.rule if req.url_rule else "unmatched"
+        started = getattr(state, "started", None)  # set by the request log's before_request hook (runs first)
         seconds = time.perf_counter() - started if started is not None else 0.0
-        observe_request(route, response.status_code, seconds, g.get("cache_outcome"))
+        observe_request(route, response.status_code, seconds, getattr(state, "cache_outcome", None))
         return response

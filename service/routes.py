@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, current_app, g, jsonify, redirect, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from .callers import PresentedCredentials
 from .connect import ConnectService, Timings
 from .errors import NO_STORE_HEADERS, wants_json
 from .links import Link
+from .web_security import headers_for_non_html
+
+REDIRECT_HEADERS = [*NO_STORE_HEADERS.items(), *headers_for_non_html()]
 
 bp = Blueprint("connect", __name__)
 
@@ -37,7 +40,8 @@ def link_response(link: Link) -> Response:
     if wants_json():
         expires = datetime.fromtimestamp(link.expires_at, UTC).isoformat().replace("+00:00", "Z")
         response = jsonify(url=link.url, expiresAt=expires, cached=link.cached)
-    else:
-        response = redirect(link.url, code=302)
-    response.headers.update(NO_STORE_HEADERS)
-    return response
+        response.headers.update(NO_STORE_HEADERS)
+        return response
+    # A bare 302 with every header it will carry, built in one go: no HTML body (browsers follow Location, and the
+    # linking URL then appears once, not twice), and nothing left for the after-request hooks to add.
+    return Response(status=302, headers=[("Location", link.url), *REDIRECT_HEADERS])

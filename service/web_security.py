@@ -42,11 +42,20 @@ CORS_EXPOSED_HEADERS = "Retry-After, X-Request-ID"
 CORS_MAX_AGE_SECONDS = "600"
 
 
+def headers_for_non_html() -> list[tuple[str, str]]:
+    """The protective headers of a response that is not an HTML page (JSON, redirects)."""
+    return [("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"), ("Content-Security-Policy", CSP_OTHER)]
+
+
 def security_headers(response: Response) -> Response:
     headers = response.headers
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Content-Security-Policy", CSP_HTML if response.mimetype == "text/html" else CSP_OTHER)
+    present = {name.lower() for name, _ in headers.items()}
+    if "x-content-type-options" not in present:
+        headers["X-Content-Type-Options"] = "nosniff"
+    if "x-frame-options" not in present:
+        headers["X-Frame-Options"] = "DENY"
+    if "content-security-policy" not in present:  # a page may bring a policy of its own
+        headers["Content-Security-Policy"] = CSP_HTML if response.mimetype == "text/html" else CSP_OTHER
     return response
 
 
