@@ -56,7 +56,7 @@ class PresentedCredentials:
         # ProxyFix (TRUSTED_PROXY_COUNT) rewrites REMOTE_ADDR from X-Forwarded-For and keeps the socket's address here.
         peer = environ.get("werkzeug.proxy_fix.orig", {}).get("REMOTE_ADDR", environ.get("REMOTE_ADDR"))
         return cls(
-            authorization=request.headers.get("Authorization"),
+            authorization=environ.get("HTTP_AUTHORIZATION"),  # headers.get raises (and catches) when it is missing
             query=request.args,
             cookies=request.cookies if "HTTP_COOKIE" in environ else {},  # parsing costs even an empty header
             headers=request.headers,

@@ -93,7 +93,7 @@ def wants_json() -> bool:
 
     A bare `*/*` (curl, a plain link) is not a preference, so it gets the redirect / HTML page.
     """
-    header = request.headers.get("Accept", "").lower()
+    header = request.environ.get("HTTP_ACCEPT", "").lower()  # not headers.get: it raises inside when missing
     if "json" not in header and "application/" not in header:
         return False  # JSON could only match through */*, which matches HTML just as well: skip parsing the header
     accept = request.accept_mimetypes

@@ -49,48 +49,55 @@ class RedactingFilter(logging.Filter):
             text = _JWT_SHAPE.sub("[redacted-jwt]", text)
         return text
 
+    def scrub_fields(self, fields: dict) -> dict:
+        """`fields` with every text (and anything not a plain number) scrubbed; non-text values become JSON text."""
+        texts = {}
+        for name, value in fields.items():
+            if value is None or isinstance(value, bool | int | float):
+                continue
+            texts[name] = value if isinstance(value, str) else _encode_json(value)
+        # One look at all the texts together first: on a clean record (nearly every one) that is the whole cost.
+        if texts and self.scrub(joined := "\0".join(texts.values())) != joined:
+            texts = {name: self.scrub(text) for name, text in texts.items()}
+        return fields | texts
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self.scrub(record.getMessage())
         record.args = None
         fields = record.__dict__
-        texts = {}
-        for name in fields.keys() - _STANDARD_ATTRS:
-            value = fields[name]
-            if value is None or isinstance(value, bool | int | float):
-                continue
-            texts[name] = value if isinstance(value, str) else _encode_json(value)
-        # One look at all the fields together first: on a clean record (nearly every one) that is the whole cost.
-        if texts and self.scrub(joined := "\0".join(texts.values())) != joined:
-            for name, text in texts.items():
-                texts[name] = self.scrub(text)
-        fields.update(texts)
+        fields.update(self.scrub_fields({name: fields[name] for name in fields.keys() - _STANDARD_ATTRS}))
         if record.exc_info:
             record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
         return True
 
 
+def json_line(created: float, level: str, logger: str, msg: str, fields: dict, exc_text: str | None = None) -> str:
+    """The shape of every log line: ts, level, logger, msg, then the record's own fields."""
+    entry = {"ts": round(created, 3), "level": level, "logger": logger, "msg": msg, **fields}
+    if exc_text:
+        entry["exc"] = exc_text
+    return _encode_json(entry)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS})
-        if record.exc_text:
-            entry["exc"] = record.exc_text
-        return _encode_json(entry)
+        fields = {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS}
+        return json_line(
+            record.created, record.levelname.lower(), record.name, record.getMessage(), fields, record.exc_text
+        )
 
 
 class _StandardStreamHandler(logging.StreamHandler):
     """Writes to whatever `sys.stdout` / `sys.stderr` is when a record is emitted, not when the app was built
     (test runners and some process managers swap them)."""
 
-    def __init__(self, stream_name: str):
+    def __init__(self, stream_name: str, redactor: RedactingFilter):
         self._stream_name = stream_name
+        self.redactor = redactor
         super().__init__()
+        self.setFormatter(JsonFormatter())
+        self.addFilter(redactor)
 
     @property
     def stream(self):
@@ -99,6 +106,18 @@ class _StandardStreamHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value) -> None:  # StreamHandler.__init__ assigns one; ours is always looked up
         pass
+
+    def write_fields(self, logger: str, msg: str, fields: dict) -> None:
+        """Write one info line straight from its fields: the same shape, redaction, lock and stream as a record's,
+        without building a LogRecord and passing it through filter and formatter (see `log_request_line`)."""
+        line = json_line(time.time(), "info", logger, msg, self.redactor.scrub_fields(fields)) + self.terminator
+        with self.lock:
+            try:
+                stream = self.stream
+                stream.write(line)
+                stream.flush()
+            except (OSError, ValueError):  # stdout closed or gone: a log line never fails a request
+                pass
 
 
 def configure_logging(level: str, secrets: list[str]) -> RedactingFilter:
@@ -110,9 +129,7 @@ def configure_logging(level: str, secrets: list[str]) -> RedactingFilter:
     logging.logMultiprocessing = False
     logging.logThreads = False
     # Under the `flask` CLI, stdout belongs to the command's output (`sign-url` is piped into scripts).
-    handler = _StandardStreamHandler("stderr" if invoked_from_flask_cli() else "stdout")
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(redactor)
+    handler = _StandardStreamHandler("stderr" if invoked_from_flask_cli() else "stdout", redactor)
     for name in ("service", "ayrshare_connect.request"):
         logger = logging.getLogger(name)
         logger.handlers = [handler]
@@ -129,6 +146,21 @@ def configure_logging(level: str, secrets: list[str]) -> RedactingFilter:
 request_log = logging.getLogger("ayrshare_connect.request")
 
 
+def log_request_line(fields: dict) -> None:
+    """The one line per request. Written by the service's own handler directly (`write_fields`): the usual
+    LogRecord -> filter -> formatter trip measured ~25 % of a whole cache hit (BENCHMARKS.md, "The hot path").
+    Any other handler attached to the logger gets an ordinary record."""
+    if not request_log.isEnabledFor(logging.INFO):
+        return
+    for handler in request_log.handlers:
+        if isinstance(handler, _StandardStreamHandler):
+            handler.write_fields(request_log.name, "request", fields)
+        else:
+            handler.handle(
+                request_log.makeRecord(request_log.name, logging.INFO, "", 0, "request", None, None, extra=fields)
+            )
+
+
 def init_app(app: Flask) -> None:
     # Both hooks run on every request: they take `g` and `request` out of their proxies once (each proxy access is a
     # context lookup) and read plain attributes from there on.
@@ -136,7 +168,8 @@ def init_app(app: Flask) -> None:
     def _start_request() -> None:
         state = g._get_current_object()
         state.started = time.perf_counter()
-        incoming = request.headers.get("X-Request-ID", "")
+        # Straight from the WSGI environ: Werkzeug's `headers.get` raises and catches an exception for a missing one.
+        incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
         state.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else os.urandom(16).hex()
         state.cache_outcome = state.upstream_seconds = state.user = None
 
@@ -149,9 +182,8 @@ def init_app(app: Flask) -> None:
             return response
         started = getattr(state, "started", None)
         upstream_seconds = getattr(state, "upstream_seconds", None)
-        request_log.info(
-            "request",
-            extra={
+        log_request_line(
+            {
                 "request_id": request_id,
                 "method": req.method,
                 "route": req.url_rule.rule if req.url_rule else None,
@@ -161,6 +193,6 @@ def init_app(app: Flask) -> None:
                 "cache": getattr(state, "cache_outcome", None),
                 "upstream_ms": None if upstream_seconds is None else round(upstream_seconds * 1000, 1),
                 "user": getattr(state, "user", None),
-            },
+            }
         )
         return response

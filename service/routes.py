@@ -8,6 +8,7 @@ in the URL holds the API key in readable claims, so no browser, proxy or Referer
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
@@ -17,7 +18,29 @@ from .errors import NO_STORE_HEADERS, wants_json
 from .links import Link
 from .web_security import headers_for_non_html
 
-REDIRECT_HEADERS = [*NO_STORE_HEADERS.items(), *headers_for_non_html()]
+if TYPE_CHECKING:
+    from werkzeug.datastructures import Headers
+
+
+class LinkRedirect(Response):
+    """The 302 to a linking URL, built with every header it carries in one go.
+
+    No HTML body: browsers follow `Location`, and the linking URL then appears once, not twice. The URL is an absolute
+    https URL on an allowed host (checked when it came from Ayrshare), so the IRI conversion and header copy Werkzeug
+    makes for every response just before sending it are skipped unless the URL is not plain ASCII.
+    """
+
+    default_mimetype = None  # no body, so no Content-Type
+    security_headers_complete = True  # web_security.security_headers has nothing to add
+    HEADERS = [*NO_STORE_HEADERS.items(), *headers_for_non_html(), ("Content-Length", "0")]
+
+    def __init__(self, url: str):
+        super().__init__(status=302, headers=[("Location", url), *self.HEADERS])
+        self._ascii_location = url.isascii()
+
+    def get_wsgi_headers(self, environ) -> Headers:
+        return self.headers if self._ascii_location else super().get_wsgi_headers(environ)
+
 
 bp = Blueprint("connect", __name__)
 
@@ -42,6 +65,4 @@ def link_response(link: Link) -> Response:
         response = jsonify(url=link.url, expiresAt=expires, cached=link.cached)
         response.headers.update(NO_STORE_HEADERS)
         return response
-    # A bare 302 with every header it will carry, built in one go: no HTML body (browsers follow Location, and the
-    # linking URL then appears once, not twice), and nothing left for the after-request hooks to add.
-    return Response(status=302, headers=[("Location", link.url), *REDIRECT_HEADERS])
+    return LinkRedirect(link.url)

@@ -48,6 +48,8 @@ def headers_for_non_html() -> list[tuple[str, str]]:
 
 
 def security_headers(response: Response) -> Response:
+    if getattr(response, "security_headers_complete", False):
+        return response  # built with `headers_for_non_html()` already (the link redirect)
     headers = response.headers
     present = {name.lower() for name, _ in headers.items()}
     if "x-content-type-options" not in present:

@@ -81,3 +81,55 @@ def test_one_json_line_per_request_with_the_documented_fields(start_service, emu
         assert secret not in flat, f"the {name} appears in the service's output"
     assert not JWT_SHAPE.search(log), "something shaped like a JWT appears in the service's output"
     assert "expires=" not in log and "signature=" not in log, "a query string reached the log"
+
+
+def test_the_request_line_is_written_like_any_record_and_scrubbed(app, capsys):
+    """The request line skips the LogRecord trip (service/logs.py, `log_request_line`), so check it is the same line a
+    record gives: same keys in the same order, and the same redaction of secrets, JWTs and signatures."""
+    import logging
+
+    from service.logs import log_request_line
+
+    capsys.readouterr()
+    log_request_line(
+        {
+            "request_id": "r1",
+            "path": f"/connect/x?signature=abc123&key={API_KEY}",
+            "user": "eyJhbGciOi.eyJzdWIiOiJ4In0.c2lnbmF0dXJl",
+            "status": 302,
+            "upstream_ms": None,
+            "extra": {"nested": INTERNAL_TOKEN},
+        }
+    )
+    logging.getLogger("ayrshare_connect.request").info("request", extra={"request_id": "r2", "path": API_KEY})
+    direct, recorded = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert list(direct)[:4] == list(recorded)[:4] == ["ts", "level", "logger", "msg"]
+    assert direct["logger"] == recorded["logger"] == "ayrshare_connect.request"
+    assert direct["level"] == recorded["level"] == "info" and direct["msg"] == recorded["msg"] == "request"
+    assert direct["path"] == "/connect/x?signature=[redacted]&key=[redacted]"
+    assert direct["user"] == "[redacted-jwt]"
+    assert direct["status"] == 302 and direct["upstream_ms"] is None
+    assert INTERNAL_TOKEN not in json.dumps(direct) and API_KEY not in json.dumps(recorded)
+
+
+def test_another_handler_on_the_request_log_gets_an_ordinary_record(app):
+    import logging
+
+    from service.logs import log_request_line
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.records: list[logging.LogRecord] = []
+
+        def emit(self, record):
+            self.records.append(record)
+
+    collect = Collect()
+    request_log = logging.getLogger("ayrshare_connect.request")
+    request_log.addHandler(collect)
+    try:
+        log_request_line({"request_id": "r3", "status": 200})
+    finally:
+        request_log.removeHandler(collect)
+    assert [(r.getMessage(), r.request_id, r.status) for r in collect.records] == [("request", "r3", 200)]
