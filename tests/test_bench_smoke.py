@@ -59,7 +59,8 @@ def test_slow_upstream_makes_one_call_per_distinct_user_in_every_worker_model(re
 
 def test_upstream_economy_counts_calls_against_the_minimum(results_dir):
     data = upstream_economy(quick=True)
-    assert data["upstream_calls"] >= data["theoretical_minimum"] > 0
+    assert data["theoretical_minimum"] > 0 and data["idealised_minimum"] > 0
+    assert len(data["per_user"]) == data["users"]
     assert data["upstream_calls"] == sum(user["upstream_calls"] for user in data["per_user"])
     assert data["wasted_calls"] == 0
     assert all(item["met"] for item in data["checks"] if item["check"].startswith(("answered", "upstream calls (")))
@@ -67,9 +68,18 @@ def test_upstream_economy_counts_calls_against_the_minimum(results_dir):
 
 
 def test_minimum_calls_is_one_per_window_of_clicks():
-    assert minimum_calls([], 25) == 0
-    assert minimum_calls([0, 1, 24.9], 25) == 1
-    assert minimum_calls([0, 25, 26, 49.9, 50], 25) == 3
+    assert minimum_calls([], 30, 5) == 0
+    assert minimum_calls([0, 1, 24.9], 30, 5) == 1
+    assert minimum_calls([0, 25, 26, 49.9, 50], 30, 5) == 3
+
+
+def test_minimum_calls_with_whole_second_exp_counts_tokens_as_minted():
+    # A token asked for at 12.7 s and minted 0.1 s later has exp = 12 + 30: good for clicks before 37 s, not 37.7 s.
+    clicks = [12.7, 37.2]
+    assert minimum_calls(clicks, 30, 5) == 1
+    assert minimum_calls(clicks, 30, 5, mint_delay=0.1, whole_second_exp=True) == 2
+    # Minted just after a whole second, the token gains that second.
+    assert minimum_calls([12.95, 37.9], 30, 5, mint_delay=0.1, whole_second_exp=True) == 1
 
 
 def test_footprint_reads_worker_rss_and_redis_bytes_per_link(results_dir):
