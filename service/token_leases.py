@@ -8,7 +8,8 @@ What this keeps and what it costs:
 
 - **Never more than the limit.** A batch is counted in the shared store when it is taken, before any request uses
   it, and only if the whole batch fits (else one token is asked for, exactly as without leases). Every worker and
-  instance together admit at most the limit.
+  instance together admit at most the limit (as the sliding-window counter weighs it: a token counted up to a
+  second before its request can weigh slightly less once the window rolls over).
 - **Tokens are counted at most `LEASE_SECONDS` before the request they admit.** A batch not spent by then is
   dropped, so a lease cannot carry old tokens into a later part of the sliding window.
 - **The price is early refusals, and it is bounded.** Tokens a worker took but did not spend stay counted, so a
