@@ -111,3 +111,25 @@ def test_wildcards_and_non_origins_refuse_to_start(settings_env, value):
     with pytest.raises(ConfigError) as caught:
         create_app({**settings_env, "CORS_ALLOWED_ORIGINS": value})
     assert str(caught.value).startswith("CORS_ALLOWED_ORIGINS:")
+
+
+def test_the_link_redirect_is_complete_and_converts_a_non_ascii_location():
+    """LinkRedirect skips Werkzeug's per-response header pass for a plain-ASCII Location (the hot path), so check it
+    is already what that pass would send, and that a non-ASCII Location still gets Werkzeug's IRI encoding."""
+    from service.routes import LinkRedirect
+
+    environ = {"SERVER_NAME": "connect.example", "SERVER_PORT": "443", "wsgi.url_scheme": "https"}
+    plain = LinkRedirect("https://profile.ayrshare.com/?domain=ACME&jwt=abc.def.ghi")
+    sent = dict(plain.get_wsgi_headers(environ))
+    assert plain.status_code == 302 and plain.get_data() == b""
+    assert sent == {
+        "Location": "https://profile.ayrshare.com/?domain=ACME&jwt=abc.def.ghi",
+        "Cache-Control": "no-store",
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+        "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+        "Content-Length": "0",
+    }
+    accented = LinkRedirect("https://profile.ayrshare.com/connexión")
+    assert accented.get_wsgi_headers(environ)["Location"] == "https://profile.ayrshare.com/connexi%C3%B3n"
