@@ -42,9 +42,15 @@ CORS_EXPOSED_HEADERS = "Retry-After, X-Request-ID"
 CORS_MAX_AGE_SECONDS = "600"
 
 
+def protective_headers(html: bool) -> list[tuple[str, str]]:
+    """The headers every response carries: nosniff, no framing, and the policy for an HTML page or anything else."""
+    policy = CSP_HTML if html else CSP_OTHER
+    return [("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"), ("Content-Security-Policy", policy)]
+
+
 def headers_for_non_html() -> list[tuple[str, str]]:
     """The protective headers of a response that is not an HTML page (JSON, redirects)."""
-    return [("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"), ("Content-Security-Policy", CSP_OTHER)]
+    return protective_headers(html=False)
 
 
 def security_headers(response: Response) -> Response:
@@ -52,12 +58,10 @@ def security_headers(response: Response) -> Response:
         return response  # built with `headers_for_non_html()` already (the link redirect)
     headers = response.headers
     present = {name.lower() for name, _ in headers.items()}
-    if "x-content-type-options" not in present:
-        headers["X-Content-Type-Options"] = "nosniff"
-    if "x-frame-options" not in present:
-        headers["X-Frame-Options"] = "DENY"
-    if "content-security-policy" not in present:  # a page may bring a policy of its own
-        headers["Content-Security-Policy"] = CSP_HTML if response.mimetype == "text/html" else CSP_OTHER
+    # Only what is missing: a page may bring a policy of its own.
+    for name, value in protective_headers(html=response.mimetype == "text/html"):
+        if name.lower() not in present:
+            headers[name] = value
     return response
 
 
