@@ -400,10 +400,16 @@ def test_invalid_knobs_are_rejected(emulator, knobs):
 
 
 def test_latency_applies_and_concurrent_slow_calls_overlap(emulator, generate):
+    emulator.set_knobs(latency_ms=1500)
+    sent_at, started = time.time(), time.monotonic()
+    response = generate()
+    assert response.status_code == 200
+    assert time.monotonic() - started >= 1.5
+    # The token is minted as of the answer, not the arrival: a latency shifts iat/exp as a slow API would.
+    claims = jwt.decode(response.json()["token"], options={"verify_signature": False})
+    assert claims["iat"] >= int(sent_at + 1.5)
+
     emulator.set_knobs(latency_ms=500)
-    started = time.monotonic()
-    assert generate().status_code == 200
-    assert time.monotonic() - started >= 0.5
 
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=60) as pool:
