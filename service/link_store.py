@@ -2,7 +2,10 @@
 
 Both stores offer the same small interface: read/write a `Link` under a key with a TTL, a lock per key with an owner
 token (the cross-process half of single-flight), and a short-lived error marker so that waiters share a failure
-instead of each repeating it against Ayrshare.
+instead of each repeating it against Ayrshare. The single-flight steps are one round trip each: `claim` tries the lock
+and reads the record together, `peek` reads record, error marker and lock holder together. On a burst the process
+leader makes those trips while a hundred other threads want the GIL, and each trip it saves is one wait in that queue
+(BENCHMARKS.md, scenario 2).
 
 Redis must never take the service down. Every Redis call has a short socket timeout and at most one immediate retry
 (redis-py's default of ten retries with backoff would hang requests for seconds). Any Redis error raises
@@ -17,6 +20,7 @@ import logging
 import secrets
 import threading
 import time
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -38,6 +42,15 @@ class Codec(Protocol):
 
     def encode(self, data: bytes) -> bytes: ...
     def decode(self, data: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class FlightState:
+    """What a waiter sees in one look at the store: the record, the last holder's error marker, the lock's holder."""
+
+    record: tuple[str, float] | None
+    error_marker: str | None
+    lock_holder: str | None
 
 
 class PlainCodec:
@@ -84,26 +97,33 @@ class RedisLinkStore:
         self._call(self.client.set, key, payload, px=max(1, int(ttl_seconds * 1000)))
 
     # -- single-flight ---------------------------------------------------------------------------------------
-    def try_lock(self, key: str, ttl_seconds: float) -> str | None:
+    def claim(self, key: str, ttl_seconds: float) -> tuple[str | None, tuple[str, float] | None]:
+        """Try for the fetch lock and read the record in one round trip: (our lock token or None, the record)."""
         token = secrets.token_hex(16)
-        acquired = self._call(self.client.set, f"{key}:lock", token, nx=True, px=int(ttl_seconds * 1000))
-        return token if acquired else None
+        pipe = self._pipeline()
+        pipe.set(f"{key}:lock", token, nx=True, px=int(ttl_seconds * 1000))
+        pipe.get(key)
+        acquired, raw = self._call(pipe.execute)
+        return (token if acquired else None), _decode_record(self.codec, raw)
+
+    def peek(self, key: str) -> FlightState:
+        pipe = self._pipeline()
+        for name in (key, f"{key}:error", f"{key}:lock"):
+            pipe.get(name)
+        raw, marker, holder = self._call(pipe.execute)
+        return FlightState(
+            _decode_record(self.codec, raw), marker.decode() if marker else None, holder.decode() if holder else None
+        )
 
     def unlock(self, key: str, token: str) -> None:
         self._call(self._unlock, keys=[f"{key}:lock"], args=[token])
 
-    def is_locked(self, key: str) -> bool:
-        return bool(self._call(self.client.exists, f"{key}:lock"))
-
     def write_error(self, key: str, marker: str, ttl_seconds: float) -> None:
         self._call(self.client.set, f"{key}:error", marker, px=int(ttl_seconds * 1000))
 
-    def read_error(self, key: str) -> str | None:
-        raw = self._call(self.client.get, f"{key}:error")
-        return raw.decode() if raw else None
-
-    def clear_error(self, key: str) -> None:
-        self._call(self.client.delete, f"{key}:error")
+    def _pipeline(self):
+        # Not a transaction: the commands only need to share a round trip (and may live on different Cluster nodes).
+        return self.client.pipeline(transaction=False)
 
     # -- health ----------------------------------------------------------------------------------------------
     def ping(self) -> bool:
@@ -196,9 +216,13 @@ class MemoryLinkStore:
     def write(self, key: str, url: str, expires_at: float, ttl_seconds: float) -> None:
         self._set(key, (url, expires_at), ttl_seconds)
 
-    def try_lock(self, key: str, ttl_seconds: float) -> str | None:
+    def claim(self, key: str, ttl_seconds: float) -> tuple[str | None, tuple[str, float] | None]:
         token = secrets.token_hex(16)
-        return token if self._set(f"{key}:lock", token, ttl_seconds, only_if_absent=True) else None
+        acquired = self._set(f"{key}:lock", token, ttl_seconds, only_if_absent=True)
+        return (token if acquired else None), self.read(key)
+
+    def peek(self, key: str) -> FlightState:
+        return FlightState(self.read(key), self._get(f"{key}:error"), self._get(f"{key}:lock"))  # type: ignore[arg-type]
 
     def unlock(self, key: str, token: str) -> None:
         with self._mutex:
@@ -206,18 +230,8 @@ class MemoryLinkStore:
             if item and item[0] == token:
                 del self._items[f"{key}:lock"]
 
-    def is_locked(self, key: str) -> bool:
-        return self._get(f"{key}:lock") is not None
-
     def write_error(self, key: str, marker: str, ttl_seconds: float) -> None:
         self._set(f"{key}:error", marker, ttl_seconds)
-
-    def read_error(self, key: str) -> str | None:
-        return self._get(f"{key}:error")  # type: ignore[return-value]
-
-    def clear_error(self, key: str) -> None:
-        with self._mutex:
-            self._items.pop(f"{key}:error", None)
 
     def ping(self) -> bool:
         return True

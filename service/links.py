@@ -12,8 +12,8 @@ left, and otherwise makes sure only one caller fetches a new one:
 
 One deadline per request (`REQUEST_DEADLINE_SECONDS`) covers waiting for another caller and our own upstream call
 (which gets whatever is left, at most `AYRSHARE_DEADLINE_SECONDS`). A holder that fails leaves a one-second marker
-with its exact public error, so waiters answer the same thing instead of repeating the call; the next holder clears
-it before trying again.
+with its exact public error and its lock token, so waiters answer the same thing instead of repeating the call; a
+marker whose holder is no longer the lock's holder belongs to an earlier attempt, and waiters wait for the current one.
 
 Each worker keeps a bounded copy of the links it has read from or written to the store, so a cache hit usually costs
 no Redis round trip at all (measured in BENCHMARKS.md); the copy obeys the same freshness rule.
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from .errors import ServiceError, UpstreamRefused, UpstreamTimeout, UpstreamUnavailable
-from .link_store import StoreUnavailable
+from .link_store import FlightState, StoreUnavailable
 
 KEY_PREFIX = "connect:link:v1:"
 POLL_SECONDS = 0.025
@@ -107,12 +107,10 @@ class LinkStore(Protocol):
 
     def read(self, key: str) -> tuple[str, float] | None: ...
     def write(self, key: str, url: str, expires_at: float, ttl_seconds: float) -> None: ...
-    def try_lock(self, key: str, ttl_seconds: float) -> str | None: ...
+    def claim(self, key: str, ttl_seconds: float) -> tuple[str | None, tuple[str, float] | None]: ...
+    def peek(self, key: str) -> FlightState: ...
     def unlock(self, key: str, token: str) -> None: ...
-    def is_locked(self, key: str) -> bool: ...
     def write_error(self, key: str, marker: str, ttl_seconds: float) -> None: ...
-    def read_error(self, key: str) -> str | None: ...
-    def clear_error(self, key: str) -> None: ...
 
 
 Fetch = Callable[[float], Link]  # called with the monotonic deadline the upstream call must finish by
@@ -131,10 +129,13 @@ class LinkBroker:
     _copies: dict[str, Link] = field(default_factory=dict)  # this worker's copies of links held in the store
 
     def get_link(self, key: str, fetch: Fetch) -> Link:
-        link = self._read(key, self.min_remaining)
-        if link is not None:
-            return link
+        copy_here = self._copies.get(key)
+        if copy_here is not None and copy_here.expires_at - time.time() > self.min_remaining:
+            return copy_here
         deadline = time.monotonic() + self.request_seconds
+        # Everything past this worker's copy goes through the flight, store read included: on a burst for a new link
+        # one thread per process talks to Redis and the rest wait on an Event, instead of a hundred reads competing
+        # with the one request that has to reach Ayrshare.
         return self._share_flight(key, deadline, lambda: self._fetch_once(key, fetch, deadline))
 
     # -- in-process coalescing -----------------------------------------------------------------------------------
@@ -165,37 +166,43 @@ class LinkBroker:
 
     # -- cross-process single-flight -------------------------------------------------------------------------
     def _fetch_once(self, key: str, fetch: Fetch, deadline: float) -> Link:
+        source = "cache"  # a link the store already holds; after waiting for another holder it is "shared"
         try:
             while time.monotonic() < deadline:
-                token = self.store.try_lock(key, self.lock_ttl)
+                # The lock is claimed even when the store may hold the link: reading and claiming in one round trip
+                # keeps a new link's leader at one Redis trip before Ayrshare; a claim we turn out not to need is
+                # released at once (once per link and worker).
+                token, record = self.store.claim(key, self.lock_ttl)
+                link = self._usable(key, record, self.min_remaining)
+                if link is not None:
+                    link = replace(link, source=source)
                 if token is not None:
-                    return self._fetch_as_holder(key, token, fetch, deadline)
+                    return self._fetch_as_holder(key, token, fetch, deadline, link)
+                if link is not None:
+                    return link
                 link = self._wait_for_holder(key, deadline)
                 if link is not None:
                     return link
+                source = "shared"
             return self._stale_or_raise(key, UpstreamTimeout())
         except StoreUnavailable:
             self.on_event("redis_error")
             return self._fetch_and_fallback(key, fetch, deadline, source="direct")
 
-    def _fetch_as_holder(self, key: str, token: str, fetch: Fetch, deadline: float) -> Link:
+    def _fetch_as_holder(self, key: str, token: str, fetch: Fetch, deadline: float, found: Link | None) -> Link:
         try:
-            # A failure recorded by an earlier holder is not ours: waiters must wait for this attempt instead.
-            self._quietly(self.store.clear_error, key)
-            # Another process may have finished between our read and our lock.
-            link = self._read(key, self.min_remaining)
-            if link is not None:
-                return replace(link, source="shared")
-            return self._fetch_and_fallback(key, fetch, deadline, source="upstream")
+            if found is not None:
+                return found
+            return self._fetch_and_fallback(key, fetch, deadline, source="upstream", holder=token)
         finally:
             with contextlib.suppress(StoreUnavailable):  # if Redis is gone, the lock's TTL releases it
                 self.store.unlock(key, token)
 
-    def _fetch_and_fallback(self, key: str, fetch: Fetch, deadline: float, source: str) -> Link:
+    def _fetch_and_fallback(self, key: str, fetch: Fetch, deadline: float, source: str, holder: str = "") -> Link:
         try:
             link = replace(fetch(deadline), source=source)
         except _UPSTREAM_FAILURES as error:
-            self._quietly(self.store.write_error, key, _marker(error), ERROR_MARKER_SECONDS)
+            self._quietly(self.store.write_error, key, _marker(error, holder), ERROR_MARKER_SECONDS)
             return self._stale_or_raise(key, error)
         self._remember(key, link)
         return link
@@ -205,13 +212,14 @@ class LinkBroker:
         self.on_event("wait")
         while time.monotonic() < deadline:
             time.sleep(POLL_SECONDS)
-            link = self._read(key, self.min_remaining)
+            state = self.store.peek(key)
+            link = self._usable(key, state.record, self.min_remaining)
             if link is not None:
                 return replace(link, source="shared")
-            marker = self.store.read_error(key)
-            if marker is not None:
-                return self._stale_or_raise(key, _error_from_marker(marker))
-            if not self.store.is_locked(key):
+            failure = _failure_of_last_holder(state)
+            if failure is not None:
+                return self._stale_or_raise(key, failure)
+            if state.lock_holder is None:
                 return None
         return None
 
@@ -226,9 +234,8 @@ class LinkBroker:
     # -- store access ----------------------------------------------------------------------------------------
     def _read(self, key: str, min_left: float, quiet: bool = False) -> Link | None:
         """A link with more than `min_left` seconds left: this worker's copy, else the store's (then copied)."""
-        now = time.time()
         copy_here = self._copies.get(key)
-        if copy_here is not None and copy_here.expires_at - now > min_left:
+        if copy_here is not None and copy_here.expires_at - time.time() > min_left:
             return copy_here
         try:
             record = self.store.read(key)
@@ -236,10 +243,14 @@ class LinkBroker:
             if not quiet:
                 self.on_event("redis_error")
             return None
+        return self._usable(key, record, min_left)
+
+    def _usable(self, key: str, record: tuple[str, float] | None, min_left: float) -> Link | None:
+        """The store's record as a link (copied to this worker) if it has more than `min_left` seconds left."""
         if record is None:
             return None
         url, expires_at = record
-        if expires_at - now <= min_left:
+        if expires_at - time.time() <= min_left:
             return None
         link = Link(url=url, expires_at=expires_at, source="cache")
         self._copy_here(key, link)
@@ -267,19 +278,33 @@ class LinkBroker:
         return True
 
 
-def _marker(error: ServiceError) -> str:
+def _marker(error: ServiceError, holder: str) -> str:
     """What waiters need to give their callers the holder's exact answer (our own words: no upstream text)."""
     return json.dumps(
-        {"status": error.status, "code": error.code, "message": error.message, "retry_after": error.retry_after}
+        {
+            "status": error.status,
+            "code": error.code,
+            "message": error.message,
+            "retry_after": error.retry_after,
+            "holder": holder,
+        }
     )
 
 
-def _error_from_marker(marker: str) -> ServiceError:
+def _failure_of_last_holder(state: FlightState) -> ServiceError | None:
+    """The error a waiter should answer with, if the store holds one from the attempt it was waiting for.
+
+    A marker left by an earlier holder while a new one holds the lock is old news: that attempt is still running.
+    """
+    if state.error_marker is None:
+        return None
     try:
-        fields = json.loads(marker)
+        fields = json.loads(state.error_marker)
+        if state.lock_holder is not None and fields.get("holder") != state.lock_holder:
+            return None
         error = ServiceError(str(fields["message"]), code=str(fields["code"]), retry_after=fields["retry_after"])
         error.status = int(fields["status"])
-    except (ValueError, KeyError, TypeError):  # unreadable (e.g. an older format): report a plain outage
+    except (ValueError, KeyError, TypeError, AttributeError):  # unreadable (e.g. an older format): a plain outage
         return UpstreamUnavailable()
     return error
 

@@ -39,6 +39,38 @@ def test_an_earlier_holders_failure_is_not_reported_for_a_new_attempt(store):
     assert link.source == "upstream" and len(calls) == 1
 
 
+def test_waiters_of_a_new_attempt_wait_for_it_past_an_earlier_holders_failure(store):
+    def refused(deadline):
+        raise UpstreamRefused("Ayrshare rejected the API key: check AYRSHARE_API_KEY.", code="bad_api_key")
+
+    with pytest.raises(UpstreamRefused):
+        broker(store).get_link("k", refused)
+    # The failed holder's marker lives on for its second while another process holds the lock for a new attempt.
+    token, _ = store.claim("k", ttl_seconds=30)
+    assert token is not None
+
+    def second_holder_succeeds():
+        time.sleep(0.3)
+        store.write("k", "https://profile.ayrshare.com/?jwt=new", time.time() + 300, ttl_seconds=200)
+        store.unlock("k", token)
+
+    thread = threading.Thread(target=second_holder_succeeds)
+    thread.start()
+    link = broker(store).get_link("k", lambda deadline: pytest.fail("a waiter must not call upstream"))
+    thread.join()
+    assert link.source == "shared" and link.url.endswith("new")
+
+
+def test_one_round_trip_claims_the_lock_and_reads_a_link_another_process_just_wrote(store):
+    store.write("k", "https://profile.ayrshare.com/?jwt=done", time.time() + 300, ttl_seconds=200)
+    token, record = store.claim("k", ttl_seconds=30)
+    assert token is not None and record[0].endswith("done")
+    assert store.claim("k", ttl_seconds=30) == (None, record)  # held: nobody else gets it
+    assert store.peek("k").lock_holder == token
+    store.unlock("k", token)
+    assert store.peek("k").lock_holder is None
+
+
 def test_waiters_in_other_processes_get_the_holders_exact_error(store):
     holder_started = threading.Event()
 
@@ -67,7 +99,7 @@ def test_waiters_in_other_processes_get_the_holders_exact_error(store):
 
 
 def test_a_whole_request_is_bounded_by_its_deadline_even_behind_a_stuck_holder(store):
-    store.try_lock("k", ttl_seconds=30)  # a holder that hangs on to the lock far longer than our budget
+    store.claim("k", ttl_seconds=30)  # a holder that hangs on to the lock far longer than our budget
     started = time.monotonic()
     with pytest.raises(UpstreamTimeout):
         broker(store, request_seconds=1.0, lock_ttl=30).get_link("k", lambda deadline: fresh_link())
@@ -76,7 +108,7 @@ def test_a_whole_request_is_bounded_by_its_deadline_even_behind_a_stuck_holder(s
 
 def test_a_stuck_holder_is_answered_with_a_stale_link_when_one_is_left(store):
     store.write("k", "https://profile.ayrshare.com/?jwt=old", time.time() + 40, ttl_seconds=30)
-    store.try_lock("k", ttl_seconds=30)
+    store.claim("k", ttl_seconds=30)
     link = broker(store, request_seconds=0.5, lock_ttl=30).get_link("k", lambda deadline: fresh_link())
     assert link.source == "stale" and link.url.endswith("old")
 
