@@ -89,7 +89,7 @@ class AyrshareClient:
             if settings.twitter_api_key
             else {}
         )
-        self.session = session or build_session()
+        self.session = session or build_session(self.endpoint)
 
     def generate_link(self, profile_key: str, options: LinkOptions, deadline: float | None = None) -> Link:
         """One generateJWT call, retries included, finished by `deadline` (monotonic; default: our own deadline)."""
@@ -223,9 +223,9 @@ class DeadlineRetry(Retry):
         return None if wait is None else min(wait, self.retry_after_max)
 
 
-def build_session(pool_size: int = 64) -> requests.Session:
-    """A pooled session with deadline-bounded retries on connection errors, 5xx and 429, POST included:
-    generateJWT only mints a token, so repeating it is harmless."""
+def build_session(url: str, pool_size: int = 64) -> requests.Session:
+    """A pooled session for calls to `url`, with deadline-bounded retries on connection errors, 5xx and 429, POST
+    included: generateJWT only mints a token, so repeating it is harmless."""
     retry = DeadlineRetry(
         total=2,
         connect=2,
@@ -244,4 +244,19 @@ def build_session(pool_size: int = 64) -> requests.Session:
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=retry)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
+    settle_environment(session, url)
     return session
+
+
+def settle_environment(session: requests.Session, url: str) -> None:
+    """Apply the proxy (`HTTPS_PROXY`, `NO_PROXY`, ...) and CA bundle (`REQUESTS_CA_BUNDLE`) environment once.
+
+    requests reads them again on every call (`trust_env`), scanning the whole environment twice: 0.8 ms of the
+    4.9 ms a cache miss cost (BENCHMARKS.md). The service calls one URL and its environment does not change while it
+    runs, so the answer is the same every time. Turning `trust_env` off also keeps a `~/.netrc` entry from replacing
+    the API key's Authorization header.
+    """
+    settled = session.merge_environment_settings(url, {}, None, None, None)
+    session.proxies = settled["proxies"]
+    session.verify = settled["verify"]
+    session.trust_env = False

@@ -7,15 +7,18 @@ in `options.py`, written against the open-redirect corpus.)
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# Control characters, space and backslash: shapes a browser may read differently from urlsplit.
+_UNSAFE_CHARACTER = re.compile(r"[\x00-\x20\\]")
 
 
 def web_origin(url: str) -> str | None:
     """The normalised origin of an absolute http(s) URL (lower-case host, default port omitted), or None for
     anything else: relative or scheme-relative URLs, other schemes, credentials, malformed ports, wildcards."""
-    if not url or "*" in url or any(ord(ch) < 0x21 or ch == "\\" for ch in url):
+    if not url or "*" in url or _UNSAFE_CHARACTER.search(url):
         return None
     try:
         parts = urlsplit(url)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from service import create_app
@@ -138,3 +140,24 @@ def test_a_malformed_answer_is_logged_and_counted_with_what_was_wrong(capsys, cl
     from prometheus_client import REGISTRY
 
     assert REGISTRY.get_sample_value("ayrshare_connect_upstream_calls_total", {"outcome": reason}) >= 1
+
+
+def test_the_proxy_environment_is_read_once_and_honoured(settings_env, emulator, monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    with socket.socket() as probe:  # a port nobody listens on: a proxy that refuses every connection
+        probe.bind(("127.0.0.1", 0))
+        dead_proxy = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    with monkeypatch.context() as env:
+        env.setenv("HTTP_PROXY", dead_proxy)
+        through_proxy = create_app(settings_env).test_client()
+        env.setenv("NO_PROXY", "127.0.0.1")
+        bypassing = create_app(settings_env).test_client()
+    # The environment is back to no proxy at all: the clients keep what they read at start.
+
+    response = through_proxy.get(signed_path("alice", SIGNING_SECRET), headers=JSON)
+    assert response.status_code == 503 and response.json["error"]["code"] == "upstream_unavailable"
+    assert emulator.calls() == 0
+    assert bypassing.get(signed_path("alice", SIGNING_SECRET)).status_code == 302
+    assert emulator.calls() == 1
