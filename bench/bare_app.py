@@ -9,6 +9,7 @@ service's own work on the hit path.
 from __future__ import annotations
 
 import os
+import time
 
 from flask import Flask, redirect
 
@@ -18,9 +19,13 @@ NO_STORE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer
 def create_app() -> Flask:
     app = Flask(__name__)
     location = os.environ.get("BARE_REDIRECT_URL", "http://127.0.0.1/link")
+    # The cold-burst floor: every request waits as long as the upstream would, then answers; no single-flight.
+    delay = int(os.environ.get("BARE_DELAY_MS", "0")) / 1000
 
     @app.get("/connect/<user>")
     def connect(user: str):
+        if delay:
+            time.sleep(delay)
         response = redirect(location, code=302)
         response.headers.update(NO_STORE_HEADERS)
         return response

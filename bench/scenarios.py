@@ -160,6 +160,17 @@ def cold_burst(quick: bool = False) -> dict:
                 sizes[-1], "rate limiting off", answer["results"], stack.upstream_calls() - calls_before, 302
             )
             stack.stop_service(variant)
+        # The floor of this stack: the bare endpoint under the same gunicorn, every request sleeping the upstream's
+        # latency and then answering the 302 (no single-flight, no Redis). What the service adds is measured above it.
+        floor = None
+        if not quick:
+            bare = stack.start_service(app=BARE_APP, BARE_DELAY_MS=str(latency_ms))
+            answer = run_client(
+                {"base_url": bare.url, "mode": "burst", "requests": [{"path": "/connect/floor"}] * sizes[-1]},
+                timeout=120,
+            )
+            floor = _burst(sizes[-1], f"bare endpoint, sleeps {latency_ms} ms", answer["results"], 0, 302)
+            stack.stop_service(bare)
         # What the client, the emulator and this machine add on their own: the same burst straight to the emulator.
         direct = [
             {
@@ -195,6 +206,10 @@ def cold_burst(quick: bool = False) -> dict:
             f"upstream alone: p99 of {sizes[-1]} direct calls", alone["p99_ms"], "context: client+emulator cost", True
         )
     )
+    if floor:
+        checks.append(
+            check(f"bare endpoint floor: p99 of {sizes[-1]}", floor["p99_ms"], "context: gunicorn+client cost", True)
+        )
     report.table(
         f"2. cold burst (one uncached user, emulator {latency_ms} ms)",
         ["concurrency", "round", "302s", "errors", "URLs", "upstream calls", "p50 ms", "p99 ms", "max ms"],
@@ -210,7 +225,7 @@ def cold_burst(quick: bool = False) -> dict:
                 b["p99_ms"],
                 b["max_ms"],
             ]
-            for b in [*bursts, *([diagnostic] if diagnostic else []), alone]
+            for b in [*bursts, *([diagnostic] if diagnostic else []), *([floor] if floor else []), alone]
         ],
     )
     _print_checks(checks)
@@ -220,6 +235,7 @@ def cold_burst(quick: bool = False) -> dict:
         "load_average_at_start": load_before,
         "bursts": bursts,
         "upstream_alone": alone,
+        "bare_endpoint_floor": floor,
         "diagnostic_rate_limiting_off": diagnostic,
         "checks": checks,
     }
