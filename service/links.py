@@ -129,8 +129,8 @@ class LinkBroker:
     _copies: dict[str, Link] = field(default_factory=dict)  # this worker's copies of links held in the store
 
     def get_link(self, key: str, fetch: Fetch) -> Link:
-        copy_here = self._copies.get(key)
-        if copy_here is not None and copy_here.expires_at - time.time() > self.min_remaining:
+        copy_here = self._fresh_copy(key, self.min_remaining)
+        if copy_here is not None:
             return copy_here
         deadline = time.monotonic() + self.request_seconds
         # Everything past this worker's copy goes through the flight, store read included: on a burst for a new link
@@ -234,8 +234,8 @@ class LinkBroker:
     # -- store access ----------------------------------------------------------------------------------------
     def _read(self, key: str, min_left: float, quiet: bool = False) -> Link | None:
         """A link with more than `min_left` seconds left: this worker's copy, else the store's (then copied)."""
-        copy_here = self._copies.get(key)
-        if copy_here is not None and copy_here.expires_at - time.time() > min_left:
+        copy_here = self._fresh_copy(key, min_left)
+        if copy_here is not None:
             return copy_here
         try:
             record = self.store.read(key)
@@ -244,6 +244,12 @@ class LinkBroker:
                 self.on_event("redis_error")
             return None
         return self._usable(key, record, min_left)
+
+    def _fresh_copy(self, key: str, min_left: float) -> Link | None:
+        copy_here = self._copies.get(key)
+        if copy_here is not None and copy_here.expires_at - time.time() > min_left:
+            return copy_here
+        return None
 
     def _usable(self, key: str, record: tuple[str, float] | None, min_left: float) -> Link | None:
         """The store's record as a link (copied to this worker) if it has more than `min_left` seconds left."""
