@@ -17,6 +17,11 @@ What this keeps and what it costs:
   each one is used up within `LEASE_SECONDS` (a key as hot as that), shrink when one goes stale, and never exceed 1 %
   of the limit (`MAX_BATCH_SHARE`). Limits under 200 per window, which includes every default (120/minute per
   address, 30/minute per user, 10 per 5 minutes upstream), are therefore always spent one exact hit at a time.
+- **One refill at a time per key and process.** While a batch is being fetched for a key, other requests for it wait
+  for that batch instead of each asking the store too, and the next batch is at least as large as the number of
+  requests that waited (within the caps above). A burst of a hundred requests on one hot key then costs a worker a few
+  store round trips, not a hundred competing for the GIL with the request that has real work to do. Limits whose
+  batch is capped at 1 keep one exact hit per request, concurrently, as before.
 - **A refusal is remembered locally** for as long as one token takes to free up (window / limit, at most
   `REFUSAL_MEMORY_SECONDS`), so a client hammering past its limit is answered without a round trip each time.
 
@@ -29,7 +34,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from limits import RateLimitItem
 
@@ -38,6 +43,7 @@ MAX_BATCH_SHARE = 0.01
 MAX_BATCH = 256
 REFUSAL_MEMORY_SECONDS = 1.0
 MAX_KEYS = 4096
+REFILL_WAIT_SECONDS = 1.0  # a waiter re-checks at least this often (a refill is bounded by the store's own timeout)
 
 # (limit, identity, cost) -> whether `cost` tokens were taken from the shared limit.
 TakeTokens = Callable[[RateLimitItem, str, int], bool]
@@ -47,11 +53,18 @@ WaitHint = Callable[[RateLimitItem, str], int]
 
 @dataclass
 class _Lease:
+    lock: threading.Lock
     tokens: int = 0
     expires: float = 0.0  # monotonic
     batch: int = 1  # the size of the next batch to ask for
     refused_until: float = 0.0  # monotonic
     retry_after: int = 1
+    refilling: bool = False  # a thread of this process is asking the store for this key's next batch
+    waiting: int = 0  # requests waiting for that batch
+    refilled: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.refilled = threading.Condition(self.lock)
 
 
 class TokenLeases:
@@ -67,39 +80,53 @@ class TokenLeases:
     def admit(self, item: RateLimitItem, identity: str) -> int | None:
         """Spend one token of `item` for `identity`: None when the request may go ahead, else seconds to wait."""
         key = (item, identity)
-        now = self._clock()
+        max_batch = _max_batch(item)
         with self._lock:
             lease = self._leases.get(key)
             if lease is None:
                 if len(self._leases) >= MAX_KEYS:
                     self._leases.clear()  # drops unspent tokens only: errs towards refusing, never grants
-                lease = self._leases[key] = _Lease()
-            if now < lease.refused_until:
-                return lease.retry_after
-            if lease.tokens and now < lease.expires:
-                lease.tokens -= 1
-                return None
+                lease = self._leases[key] = _Lease(self._lock)
+            while True:
+                now = self._clock()
+                if now < lease.refused_until:
+                    return lease.retry_after
+                if lease.tokens and now < lease.expires:
+                    lease.tokens -= 1
+                    return None
+                if not (lease.refilling and max_batch > 1):
+                    break
+                lease.waiting += 1
+                lease.refilled.wait(REFILL_WAIT_SECONDS)
+                lease.waiting -= 1
             # Out of tokens: a key that ran through its last batch within the lease earns a bigger one; a key whose
-            # batch went stale (or ran out long ago) gets a smaller one.
+            # batch went stale (or ran out long ago) gets a smaller one. Requests already waiting are demand enough.
             hot = now < lease.expires
-            lease.batch = min(_max_batch(item), lease.batch * 2) if hot else max(1, lease.batch // 2)
+            lease.batch = min(max_batch, lease.batch * 2) if hot else max(1, lease.batch // 2)
+            lease.batch = max(lease.batch, min(max_batch, lease.waiting + 1))
             lease.tokens = 0
+            lease.refilling = True
             batch = lease.batch
-        # The shared store is asked outside the lock: other keys never wait for this round trip.
-        taken = batch if batch > 1 and self._take(item, identity, batch) else 0
-        if not taken and self._take(item, identity, 1):
-            taken = 1
-        if not taken:
-            retry_after = self._wait_hint(item, identity)
+        taken, retry_after = 0, None
+        try:
+            # The shared store is asked outside the lock: other keys never wait for this round trip.
+            taken = batch if batch > 1 and self._take(item, identity, batch) else 0
+            if not taken and self._take(item, identity, 1):
+                taken = 1
+            if not taken:
+                retry_after = self._wait_hint(item, identity)
+        finally:
             with self._lock:
-                lease.batch = 1
-                lease.retry_after = retry_after
-                lease.refused_until = now + min(REFUSAL_MEMORY_SECONDS, item.get_expiry() / item.amount)
-            return retry_after
-        with self._lock:
-            lease.tokens += taken - 1
-            lease.expires = now + LEASE_SECONDS
-        return None
+                if taken:
+                    lease.tokens += taken - 1
+                    lease.expires = now + LEASE_SECONDS
+                elif retry_after is not None:
+                    lease.batch = 1
+                    lease.retry_after = retry_after
+                    lease.refused_until = now + min(REFUSAL_MEMORY_SECONDS, item.get_expiry() / item.amount)
+                lease.refilling = False
+                lease.refilled.notify_all()
+        return retry_after
 
 
 def _max_batch(item: RateLimitItem) -> int:

@@ -102,6 +102,61 @@ def test_workers_sharing_one_redis_never_admit_more_than_the_limit(redis_url, re
     assert all(answer is None or answer >= 1 for answer in results)
 
 
+class SlowStore(CountingStore):
+    """Each store call takes a while, as a Redis round trip does for a thread queued behind a hundred others."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self._lock = threading.Lock()
+
+    def take(self, item, identity: str, cost: int) -> bool:
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        time.sleep(self.seconds)
+        with self._lock:
+            self.in_flight -= 1
+        return super().take(item, identity, cost)
+
+
+def _admit_together(admitted: TokenLeases, item, count: int) -> list[int | None]:
+    start = threading.Barrier(count)
+    results: list[int | None] = []
+
+    def one() -> None:
+        start.wait()
+        results.append(admitted.admit(item, "burst-key"))
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_a_burst_on_a_hot_key_waits_for_one_refill_instead_of_each_asking_the_store():
+    """100 requests at once on a key under a large limit: one refill at a time, sized to the requests waiting."""
+    store = SlowStore(0.05)
+    results = _admit_together(leases(store, clock=time.monotonic), parse("1000000/minute"), 100)
+    assert results == [None] * 100
+    assert store.most_in_flight == 1
+    assert len(store.takes) <= 3  # the first request's batch, then one for everyone who waited (at most 256)
+    assert sum(store.takes) - 100 < MAX_BATCH
+
+
+def test_small_limits_are_still_asked_concurrently_one_exact_hit_each():
+    """Coalescing is for leased batches only: under a limit of 30 a burst is not made to queue for the store."""
+    store = SlowStore(0.05)
+    results = _admit_together(leases(store, clock=time.monotonic), parse("30/minute"), 20)
+    assert results == [None] * 20
+    assert store.takes == [1] * 20
+    assert store.most_in_flight > 1
+
+
 def test_a_batch_not_spent_within_the_lease_is_dropped_and_the_next_batch_is_smaller():
     store = CountingStore()
     clock = Clock()
