@@ -13,7 +13,9 @@ against exactly one configured key source (`JWT_JWKS_URL`, `JWT_PUBLIC_KEY` or `
 JWKS keys are cached for `JWKS_TTL_SECONDS` and refetched early when a token names an unknown `kid` (key rotation),
 but at most once per `JWKS_MIN_REFRESH_SECONDS`, so random `kid`s cannot turn the service into a load generator
 against the identity provider. A JWKS that cannot be fetched leaves the old keys in place; tokens that need a key we
-do not have are refused (401), never a 5xx.
+do not have are refused (401), never a 5xx. One fetch runs at a time per process, outside the cache's lock: while the
+keys are only past their TTL, other requests keep using them instead of queueing behind a slow identity provider;
+a request for a `kid` we do not have waits for the fetch in flight (at most its timeout) rather than starting another.
 """
 
 from __future__ import annotations
@@ -71,18 +73,33 @@ class JwksCache:
         self._fetched_at = float("-inf")
         self._attempted_at = float("-inf")
         self._lock = threading.Lock()
+        self._fetching = False
+        self._fetched = threading.Condition(self._lock)
 
     def key_for(self, kid: str | None) -> tuple[jwt.PyJWK, str | None] | None:
         """The key for `kid` and the algorithm it was published for (None when the JWK names none)."""
         with self._lock:
             now = time.monotonic()
-            wanted = now - self._fetched_at > self.ttl or kid not in self._keys
-            if wanted and now - self._attempted_at >= self.min_refresh:
-                self._refresh(now)
-            return self._keys.get(kid)
+            known = kid in self._keys
+            wanted = now - self._fetched_at > self.ttl or not known
+            fetch_now = wanted and not self._fetching and now - self._attempted_at >= self.min_refresh
+            if fetch_now:
+                self._fetching = True
+                self._attempted_at = now
+            elif known or not self._fetching:
+                return self._keys.get(kid)
+            else:  # a new kid while another request fetches: that fetch may bring it
+                self._fetched.wait_for(lambda: not self._fetching, timeout=JWKS_TIMEOUT_SECONDS + 1)
+                return self._keys.get(kid)
+        try:
+            self._refresh(now)
+        finally:
+            with self._lock:
+                self._fetching = False
+                self._fetched.notify_all()
+        return self._keys.get(kid)
 
     def _refresh(self, now: float) -> None:
-        self._attempted_at = now
         self.fetches += 1
         try:
             response = self._session.get(self.url, timeout=JWKS_TIMEOUT_SECONDS, allow_redirects=False)

@@ -146,11 +146,14 @@ class JwksServer:
     def __init__(self):
         self.keys: list[dict] = []
         self.hits = 0
+        self.hold: threading.Event | None = None  # set to an Event to keep answers back until it is set
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - http.server's naming
                 server.hits += 1
+                if server.hold is not None:
+                    server.hold.wait(timeout=10)
                 body = json.dumps({"keys": server.keys}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -210,6 +213,57 @@ def test_unknown_kids_cannot_make_us_hammer_the_identity_provider(jwks_server, r
         with pytest.raises(Unauthenticated):
             verifier.user_of(rs_token(rsa_keys[1], f"random-{attempt}"))
     assert jwks_server.hits == 1
+
+
+def _in_thread(func) -> tuple[threading.Thread, list]:
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(func()), daemon=True)
+    thread.start()
+    return thread, result
+
+
+def _wait_for(condition, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_slow_ttl_refresh_does_not_hold_up_requests_whose_key_we_have(jwks_server, rsa_keys):
+    """Keys past their TTL are refetched by one request; the others keep using them meanwhile."""
+    jwks_server.publish(rsa_keys[0], "k1")
+    verifier = SessionTokenVerifier(
+        algorithms=("RS256",), issuer=ISSUER, audience=AUDIENCE, jwks=JwksCache(jwks_server.url, ttl=0, min_refresh=0)
+    )
+    assert verifier.user_of(rs_token(rsa_keys[0], "k1")) == "alice"
+    jwks_server.hold = threading.Event()  # the identity provider turns slow
+    refreshing, _ = _in_thread(lambda: verifier.user_of(rs_token(rsa_keys[0], "k1")))
+    _wait_for(lambda: jwks_server.hits == 2)  # that request is now fetching
+    meanwhile, answer = _in_thread(lambda: verifier.user_of(rs_token(rsa_keys[0], "k1", sub="bob")))
+    meanwhile.join(timeout=5)
+    assert answer == ["bob"]  # answered with the keys we had, while the fetch is still held
+    assert refreshing.is_alive() and jwks_server.hits == 2  # and it did not start a second fetch
+    jwks_server.hold.set()
+    refreshing.join(timeout=5)
+    assert not refreshing.is_alive()
+
+
+def test_requests_for_a_new_kid_wait_for_the_fetch_in_flight_instead_of_starting_another(jwks_server, rsa_keys):
+    jwks_server.publish(rsa_keys[0], "k1")
+    verifier = jwks_verifier(jwks_server.url)
+    assert verifier.user_of(rs_token(rsa_keys[0], "k1")) == "alice"
+    jwks_server.publish(rsa_keys[1], "k2")  # rotation, and the identity provider is slow to answer
+    jwks_server.hold = threading.Event()
+    first, first_answer = _in_thread(lambda: verifier.user_of(rs_token(rsa_keys[1], "k2")))
+    _wait_for(lambda: jwks_server.hits == 2)
+    second, second_answer = _in_thread(lambda: verifier.user_of(rs_token(rsa_keys[1], "k2", sub="bob")))
+    time.sleep(0.1)
+    assert second.is_alive()  # waiting for the fetch in flight, which will bring k2
+    jwks_server.hold.set()
+    first.join(timeout=5)
+    second.join(timeout=5)
+    assert (first_answer, second_answer) == (["alice"], ["bob"])
+    assert jwks_server.hits == 2
 
 
 @pytest.mark.parametrize(
