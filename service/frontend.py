@@ -46,9 +46,14 @@ def safe_return_url(value: str | None, allowed_origins: tuple[str, ...]) -> str 
     return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, LINKED_FRAGMENT))
 
 
+def signs_links(settings: Settings) -> bool:
+    """Whether a team's backend would sign its `/connect` links for this service (the `signed` mode with a secret)."""
+    return "signed" in settings.connect_auth and bool(settings.signing_secret)
+
+
 def demo_links(settings: Settings, users: list[str], ttl_seconds: int) -> list[tuple[str, str]]:
     """`(user, link)` pairs as a team's backend would render them: signed when the service checks signatures."""
-    if "signed" in settings.connect_auth and settings.signing_secret:
+    if signs_links(settings):
         return [(user, signed_path(user, settings.signing_secret, ttl_seconds)) for user in users]
     return [(user, f"/connect/{quote(user, safe='')}") for user in users]
 
@@ -98,7 +103,7 @@ def demo() -> Response:
         "demo.html",
         links=demo_links(settings, users, ttl),
         unknown=demo_links(settings, [DEMO_UNKNOWN_USER], ttl)[0],
-        signed="signed" in settings.connect_auth and bool(settings.signing_secret),
+        signed=signs_links(settings),
         ttl=ttl,
     )
     return Response(html, mimetype="text/html", headers=NO_STORE_HEADERS)

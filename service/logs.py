@@ -171,7 +171,7 @@ def init_app(app: Flask) -> None:
         # Straight from the WSGI environ: Werkzeug's `headers.get` raises and catches an exception for a missing one.
         incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
         state.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else os.urandom(16).hex()
-        state.cache_outcome = state.upstream_seconds = state.user = None
+        state.cache_outcome = state.upstream_seconds = state.user = state.auth = None
 
     @app.after_request
     def _log_request(response: Response) -> Response:
@@ -193,6 +193,7 @@ def init_app(app: Flask) -> None:
                 "cache": getattr(state, "cache_outcome", None),
                 "upstream_ms": None if upstream_seconds is None else round(upstream_seconds * 1000, 1),
                 "user": getattr(state, "user", None),
+                "auth": getattr(state, "auth", None),
             }
         )
         return response

@@ -55,6 +55,7 @@ def connect(user: str) -> Response:
     finally:
         g.upstream_seconds = timings.upstream_seconds
     g.user = user
+    g.auth = caller.kind
     g.cache_outcome = link.source
     return link_response(link)
 

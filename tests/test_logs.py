@@ -57,12 +57,15 @@ def test_one_json_line_per_request_with_the_documented_fields(start_service, emu
         assert line["route"] == "/connect/<user>"
         assert line["method"] == "GET"
         assert line["user"] == "alice"
+        assert line["auth"] == "signed"
         assert isinstance(line["latency_ms"], int | float) and line["latency_ms"] >= 0
     assert (first["status"], first["cache"]) == (302, "upstream")
     assert isinstance(first["upstream_ms"], int | float) and first["upstream_ms"] >= 0
     assert (second["status"], second["cache"], second["upstream_ms"]) == (200, "cache", None)
     assert by_id["req-404"][0]["status"] == 404
     assert by_id["req-404"][0]["cache"] is None
+    assert by_id["req-404"][0]["auth"] is None  # `auth` names how a served link was admitted; no link here
+    assert by_id["req-forged"][0]["auth"] is None
     assert by_id["req-forged"][0]["status"] == forged.status_code
 
     # Nothing secret anywhere in the process output: not in request lines, not in warnings, not at shutdown.
