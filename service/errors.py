@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Request, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 # Header set on every error answer too: an error page can be the document that holds a signed link in its URL.
@@ -88,15 +88,17 @@ class UpstreamTimeout(ServiceError):
     message = "Ayrshare did not answer in time. Try again shortly."
 
 
-def wants_json() -> bool:
-    """True when the caller's Accept prefers JSON over HTML (fetch/XHR callers, internal backends).
+def wants_json(req: Request | None = None) -> bool:
+    """True when the caller's Accept (of `req`, default the current request) prefers JSON over HTML (fetch/XHR
+    callers, internal backends).
 
     A bare `*/*` (curl, a plain link) is not a preference, so it gets the redirect / HTML page.
     """
-    header = request.environ.get("HTTP_ACCEPT", "").lower()  # not headers.get: it raises inside when missing
+    req = req or request._get_current_object()
+    header = req.environ.get("HTTP_ACCEPT", "").lower()  # not headers.get: it raises inside when missing
     if "json" not in header and "application/" not in header:
         return False  # JSON could only match through */*, which matches HTML just as well: skip parsing the header
-    accept = request.accept_mimetypes
+    accept = req.accept_mimetypes
     json_q, html_q = accept["application/json"], accept["text/html"]
     named = any(value == "application/json" for value, _ in accept)
     return json_q > html_q or (named and json_q > 0 and json_q >= html_q)

@@ -68,12 +68,21 @@ def _page_context() -> dict:
     return {"notify_origins": " ".join(_settings().frontend_origins)}
 
 
-@bp.after_app_request
-def _shareable_connect_module(response: Response) -> Response:
-    # Frontends on other origins may `import … from "<service>/static/connect.js"`; module scripts need CORS.
-    if request.path == "/static/connect.js":
-        response.headers["Access-Control-Allow-Origin"] = "*"
-    return response
+@bp.record_once
+def _share_connect_module(state) -> None:
+    """Frontends on other origins may `import … from "<service>/static/connect.js"`; module scripts need CORS.
+
+    Added around the app's static view rather than in an after-request hook, which would run on every request.
+    """
+    serve_static = state.app.view_functions["static"]
+
+    def static(filename: str) -> Response:
+        response = serve_static(filename=filename)
+        if filename == "connect.js":
+            response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
+
+    state.app.view_functions["static"] = static
 
 
 @bp.get("/done")

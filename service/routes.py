@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Request, Response, current_app, g, jsonify, request
 
 from .callers import PresentedCredentials
 from .connect import ConnectService, Timings
@@ -47,21 +47,22 @@ bp = Blueprint("connect", __name__)
 
 @bp.get("/connect/<user>")
 def connect(user: str) -> Response:
+    # Each use of a context proxy is a context-variable lookup: on the cache-hit path they are taken out once.
+    req, state = request._get_current_object(), g._get_current_object()
     service: ConnectService = current_app.extensions["connect"]
-    presented = PresentedCredentials.from_request(request)
     timings = Timings()
     try:
-        caller, link = service.link_for(user, presented, request.args, timings)
+        caller, link = service.link_for(user, PresentedCredentials.from_request(req), req.args, timings)
     finally:
-        g.upstream_seconds = timings.upstream_seconds
-    g.user = user
-    g.auth = caller.kind
-    g.cache_outcome = link.source
-    return link_response(link)
+        state.upstream_seconds = timings.upstream_seconds
+    state.user = user
+    state.auth = caller.kind
+    state.cache_outcome = link.source
+    return link_response(link, req)
 
 
-def link_response(link: Link) -> Response:
-    if wants_json():
+def link_response(link: Link, req: Request) -> Response:
+    if wants_json(req):
         expires = datetime.fromtimestamp(link.expires_at, UTC).isoformat().replace("+00:00", "Z")
         response = jsonify(url=link.url, expiresAt=expires, cached=link.cached)
         response.headers.update(NO_STORE_HEADERS)
