@@ -80,7 +80,6 @@ class TokenLeases:
     def admit(self, item: RateLimitItem, identity: str) -> int | None:
         """Spend one token of `item` for `identity`: None when the request may go ahead, else seconds to wait."""
         key = (item, identity)
-        max_batch = _max_batch(item)
         with self._lock:
             lease = self._leases.get(key)
             if lease is None:
@@ -94,7 +93,7 @@ class TokenLeases:
                 if lease.tokens and now < lease.expires:
                     lease.tokens -= 1
                     return None
-                if not (lease.refilling and max_batch > 1):
+                if not (lease.refilling and _max_batch(item) > 1):
                     break
                 lease.waiting += 1
                 lease.refilled.wait(REFILL_WAIT_SECONDS)
@@ -102,6 +101,7 @@ class TokenLeases:
             # Out of tokens: a key that ran through its last batch within the lease earns a bigger one; a key whose
             # batch went stale (or ran out long ago) gets a smaller one. Requests already waiting are demand enough.
             hot = now < lease.expires
+            max_batch = _max_batch(item)
             lease.batch = min(max_batch, lease.batch * 2) if hot else max(1, lease.batch // 2)
             lease.batch = max(lease.batch, min(max_batch, lease.waiting + 1))
             lease.tokens = 0

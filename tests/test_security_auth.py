@@ -21,6 +21,7 @@ from service.callers import signed_path
 from service.errors import Unauthenticated
 from service.jwt_auth import JwksCache, SessionTokenVerifier
 from tests.conftest import INTERNAL_TOKEN, SIGNING_SECRET
+from tests.support.processes import wait_until
 
 HS_SECRET = "JWT-HS-SECRET-e4c1b0a9f8d7e6c5b4a3f2e1d0c9b8a7"
 ISSUER, AUDIENCE = "https://id.example.com/", "connect-service"
@@ -222,13 +223,6 @@ def _in_thread(func) -> tuple[threading.Thread, list]:
     return thread, result
 
 
-def _wait_for(condition, seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def test_a_slow_ttl_refresh_does_not_hold_up_requests_whose_key_we_have(jwks_server, rsa_keys):
     """Keys past their TTL are refetched by one request; the others keep using them meanwhile."""
     jwks_server.publish(rsa_keys[0], "k1")
@@ -238,7 +232,7 @@ def test_a_slow_ttl_refresh_does_not_hold_up_requests_whose_key_we_have(jwks_ser
     assert verifier.user_of(rs_token(rsa_keys[0], "k1")) == "alice"
     jwks_server.hold = threading.Event()  # the identity provider turns slow
     refreshing, _ = _in_thread(lambda: verifier.user_of(rs_token(rsa_keys[0], "k1")))
-    _wait_for(lambda: jwks_server.hits == 2)  # that request is now fetching
+    wait_until(lambda: jwks_server.hits == 2, 5, what="the refresh to start")  # that request is now fetching
     meanwhile, answer = _in_thread(lambda: verifier.user_of(rs_token(rsa_keys[0], "k1", sub="bob")))
     meanwhile.join(timeout=5)
     assert answer == ["bob"]  # answered with the keys we had, while the fetch is still held
@@ -255,7 +249,7 @@ def test_requests_for_a_new_kid_wait_for_the_fetch_in_flight_instead_of_starting
     jwks_server.publish(rsa_keys[1], "k2")  # rotation, and the identity provider is slow to answer
     jwks_server.hold = threading.Event()
     first, first_answer = _in_thread(lambda: verifier.user_of(rs_token(rsa_keys[1], "k2")))
-    _wait_for(lambda: jwks_server.hits == 2)
+    wait_until(lambda: jwks_server.hits == 2, 5, what="the fetch to start")
     second, second_answer = _in_thread(lambda: verifier.user_of(rs_token(rsa_keys[1], "k2", sub="bob")))
     time.sleep(0.1)
     assert second.is_alive()  # waiting for the fetch in flight, which will bring k2
