@@ -52,13 +52,19 @@ class RedactingFilter(logging.Filter):
     def scrub_fields(self, fields: dict) -> dict:
         """`fields` with every text (and anything not a plain number) scrubbed; non-text values become JSON text."""
         texts = {}
+        encoded = False
         for name, value in fields.items():
             if value is None or isinstance(value, bool | int | float):
                 continue
-            texts[name] = value if isinstance(value, str) else _encode_json(value)
-        # One look at all the texts together first: on a clean record (nearly every one) that is the whole cost.
+            if not isinstance(value, str):
+                value, encoded = _encode_json(value), True
+            texts[name] = value
+        # One look at all the texts together first: on a clean record (nearly every one) that is the whole cost, and
+        # a clean record of plain values is returned as it came, without a copy.
         if texts and self.scrub(joined := "\0".join(texts.values())) != joined:
             texts = {name: self.scrub(text) for name, text in texts.items()}
+        elif not encoded:
+            return fields
         return fields | texts
 
     def filter(self, record: logging.LogRecord) -> bool:

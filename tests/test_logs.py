@@ -136,3 +136,19 @@ def test_another_handler_on_the_request_log_gets_an_ordinary_record(app):
     finally:
         request_log.removeHandler(collect)
     assert [(r.getMessage(), r.request_id, r.status) for r in collect.records] == [("request", "r3", 200)]
+
+
+def test_scrubbing_a_clean_record_returns_it_as_it_came_and_a_dirty_one_as_a_scrubbed_copy():
+    """A clean request line (nearly every one) costs one look and no copy; anything else is scrubbed in a copy, and a
+    value that is not text or a plain number becomes JSON text either way."""
+    from service.logs import RedactingFilter
+
+    redactor = RedactingFilter([API_KEY])
+    clean = {"request_id": "r1", "path": "/connect/alice", "status": 302, "latency_ms": 1.5, "cache": None}
+    assert redactor.scrub_fields(clean) is clean
+    dirty = {"path": f"/connect/alice?key={API_KEY}", "status": 302}
+    scrubbed = redactor.scrub_fields(dirty)
+    assert scrubbed == {"path": "/connect/alice?key=[redacted]", "status": 302}
+    assert dirty["path"].endswith(API_KEY), "the caller's dict is left alone"
+    assert redactor.scrub_fields({"ids": [1, 2], "ok": True}) == {"ids": "[1,2]", "ok": True}
+    assert redactor.scrub_fields({"nested": {"key": API_KEY}}) == {"nested": '{"key":"[redacted]"}'}

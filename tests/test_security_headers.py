@@ -133,3 +133,30 @@ def test_the_link_redirect_is_complete_and_converts_a_non_ascii_location():
     }
     accented = LinkRedirect("https://profile.ayrshare.com/connexión")
     assert accented.get_wsgi_headers(environ)["Location"] == "https://profile.ayrshare.com/connexi%C3%B3n"
+
+
+@pytest.mark.parametrize("breaking", ["\n", "\r", "\r\nSet-Cookie: session=stolen"])
+def test_the_link_redirect_refuses_a_location_that_would_split_the_headers(breaking):
+    """LinkRedirect takes its headers without Werkzeug's per-value check, so it makes that check itself."""
+    from service.routes import LinkRedirect
+
+    with pytest.raises(ValueError, match="newline"):
+        LinkRedirect(f"https://profile.ayrshare.com/?jwt=abc{breaking}")
+
+
+def test_the_link_redirect_headers_still_behave_like_werkzeug_headers():
+    """The pre-checked headers answer membership without case and accept the headers later hooks add."""
+    from service.routes import LinkRedirect
+
+    redirect = LinkRedirect("https://profile.ayrshare.com/?jwt=abc")
+    assert "location" in redirect.headers and "CACHE-CONTROL" in redirect.headers
+    assert "Content-Type" not in redirect.headers
+    assert redirect.mimetype is None
+    redirect.headers["X-Request-ID"] = "req-1"
+    redirect.headers["Cache-Control"] = "no-store"  # set replaces, never duplicates
+    assert redirect.headers.getlist("Cache-Control") == ["no-store"]
+    assert redirect.headers["x-request-id"] == "req-1"
+    with pytest.raises(ValueError):
+        redirect.headers["X-Other"] = "a\nb"
+    # Each response has its own list: a header added to one never reaches the next.
+    assert "X-Request-ID" not in LinkRedirect("https://profile.ayrshare.com/?jwt=def").headers
