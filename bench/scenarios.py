@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from . import report
 from .loadgen import latency_summary, run_client, run_wrk
-from .stack import API_KEY, BARE_APP, DOMAIN, SERVICE_APP, Stack, config_defaults, load_average, user_name
+from .stack import (
+    API_KEY,
+    BARE_APP,
+    DOMAIN,
+    SERVICE_APP,
+    Stack,
+    config_defaults,
+    cpu_seconds,
+    load_average,
+    user_name,
+)
 
 CONNECTIONS = 32  # the concurrency the issue sets for the cache-hit comparison
 OTHER_MODELS = [("gevent w2", {"GUNICORN_WORKER_CLASS": "gevent"})]
@@ -36,14 +46,20 @@ def cache_hit(quick: bool = False) -> dict:
         bare = stack.start_service(app=BARE_APP, BARE_REDIRECT_URL=urls[users[0]])
         paths = [stack.signed_path(user) for user in users]
         runs: dict[str, list] = {"bare": [], "service": []}
+        cpu_us: dict[str, list[float]] = {"bare": [], "service": []}  # the workers' CPU per request at the headline
         for level in levels:
-            # The headline level runs twice, alternating bare and service, so a burst of load from elsewhere on
-            # this shared machine lands on both sides rather than on one.
-            rounds = 2 if level == CONNECTIONS and not quick else 1
-            seconds = 2 if quick else (10 if level == CONNECTIONS else 5)
+            # The headline level runs four times, alternating bare and service, so a burst of load from elsewhere on
+            # this shared machine lands on both sides rather than on one, and one such burst moves the ratio less.
+            rounds = 4 if level == CONNECTIONS and not quick else 1
+            seconds = 2 if quick else (8 if level == CONNECTIONS else 5)
             for _ in range(rounds):
                 for label, target in (("bare", bare), ("service", service)):
-                    runs[label].append(run_wrk(target.url, paths, level, seconds))
+                    pids = target.worker_pids()
+                    cpu_before = cpu_seconds(pids)
+                    result = run_wrk(target.url, paths, level, seconds)
+                    if level == CONNECTIONS:
+                        cpu_us[label].append((cpu_seconds(pids) - cpu_before) / max(1, result.requests) * 1e6)
+                    runs[label].append(result)
         # Diagnostics, not the headline: the same service with one feature off, to attribute the cost on the path.
         diagnostics = {}
         for label, env in [] if quick else DIAGNOSTIC_VARIANTS:
@@ -72,6 +88,17 @@ def cache_hit(quick: bool = False) -> dict:
         check("upstream calls", upstream_calls, f"== {user_count} (warm-up only)", upstream_calls == user_count),
     ]
     checks[2]["met"] = checks[2]["value"] == 0
+    # Context, not a target: what each request cost the gunicorn workers in CPU. Less sensitive than req/s to how
+    # much of the two cores the load generator and the rest of the machine took during each run.
+    cpu_per_request = {label: round(sum(values) / len(values)) for label, values in cpu_us.items()}
+    checks.append(
+        check(
+            "worker CPU per request @32, us (bare, service)",
+            [cpu_per_request["bare"], cpu_per_request["service"]],
+            "context: the service's own work",
+            True,
+        )
+    )
     rows = []
     for label, results in runs.items():
         for r in results:
@@ -103,6 +130,7 @@ def cache_hit(quick: bool = False) -> dict:
         "p99_ms_at_32": {label: round(value, 2) for label, value in p99.items()},
         "ratio_rps": round(ratio, 3),
         "ratio_p99": round(p99_ratio, 3),
+        "worker_cpu_us_per_request_at_32": {label: [round(v) for v in values] for label, values in cpu_us.items()},
         "upstream_calls": upstream_calls,
         "requests_served_by_service": served,
         "service_request_log_lines": service_log_lines,

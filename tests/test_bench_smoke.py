@@ -36,6 +36,8 @@ def test_cache_hit_serves_only_from_cache_after_warm_up(results_dir):
     for runs in data["runs"].values():
         assert all(sum(run["errors"].values()) == 0 for run in runs)
     assert _written(results_dir, "cache_hit")["ratio_rps"] > 0
+    # The workers' CPU per request was read from /proc for both sides: a positive number each, for every run.
+    assert all(cost > 0 for costs in data["worker_cpu_us_per_request_at_32"].values() for cost in costs)
 
 
 def test_cold_burst_costs_one_upstream_call_and_one_url(results_dir):
