@@ -20,19 +20,37 @@ from . import bare_app, report
 from .stack import Stack, user_name
 
 
+def service_app_and_request(stack: Stack) -> tuple:
+    """The service app as gunicorn builds it (`create_app()`, production settings, this stack's Redis and emulator) and
+    the WSGI environ of one signed `/connect/<user>` request for the stack's first user."""
+    os.environ.setdefault("ENV_FILE", "/nonexistent/.env")
+    from service import create_app
+
+    app = create_app(stack.service_env(LOG_LEVEL="INFO"))
+    builder = EnvironBuilder(
+        path=stack.signed_path(user_name(0)),
+        base_url="http://127.0.0.1:8000",
+        environ_base={"REMOTE_ADDR": "127.0.0.1"},
+    )
+    return app, builder.get_environ()
+
+
+def call_wsgi(wsgi_app, template: dict) -> str:
+    """One request through a WSGI callable, body read to the end; returns the status line."""
+    environ = dict(template)
+    environ["wsgi.input"] = io.BytesIO(b"")
+    status = []
+    body = wsgi_app(environ, lambda s, h, exc_info=None: status.append(s))
+    b"".join(body)
+    return status[0]
+
+
 def profile(quick: bool = False) -> dict:
     from pyinstrument import Profiler
 
     rounds = 300 if quick else 5000
     with Stack(users=1) as stack, contextlib.ExitStack() as stack_exit:
-        os.environ.setdefault("ENV_FILE", "/nonexistent/.env")
-        from service import create_app
-
-        app = create_app(stack.service_env(LOG_LEVEL="INFO"))
-        user = user_name(0)
-        path = stack.signed_path(user)
-        builder = EnvironBuilder(path=path, base_url="http://127.0.0.1:8000", environ_base={"REMOTE_ADDR": "127.0.0.1"})
-        template = builder.get_environ()
+        app, template = service_app_and_request(stack)
         # The request log stays on (it is part of the hot path), written to /dev/null instead of the terminal: the
         # service's handler looks up sys.stdout on every write, so redirecting sys.stdout is what reaches it.
         log_sink = stack_exit.enter_context(open(os.devnull, "w"))  # noqa: SIM115 - closed by the ExitStack
@@ -41,12 +59,7 @@ def profile(quick: bool = False) -> dict:
         bare = bare_app.create_app()
 
         def hit(wsgi_app=app) -> str:
-            environ = dict(template)
-            environ["wsgi.input"] = io.BytesIO(b"")
-            status = []
-            body = wsgi_app(environ, lambda s, h, exc_info=None: status.append(s))
-            b"".join(body)
-            return status[0]
+            return call_wsgi(wsgi_app, template)
 
         first = hit()
         if not first.startswith("302"):

@@ -90,3 +90,13 @@ def test_footprint_reads_worker_rss_and_redis_bytes_per_link(results_dir):
     assert all(kib > 10_000 for kib in data["worker_rss_loaded_kib"])
     assert data["redis_memory_usage_per_link_bytes"] > data["stored_value_bytes_mean"] > 100
     _written(results_dir, "footprint")
+
+
+def test_instruction_count_switches_callgrind_on_only_around_the_hits():
+    """`python -m bench.instructions`: the service's cache hits counted under callgrind, start-up left out."""
+    from bench.instructions import count_instructions
+
+    few, more = count_instructions("service", hits=5), count_instructions("service", hits=25)
+    # Start-up alone (imports, key generation, the stack) is billions of instructions; the hits are counted alone.
+    assert 5 * 100_000 < few < 5 * 5_000_000
+    assert 20 * 100_000 < more - few < 20 * 5_000_000
