@@ -19,13 +19,16 @@ from .links import Link
 from .web_security import headers_for_non_html
 
 
-class _CheckedHeaders(Headers):
-    """Response headers taken as they are: every value was checked once, so the link redirect skips Werkzeug's
-    per-value check and its exception-raising membership test, which were two thirds of building the response."""
+class _PrecheckedHeaders(Headers):
+    """Response headers whose values the caller has already checked, taken as they are: the link redirect skips
+    Werkzeug's per-value check and its exception-raising membership test, which were two thirds of building it.
+    Everything added later (`headers[...] = ...` in hooks) goes through Werkzeug's checks as usual."""
 
     def __init__(self, items: list[tuple[str, str]]):
         super().__init__()
-        self._list = items  # the one attribute Headers keeps its (name, value) pairs in
+        # The one attribute Headers keeps its pairs in; a list of our own, so a copy (`copy()` passes its list
+        # here) never shares it with the original.
+        self._list = list(items)
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str):
@@ -47,9 +50,9 @@ class LinkRedirect(Response):
     HEADERS = [*NO_STORE_HEADERS.items(), *headers_for_non_html(), ("Content-Length", "0")]
 
     def __init__(self, url: str):
-        if "\n" in url or "\r" in url:  # what Werkzeug's check would refuse: a header line break
+        if "\n" in url or "\r" in url:  # the one value from outside: what Werkzeug's check refuses, a line break
             raise ValueError("Header values must not contain newline characters.")
-        super().__init__(status=302, headers=_CheckedHeaders([("Location", url), *self.HEADERS]))
+        super().__init__(status=302, headers=_PrecheckedHeaders([("Location", url), *self.HEADERS]))
         self._ascii_location = url.isascii()
 
     def get_wsgi_headers(self, environ) -> Headers:

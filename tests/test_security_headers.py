@@ -158,5 +158,8 @@ def test_the_link_redirect_headers_still_behave_like_werkzeug_headers():
     assert redirect.headers["x-request-id"] == "req-1"
     with pytest.raises(ValueError):
         redirect.headers["X-Other"] = "a\nb"
-    # Each response has its own list: a header added to one never reaches the next.
+    # Each response has its own list, and so has a copy: a header added to one never reaches another.
     assert "X-Request-ID" not in LinkRedirect("https://profile.ayrshare.com/?jwt=def").headers
+    copied = redirect.headers.copy()
+    copied["X-Leak"] = "1"
+    assert "X-Leak" not in redirect.headers and copied["Location"] == redirect.headers["Location"]
