@@ -46,6 +46,8 @@ def test_cold_burst_costs_one_upstream_call_and_one_url(results_dir):
         assert burst["upstream_calls"] == 1
         assert burst["answered_302"] == burst["concurrency"]
         assert burst["distinct_urls"] == 1
+        # The one call was logged by the emulator after the burst started and before its last answer.
+        assert 0 <= burst["upstream_call_at_ms"] <= burst["max_ms"]
     _written(results_dir, "cold_burst")
 
 
