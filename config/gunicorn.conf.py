@@ -16,9 +16,11 @@ if "gevent" in worker_class:
 
     monkey.patch_all()
 
+import fcntl  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 # Metrics across workers (prometheus-client multiprocess mode): every process writes its values under
@@ -26,9 +28,40 @@ from pathlib import Path  # noqa: E402
 # import below does — so the directory must be in the environment first. Unset: a fresh one in /dev/shm (RAM),
 # removed at exit. Set (e.g. a volume): its old files are wiped at start, as prometheus-client requires.
 _METRICS_DIR_PREFIX = "ayrshare-connect-metrics-"
+# A master killed without its exit hook (kill -9, OOM) leaves its directory behind, a few MB of RAM in /dev/shm each.
+# Each directory holds a lock file that its master locks (flock) for as long as it or any worker it forked runs, so a
+# later start can tell an abandoned directory from a live one, in whatever PID namespace either runs; a PID could not.
+_OWNER_LOCK = ".owner.lock"
+_SWEEP_MIN_AGE_SECONDS = 60  # a directory this young may belong to a master that has not locked it yet
+
+
+def _sweep_abandoned_metrics_dirs(parent: Path) -> None:
+    """Remove our metrics directories in `parent` whose owner lock nobody holds (their master and workers are gone)."""
+    for candidate in parent.glob(_METRICS_DIR_PREFIX + "*"):
+        lock_path = candidate / _OWNER_LOCK
+        try:
+            if not lock_path.is_file() or time.time() - candidate.stat().st_mtime < _SWEEP_MIN_AGE_SECONDS:
+                continue  # made before owner locks existed, or too new to judge: left alone
+            with open(lock_path) as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # locked by a live owner (BlockingIOError), or gone meanwhile
+            continue
+        shutil.rmtree(candidate, ignore_errors=True)
+
+
+def _lock_as_owner(directory: Path):
+    """Hold the directory's owner lock until this process and every worker forked from it have exited."""
+    handle = open(directory / _OWNER_LOCK, "w")  # noqa: SIM115 - kept open on purpose: the lock lives with it
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return handle
+
+
+_owner_lock = None
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     _shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    _sweep_abandoned_metrics_dirs(Path(_shm or tempfile.gettempdir()))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=_METRICS_DIR_PREFIX, dir=_shm)
+    _owner_lock = _lock_as_owner(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
 METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server  # noqa: E402
@@ -83,6 +116,7 @@ def on_starting(server):
         settings = load_settings()
     except ConfigError as error:
         sys.stderr.write(f"configuration error: {error}\n")
+        on_exit(server)  # gunicorn runs no exit hook when a start hook exits: our metrics directory goes here
         sys.exit(2)
     _metrics_bind = settings.metrics_bind
     METRICS_DIR.mkdir(parents=True, exist_ok=True)
