@@ -34,7 +34,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from limits import RateLimitItem
 
@@ -53,7 +53,7 @@ WaitHint = Callable[[RateLimitItem, str], int]
 
 @dataclass
 class _Lease:
-    lock: threading.Lock
+    refilled: threading.Condition  # on TokenLeases' lock: notified when a refill of this key's tokens ends
     tokens: int = 0
     expires: float = 0.0  # monotonic
     batch: int = 1  # the size of the next batch to ask for
@@ -61,10 +61,6 @@ class _Lease:
     retry_after: int = 1
     refilling: bool = False  # a thread of this process is asking the store for this key's next batch
     waiting: int = 0  # requests waiting for that batch
-    refilled: threading.Condition = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.refilled = threading.Condition(self.lock)
 
 
 class TokenLeases:
@@ -85,7 +81,7 @@ class TokenLeases:
             if lease is None:
                 if len(self._leases) >= MAX_KEYS:
                     self._leases.clear()  # drops unspent tokens only: errs towards refusing, never grants
-                lease = self._leases[key] = _Lease(self._lock)
+                lease = self._leases[key] = _Lease(threading.Condition(self._lock))
             while True:
                 now = self._clock()
                 if now < lease.refused_until:
