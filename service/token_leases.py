@@ -19,8 +19,10 @@ What this keeps and what it costs:
   address, 30/minute per user, 10 per 5 minutes upstream), are therefore always spent one exact hit at a time.
 - **One refill at a time per key and process.** While a batch is being fetched for a key, other requests for it wait
   for that batch instead of each asking the store too, and the next batch is at least as large as the number of
-  requests that waited (within the caps above). A burst of a hundred requests on one hot key then costs a worker a few
-  store round trips, not a hundred competing for the GIL with the request that has real work to do. Limits whose
+  requests that waited (within the caps above). A finished refill wakes only as many waiters as it brought tokens
+  for (plus one to ask for more when that falls short). A burst of a hundred requests on one hot key then costs a
+  worker a few store round trips and one wake-up per request, not a hundred requests competing for the GIL, again and
+  again, with the request that has real work to do. Limits whose
   batch is capped at 1 keep one exact hit per request, concurrently, as before.
 - **A refusal is remembered locally** for as long as one token takes to free up (window / limit, at most
   `REFUSAL_MEMORY_SECONDS`), so a client hammering past its limit is answered without a round trip each time.
@@ -121,7 +123,12 @@ class TokenLeases:
                     lease.retry_after = retry_after
                     lease.refused_until = now + min(REFUSAL_MEMORY_SECONDS, item.get_expiry() / item.amount)
                 lease.refilling = False
-                lease.refilled.notify_all()
+                if retry_after is not None:
+                    lease.refilled.notify_all()  # every waiter answers with the refusal
+                else:
+                    # Wake only the waiters this batch can serve, plus one to ask for the next batch if it falls short:
+                    # waking all of a burst's waiters to find one token each would queue them all for the GIL again.
+                    lease.refilled.notify(min(lease.waiting, lease.tokens + 1))
         return retry_after
 
 

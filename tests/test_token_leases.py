@@ -148,6 +148,30 @@ def test_a_burst_on_a_hot_key_waits_for_one_refill_instead_of_each_asking_the_st
     assert sum(store.takes) - 100 < MAX_BATCH
 
 
+def test_a_refill_wakes_only_the_waiters_its_batch_can_serve(monkeypatch):
+    """The first batch of a burst holds one token: it wakes one waiter (to ask for the next batch), not all 99 to find
+    it gone. Every needless wake-up is one more turn in the GIL queue where the request that has to reach Ayrshare
+    also waits (BENCHMARKS.md, scenario 2)."""
+    admitted = leases(SlowStore(0.05), clock=time.monotonic)
+    wakeups: list[bool] = []
+
+    class CountingCondition(threading.Condition):
+        def wait(self, timeout=None):
+            woken = super().wait(timeout)
+            if self._lock is admitted._lock:  # the leases' own waits, not the test's barrier
+                wakeups.append(woken)
+            return woken
+
+    monkeypatch.setattr(token_leases.threading, "Condition", CountingCondition)
+    results = _admit_together(admitted, parse("1000000/minute"), 100)
+
+    assert results == [None] * 100
+    # 99 waiters: one wake-up for the next batch's asker, then one for each of the other 98 it brings a token for.
+    # Waking everyone at the end of each refill made it 99 + 98.
+    assert len(wakeups) <= 100, len(wakeups)
+    assert all(wakeups)  # woken by a refill, not by the timeout
+
+
 def test_small_limits_are_still_asked_concurrently_one_exact_hit_each():
     """Coalescing is for leased batches only: under a limit of 30 a burst is not made to queue for the store."""
     store = SlowStore(0.05)
