@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -61,6 +62,13 @@ class PlainCodec:
         return data
 
 
+# Connections are made while a burst grows a worker's pools, one per request in flight at the peak. By default redis-py
+# announces itself on each (CLIENT SETINFO: two more round trips, which Redis before 7.2 refuses anyway) after reading
+# its own version from the installed package metadata (0.6 ms): in a burst that put three waits for the GIL, behind a
+# hundred other requests, before each new connection's first command (BENCHMARKS.md, scenario 3). The only loss:
+# CLIENT LIST shows no lib-name/lib-ver for our connections.
+LEAN_CONNECTIONS = {"driver_info": None}
+
 # Per process. Sized above gevent's default 1,000 connections per worker: a full pool raises like an outage would,
 # and would switch the cache off for the whole worker.
 MAX_CONNECTIONS = 2048
@@ -92,9 +100,24 @@ class RedisLinkStore:
         raw = self._call(self.client.get, key)
         return _decode_record(self.codec, raw)
 
-    def write(self, key: str, url: str, expires_at: float, ttl_seconds: float) -> None:
+    def write(self, key: str, url: str, expires_at: float, ttl_seconds: float, release: str = "") -> None:
+        """Store a link; with `release` (a lock token), free the fetch lock it holds in the same round trip."""
         payload = self.codec.encode(json.dumps({"u": url, "e": expires_at}).encode())
-        self._call(self.client.set, key, payload, px=max(1, int(ttl_seconds * 1000)))
+        pipe = self._pipeline()
+        pipe.set(key, payload, px=max(1, int(ttl_seconds * 1000)))
+        if release:
+            # The script by its hash, not through the Script object: in a pipeline that asks Redis whether the script
+            # exists first, which is the round trip this saves. A Redis that lost its scripts answers NOSCRIPT.
+            pipe.evalsha(self._unlock.sha, 1, f"{key}:lock", release)
+        self._call(self._finish_write, pipe, key, release)
+
+    def _finish_write(self, pipe, key: str, release: str) -> None:
+        results = pipe.execute(raise_on_error=False)
+        if release and isinstance(results[-1], NoScriptError):
+            results[-1] = self._unlock(keys=[f"{key}:lock"], args=[release])  # loads the script, then runs it
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
 
     # -- single-flight ---------------------------------------------------------------------------------------
     def claim(self, key: str, ttl_seconds: float) -> tuple[str | None, tuple[str, float] | None]:
@@ -152,7 +175,12 @@ def redis_client_from_url(url: str, timeout: float):
     - `redis+cluster://[:password@]host:port[,host:port...]` talks to a Redis Cluster; every key we use is
       accessed on its own, so no cross-slot operation is needed.
     """
-    common = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": Retry(NoBackoff(), 1)}
+    common = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 1),
+        **LEAN_CONNECTIONS,
+    }
     scheme, _, rest = url.partition("://")
     if scheme not in ("redis+sentinel", "redis+cluster"):
         return redis.Redis.from_url(url, health_check_interval=30, max_connections=MAX_CONNECTIONS, **common)
@@ -213,8 +241,10 @@ class MemoryLinkStore:
     def read(self, key: str) -> tuple[str, float] | None:
         return self._get(key)  # type: ignore[return-value]
 
-    def write(self, key: str, url: str, expires_at: float, ttl_seconds: float) -> None:
+    def write(self, key: str, url: str, expires_at: float, ttl_seconds: float, release: str = "") -> None:
         self._set(key, (url, expires_at), ttl_seconds)
+        if release:
+            self.unlock(key, release)
 
     def claim(self, key: str, ttl_seconds: float) -> tuple[str | None, tuple[str, float] | None]:
         token = secrets.token_hex(16)

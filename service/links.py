@@ -106,7 +106,7 @@ class LinkStore(Protocol):
     `StoreUnavailable`."""
 
     def read(self, key: str) -> tuple[str, float] | None: ...
-    def write(self, key: str, url: str, expires_at: float, ttl_seconds: float) -> None: ...
+    def write(self, key: str, url: str, expires_at: float, ttl_seconds: float, release: str = "") -> None: ...
     def claim(self, key: str, ttl_seconds: float) -> tuple[str | None, tuple[str, float] | None]: ...
     def peek(self, key: str) -> FlightState: ...
     def unlock(self, key: str, token: str) -> None: ...
@@ -190,22 +190,30 @@ class LinkBroker:
             return self._fetch_and_fallback(key, fetch, deadline, source="direct")
 
     def _fetch_as_holder(self, key: str, token: str, fetch: Fetch, deadline: float, found: Link | None) -> Link:
-        try:
-            if found is not None:
-                return found
-            return self._fetch_and_fallback(key, fetch, deadline, source="upstream", holder=token)
-        finally:
-            with contextlib.suppress(StoreUnavailable):  # if Redis is gone, the lock's TTL releases it
-                self.store.unlock(key, token)
+        if found is not None:
+            self._release(key, token)
+            return found
+        return self._fetch_and_fallback(key, fetch, deadline, source="upstream", holder=token)
 
     def _fetch_and_fallback(self, key: str, fetch: Fetch, deadline: float, source: str, holder: str = "") -> Link:
+        """Our own call to Ayrshare. The lock `holder` (if any) is given up here: with a new link, in the round trip
+        that stores it; otherwise once the error marker waiters read is written."""
+        released = False
         try:
-            link = replace(fetch(deadline), source=source)
-        except _UPSTREAM_FAILURES as error:
-            self._quietly(self.store.write_error, key, _marker(error, holder), ERROR_MARKER_SECONDS)
-            return self._stale_or_raise(key, error)
-        self._remember(key, link)
-        return link
+            try:
+                link = replace(fetch(deadline), source=source)
+            except _UPSTREAM_FAILURES as error:
+                self._quietly(self.store.write_error, key, _marker(error, holder), ERROR_MARKER_SECONDS)
+                return self._stale_or_raise(key, error)
+            released = self._remember(key, link, release=holder)
+            return link
+        finally:
+            if holder and not released:
+                self._release(key, holder)
+
+    def _release(self, key: str, token: str) -> None:
+        with contextlib.suppress(StoreUnavailable):  # if Redis is gone, the lock's TTL releases it
+            self.store.unlock(key, token)
 
     def _wait_for_holder(self, key: str, deadline: float) -> Link | None:
         """Poll until the holder's link appears (→ link), it failed (→ its error), or the lock is gone (→ None)."""
@@ -262,11 +270,15 @@ class LinkBroker:
         self._copy_here(key, link)
         return link
 
-    def _remember(self, key: str, link: Link) -> None:
+    def _remember(self, key: str, link: Link, release: str = "") -> bool:
+        """Store a new link (and copy it here). With `release`, the same round trip frees that lock token's lock: True
+        when it did."""
         ttl = link.remaining() - self.stale_min
-        if ttl > 0 and self._quietly(self.store.write, key, link.url, link.expires_at, ttl):
-            # Only links the store holds are copied: while the store is down, requests go to Ayrshare as documented.
-            self._copy_here(key, replace(link, source="cache"))
+        if ttl <= 0 or not self._quietly(self.store.write, key, link.url, link.expires_at, ttl, release):
+            return False
+        # Only links the store holds are copied: while the store is down, requests go to Ayrshare as documented.
+        self._copy_here(key, replace(link, source="cache"))
+        return bool(release)
 
     def _copy_here(self, key: str, link: Link) -> None:
         # A link's validity is its own exp, so a copy is exactly as fresh as the store's entry; it saves the hit path

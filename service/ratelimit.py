@@ -45,6 +45,7 @@ from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import RateLimiter, SlidingWindowCounterRateLimiter
 
 from .errors import RateLimited
+from .link_store import LEAN_CONNECTIONS
 from .settings import Settings
 from .token_leases import TokenLeases
 
@@ -68,7 +69,11 @@ def build_counter(settings: Settings) -> RateLimiter | None:
         return None
     options = {}
     if settings.redis_url:
-        options = {"socket_timeout": settings.redis_timeout, "socket_connect_timeout": settings.redis_timeout}
+        options = {
+            "socket_timeout": settings.redis_timeout,
+            "socket_connect_timeout": settings.redis_timeout,
+            **LEAN_CONNECTIONS,
+        }
     return SlidingWindowCounterRateLimiter(storage_from_string(storage_uri(settings), **options))
 
 

@@ -145,3 +145,67 @@ def test_links_fetched_while_the_store_is_down_are_not_kept(redis_url):
         links.store._down_until = 0  # skip the retry interval: every request tries the store again
     assert len(calls) == 2  # documented: while Redis is down, requests are answered by calling Ayrshare
     server.stop()
+
+
+def test_new_redis_connections_go_straight_to_work(store, settings_env):
+    """Bursts grow the pools by a connection per request in flight. Without CLIENT SETINFO a new connection saves two
+    round trips and a read of redis-py's package metadata before the request's own command (BENCHMARKS.md, scenario 3).
+    Both pools (links, rate limits) make their connections that way."""
+    from service import ratelimit
+    from service.settings import load_settings
+
+    counter = ratelimit.build_counter(load_settings(settings_env))
+    for pool in (store.client.connection_pool, counter.storage.storage.connection_pool):
+        connection = pool.make_connection()
+        assert connection.driver_info is None  # redis-py: no CLIENT SETINFO, no version lookup
+        connection.connect()
+        assert connection.send_command("PING") is None and connection.read_response() in (b"PONG", "PONG")
+        connection.disconnect()
+
+
+class CountingUnlocks(RedisLinkStore):
+    unlocks = 0
+
+    def unlock(self, key: str, token: str) -> None:
+        self.unlocks += 1
+        super().unlock(key, token)
+
+
+def test_the_holder_stores_its_link_and_frees_the_lock_in_one_round_trip(redis_url, redis_client):
+    store = CountingUnlocks.from_url(redis_url, timeout=0.5)
+    links = broker(store)
+
+    links.get_link("k", lambda deadline: fresh_link())
+
+    assert redis_client.get("k") is not None and not redis_client.exists("k:lock")
+    assert store.unlocks == 0  # freed by the write's own round trip, not by a second one
+
+
+def test_a_failed_fetch_still_frees_the_lock_after_writing_its_marker(redis_url, redis_client):
+    store = CountingUnlocks.from_url(redis_url, timeout=0.5)
+
+    def refused(deadline):
+        raise UpstreamRefused()
+
+    with pytest.raises(UpstreamRefused):
+        broker(store).get_link("k", refused)
+
+    assert redis_client.exists("k:error") and not redis_client.exists("k:lock")
+    assert store.unlocks == 1
+
+
+def test_freeing_the_lock_with_the_write_works_after_redis_lost_its_scripts(store, redis_client):
+    token, _ = store.claim("k", 5)
+    redis_client.script_flush()  # a restarted Redis, or SCRIPT FLUSH: NOSCRIPT for the hash we send
+
+    store.write("k", "https://profile.ayrshare.com/?jwt=x", time.time() + 300, 60, release=token)
+
+    assert redis_client.get("k") is not None and not redis_client.exists("k:lock")
+
+
+def test_the_write_frees_only_the_lock_its_token_holds(store, redis_client):
+    store.claim("k", 5)  # another holder's lock
+
+    store.write("k", "https://profile.ayrshare.com/?jwt=x", time.time() + 300, 60, release="not-that-holder")
+
+    assert redis_client.exists("k:lock")
