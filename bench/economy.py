@@ -4,7 +4,9 @@ Upstream economy: the day is time-compressed by asking the emulator for short to
 5 s margin stand in for Ayrshare's 5-minute default and the 60 s margin). Users click at random moments, sometimes
 two or three times at once (double clicks, several tabs). The theoretical minimum per user follows from the click
 times alone: a click needs a new token only when every earlier token has at most the margin left, so a greedy walk
-over the clicks with a window of (lifetime - margin) counts the fewest upstream calls any service could make.
+over the clicks with a window of (lifetime - margin) counts the fewest upstream calls any service could make, for
+tokens minted the upstream's latency after their click. "No wasted call" checks the same rule against the tokens the
+emulator actually minted, whose whole-second `exp` can come out a second later than that.
 """
 
 from __future__ import annotations
@@ -83,12 +85,13 @@ def upstream_economy(quick: bool = False) -> dict:
 
     results = answer["results"]
     per_user = []
-    wasted = 0
+    wasted = stale = 0
     for user in users:
         mine = sorted((r for r in results if clicks[r["i"]][1] == user), key=lambda r: r["start"])
         click_times = [r["start"] for r in mine]
         fresh = [r for r in mine if r.get("json", {}).get("cached") is False]
         wasted += _wasted_calls(mine, margin)
+        stale += sum(1 for r in mine if "json" in r and _expires(r) - r["start"] <= margin)
         per_user.append(
             {
                 "user": user,
@@ -116,13 +119,19 @@ def upstream_economy(quick: bool = False) -> dict:
             "equal",
             upstream_total == fresh_total,
         ),
+        # The minimum assumes each token is minted exactly the upstream's latency after its click. A call that reaches
+        # the emulator a few ms later can get the next whole second as `exp`, so its token lasts a second longer and
+        # a later call may not be needed: the count can then be one under that figure. No wasted call is the exact
+        # test against the tokens actually minted, and no stale answer shows nothing was saved by serving a token
+        # with the margin used up.
         check(
             "upstream calls vs theoretical minimum (tokens as minted: whole-second exp)",
             f"{upstream_total} / {total_min}",
-            "equal (ratio 1.00)",
-            upstream_total == total_min,
+            "equal (at most: see the comment above)",
+            upstream_total <= total_min,
         ),
         check("wasted calls (a served token still had > margin left)", wasted, "0", wasted == 0),
+        check("stale answers (a token with <= margin left when the click was made)", stale, "0", stale == 0),
         check(
             "context: idealised minimum (tokens living exactly the lifetime from the click)",
             idealised,
@@ -150,6 +159,7 @@ def upstream_economy(quick: bool = False) -> dict:
         "calls_per_user": round(upstream_total / user_count, 2),
         "minimum_per_user": round(total_min / user_count, 2),
         "wasted_calls": wasted,
+        "stale_answers": stale,
         "latency": latency_summary(results),
         "latency_cdf_ms": report.cdf_points([r["latency_ms"] for r in results]),
         "per_user": per_user,
