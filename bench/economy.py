@@ -85,13 +85,13 @@ def upstream_economy(quick: bool = False) -> dict:
 
     results = answer["results"]
     per_user = []
-    wasted = stale = 0
+    wasted = stale_answers = 0
     for user in users:
         mine = sorted((r for r in results if clicks[r["i"]][1] == user), key=lambda r: r["start"])
         click_times = [r["start"] for r in mine]
         fresh = [r for r in mine if r.get("json", {}).get("cached") is False]
         wasted += _wasted_calls(mine, margin)
-        stale += sum(1 for r in mine if "json" in r and _expires(r) - r["start"] <= margin)
+        stale_answers += sum(1 for r in mine if "json" in r and _expires(r) - r["start"] <= margin)
         per_user.append(
             {
                 "user": user,
@@ -131,7 +131,12 @@ def upstream_economy(quick: bool = False) -> dict:
             upstream_total <= total_min,
         ),
         check("wasted calls (a served token still had > margin left)", wasted, "0", wasted == 0),
-        check("stale answers (a token with <= margin left when the click was made)", stale, "0", stale == 0),
+        check(
+            "stale answers (a token with <= margin left when the click was made)",
+            stale_answers,
+            "0",
+            stale_answers == 0,
+        ),
         check(
             "context: idealised minimum (tokens living exactly the lifetime from the click)",
             idealised,
@@ -159,7 +164,7 @@ def upstream_economy(quick: bool = False) -> dict:
         "calls_per_user": round(upstream_total / user_count, 2),
         "minimum_per_user": round(total_min / user_count, 2),
         "wasted_calls": wasted,
-        "stale_answers": stale,
+        "stale_answers": stale_answers,
         "latency": latency_summary(results),
         "latency_cdf_ms": report.cdf_points([r["latency_ms"] for r in results]),
         "per_user": per_user,

@@ -150,6 +150,7 @@ def post_worker_init(worker):
     never collected, which costs nothing here: they live until the worker exits anyway. Objects made afterwards,
     including every request's, are collected as before.
     """
+    gc.collect()  # what loading the app left for collection goes now, rather than into the frozen set for good
     gc.freeze()
     worker.log.info(
         "Worker %s: %d objects made at start frozen out of garbage collection", worker.pid, gc.get_freeze_count()

@@ -100,24 +100,34 @@ class RedisLinkStore:
         raw = self._call(self.client.get, key)
         return _decode_record(self.codec, raw)
 
-    def write(self, key: str, url: str, expires_at: float, ttl_seconds: float, release: str = "") -> None:
-        """Store a link; with `release` (a lock token), free the fetch lock it holds in the same round trip."""
+    def write(self, key: str, url: str, expires_at: float, ttl_seconds: float, release: str = "") -> bool:
+        """Store a link. With `release` (a lock token), free the fetch lock it holds in the same round trip: True when
+        that was done (the caller frees the lock itself otherwise)."""
         payload = self.codec.encode(json.dumps({"u": url, "e": expires_at}).encode())
+        px = max(1, int(ttl_seconds * 1000))
+        if not release or isinstance(self.client, RedisCluster):
+            # A cluster pipeline refuses EVALSHA, and would not keep the record's write ahead of the lock's release
+            # across two nodes: there the lock is freed in a round trip of its own, after this one.
+            self._call(self.client.set, key, payload, px=px)
+            return False
         pipe = self._pipeline()
-        pipe.set(key, payload, px=max(1, int(ttl_seconds * 1000)))
-        if release:
-            # The script by its hash, not through the Script object: in a pipeline that asks Redis whether the script
-            # exists first, which is the round trip this saves. A Redis that lost its scripts answers NOSCRIPT.
-            pipe.evalsha(self._unlock.sha, 1, f"{key}:lock", release)
-        self._call(self._finish_write, pipe, key, release)
+        pipe.set(key, payload, px=px)
+        # The script by its hash, not through the Script object: in a pipeline that first asks Redis whether the script
+        # exists, which is the round trip this saves. A Redis that lost its scripts answers NOSCRIPT.
+        pipe.evalsha(self._unlock.sha, 1, f"{key}:lock", release)
+        return self._call(self._finish_write, pipe, key, release)
 
-    def _finish_write(self, pipe, key: str, release: str) -> None:
-        results = pipe.execute(raise_on_error=False)
-        if release and isinstance(results[-1], NoScriptError):
-            results[-1] = self._unlock(keys=[f"{key}:lock"], args=[release])  # loads the script, then runs it
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
+    def _finish_write(self, pipe, key: str, release: str) -> bool:
+        stored, freed = pipe.execute(raise_on_error=False)
+        if isinstance(stored, Exception):
+            raise stored
+        if isinstance(freed, NoScriptError):
+            try:
+                freed = self._unlock(keys=[f"{key}:lock"], args=[release])  # loads the script, then runs it
+            except redis.RedisError as error:
+                freed = error
+        # The link is stored either way; a failed release is left to the caller's own attempt, or the lock's TTL.
+        return not isinstance(freed, Exception)
 
     # -- single-flight ---------------------------------------------------------------------------------------
     def claim(self, key: str, ttl_seconds: float) -> tuple[str | None, tuple[str, float] | None]:
@@ -191,7 +201,6 @@ def redis_client_from_url(url: str, timeout: float):
         return RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in nodes],
             password=password,
-            cluster_error_retry_attempts=1,
             **common,
         )
     path = [segment for segment in parts.path.split("/") if segment]
@@ -241,10 +250,11 @@ class MemoryLinkStore:
     def read(self, key: str) -> tuple[str, float] | None:
         return self._get(key)  # type: ignore[return-value]
 
-    def write(self, key: str, url: str, expires_at: float, ttl_seconds: float, release: str = "") -> None:
+    def write(self, key: str, url: str, expires_at: float, ttl_seconds: float, release: str = "") -> bool:
         self._set(key, (url, expires_at), ttl_seconds)
         if release:
             self.unlock(key, release)
+        return bool(release)
 
     def claim(self, key: str, ttl_seconds: float) -> tuple[str | None, tuple[str, float] | None]:
         token = secrets.token_hex(16)

@@ -106,7 +106,7 @@ class LinkStore(Protocol):
     `StoreUnavailable`."""
 
     def read(self, key: str) -> tuple[str, float] | None: ...
-    def write(self, key: str, url: str, expires_at: float, ttl_seconds: float, release: str = "") -> None: ...
+    def write(self, key: str, url: str, expires_at: float, ttl_seconds: float, release: str = "") -> bool: ...
     def claim(self, key: str, ttl_seconds: float) -> tuple[str | None, tuple[str, float] | None]: ...
     def peek(self, key: str) -> FlightState: ...
     def unlock(self, key: str, token: str) -> None: ...
@@ -274,11 +274,16 @@ class LinkBroker:
         """Store a new link (and copy it here). With `release`, the same round trip frees that lock token's lock: True
         when it did."""
         ttl = link.remaining() - self.stale_min
-        if ttl <= 0 or not self._quietly(self.store.write, key, link.url, link.expires_at, ttl, release):
+        if ttl <= 0:
+            return False
+        try:
+            released = self.store.write(key, link.url, link.expires_at, ttl, release)
+        except StoreUnavailable:
+            self.on_event("redis_error")
             return False
         # Only links the store holds are copied: while the store is down, requests go to Ayrshare as documented.
         self._copy_here(key, replace(link, source="cache"))
-        return bool(release)
+        return released
 
     def _copy_here(self, key: str, link: Link) -> None:
         # A link's validity is its own exp, so a copy is exactly as fresh as the store's entry; it saves the hit path

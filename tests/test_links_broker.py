@@ -209,3 +209,41 @@ def test_the_write_frees_only_the_lock_its_token_holds(store, redis_client):
     store.write("k", "https://profile.ayrshare.com/?jwt=x", time.time() + 300, 60, release="not-that-holder")
 
     assert redis_client.exists("k:lock")
+
+
+def test_a_release_that_fails_leaves_the_link_stored_and_the_store_in_use(store, redis_client):
+    token, _ = store.claim("k", 5)
+    redis_client.delete("k:lock")
+    redis_client.hset("k:lock", "not", "a string")  # the release script's GET now fails (WRONGTYPE)
+
+    freed = store.write("k", "https://profile.ayrshare.com/?jwt=x", time.time() + 300, 60, release=token)
+
+    assert freed is False  # so the holder tries once more itself, or the lock's TTL frees it
+    assert store.read("k") is not None  # stored, and the store was not switched off for the failed release
+
+
+@pytest.fixture
+def cluster_url():
+    """A one-node Redis Cluster holding every slot: enough to run the cluster client's own code paths."""
+    from tests.support.processes import RedisServer, free_port, wait_until
+
+    # The cluster bus port defaults to port + 10,000, past 65,535 for many free ports: it gets a free port of its own.
+    cluster = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", str(free_port()))
+    server = RedisServer(extra_args=cluster).start()
+    node = server.client()
+    node.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+    wait_until(lambda: "cluster_state:ok" in str(node.execute_command("CLUSTER", "INFO")), 10, what="the cluster")
+    yield f"redis+cluster://127.0.0.1:{server.port}"
+    server.stop()
+
+
+def test_on_redis_cluster_a_holder_stores_its_link_and_frees_its_lock(cluster_url):
+    """A cluster pipeline refuses EVALSHA: there the link and the lock's release go in two round trips."""
+    store = RedisLinkStore.from_url(cluster_url, timeout=1.0)
+    calls = []
+
+    first = broker(store).get_link("k", lambda deadline: calls.append(1) or fresh_link())
+    second = broker(store).get_link("k", lambda deadline: calls.append(1) or fresh_link())  # another process
+
+    assert first.source == "upstream" and second.source == "cache" and calls == [1]
+    assert store.peek("k").lock_holder is None
