@@ -18,7 +18,7 @@ from datetime import datetime
 from . import report
 from .loadgen import latency_summary, run_client, run_wrk
 from .scenarios import _print_checks, check
-from .stack import Stack, config_defaults, load_average, rss_kib, user_name
+from .stack import Stack, config_defaults, load_average, pss_kib, rss_kib, user_name
 
 LINK_KEY_PREFIX = "connect:link:v1:"
 UPSTREAM_LATENCY_MS = 100
@@ -234,6 +234,9 @@ def footprint(quick: bool = False) -> dict:
         upstream_calls = stack.upstream_calls() - calls_before
         load = run_wrk(service.url, paths, 32, 1 if quick else 10)
         loaded = {pid: rss_kib(pid) for pid in service.worker_pids()}
+        fetchers = {pid: rss_kib(pid) for pid in service.fetcher_pids()}
+        # A fetcher is forked from its worker and shares most of its pages: PSS counts shared pages once per pair.
+        pss = {pid: pss_kib(pid) for pid in [*loaded, *fetchers]}
         master = rss_kib(service.proc.pid)
         keys = [k for k in redis.scan_iter(match=LINK_KEY_PREFIX + "*", count=1000) if k.count(b":") == 3]
         usages = [redis.memory_usage(k, samples=0) for k in keys]
@@ -242,10 +245,12 @@ def footprint(quick: bool = False) -> dict:
     mib = 1024
     worst = max(loaded.values()) / mib
     per_link = sum(usages) / len(usages)
+    pair_pss = sum(pss.values()) / len(loaded) / mib  # a worker and its fetcher, together
     checks = [
         check("cache warm-up upstream calls", upstream_calls, f"== {user_count}", upstream_calls == user_count),
         check("cached links in Redis", len(keys), f"== {user_count}", len(keys) == user_count),
         check("RSS per worker after load (MiB, max)", round(worst, 1), "<= 80", worst <= 80),
+        check("PSS per worker with its fetcher (MiB, mean)", round(pair_pss, 1), "<= 80", pair_pss <= 80),
     ]
     report.table(
         f"5. footprint ({config_defaults()['worker_class']}, {len(loaded)} workers, {user_count} cached links)",
@@ -253,6 +258,8 @@ def footprint(quick: bool = False) -> dict:
         [
             ["worker RSS idle (MiB)", ", ".join(f"{v / mib:.1f}" for v in idle.values())],
             ["worker RSS after warm-up + 32-conn load (MiB)", ", ".join(f"{v / mib:.1f}" for v in loaded.values())],
+            ["fetcher RSS after the same (MiB)", ", ".join(f"{v / mib:.1f}" for v in fetchers.values()) or "-"],
+            ["worker + fetcher PSS (MiB, per pair)", round(pair_pss, 1)],
             ["master RSS (MiB)", round(master / mib, 1)],
             ["Redis MEMORY USAGE per cached link (bytes, mean)", round(per_link)],
             ["Redis used_memory growth per link (bytes)", round((memory_after - memory_before) / user_count)],
@@ -267,6 +274,8 @@ def footprint(quick: bool = False) -> dict:
         "warm_errors": sum(1 for r in warm["results"] if r.get("status") != 302),
         "worker_rss_idle_kib": list(idle.values()),
         "worker_rss_loaded_kib": list(loaded.values()),
+        "fetcher_rss_loaded_kib": list(fetchers.values()),
+        "worker_and_fetcher_pss_kib": list(pss.values()),
         "master_rss_kib": master,
         "redis_memory_usage_per_link_bytes": per_link,
         "redis_used_memory_growth_per_link_bytes": (memory_after - memory_before) / user_count,

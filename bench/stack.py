@@ -57,11 +57,11 @@ class AppProcess(ServiceProcess):
         """The gunicorn workers (children of the master), read from /proc."""
         if self.proc is None:
             return []
-        pids: list[int] = []
-        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
-            children = (task / "children").read_text().split()
-            pids.extend(int(pid) for pid in children)
-        return sorted(pids)
+        return sorted(_children(self.proc.pid))
+
+    def fetcher_pids(self) -> list[int]:
+        """The workers' fetcher processes (service/fetcher.py): the workers' children."""
+        return sorted(pid for worker in self.worker_pids() for pid in _children(worker))
 
     def wait_for_workers(self, count: int, timeout: float = 30) -> list[int]:
         deadline = time.monotonic() + timeout
@@ -71,6 +71,22 @@ class AppProcess(ServiceProcess):
                 return pids
             time.sleep(0.1)
         raise TimeoutError(f"only {len(self.worker_pids())} of {count} workers came up")
+
+
+def _children(pid: int) -> list[int]:
+    pids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pids.extend(int(child) for child in (task / "children").read_text().split())
+    return pids
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size (Pss in /proc/<pid>/smaps_rollup), in KiB: pages shared with other processes (a fetcher
+    and the worker it was forked from share most of theirs) count once across them, not once in each."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no Pss for pid {pid}")
 
 
 def rss_kib(pid: int) -> int:

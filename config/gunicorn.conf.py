@@ -81,6 +81,18 @@ def _env_int(name: str, default: int) -> int:
         sys.exit(2)
 
 
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    sys.stderr.write(f"configuration error: {name}: must be 1 or 0\n")
+    sys.exit(2)
+
+
 bind = os.environ.get("BIND", "0.0.0.0:8000")
 workers = _env_int("GUNICORN_WORKERS", 2)
 # 2 x 128 threads hold 200+ slow upstream calls in flight at once (BENCHMARKS.md, scenario 3: 32 threads capped a
@@ -91,6 +103,10 @@ threads = _env_int("GUNICORN_THREADS", 128)
 # of the same order; the worker timeout sits above both so gunicorn never kills a worker that is merely waiting.
 timeout = _env_int("GUNICORN_TIMEOUT", 75)
 graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+# Each gthread worker resolves its cache misses in a fetcher process of its own (service/fetcher.py): a burst's one
+# upstream call then leaves without queueing behind the burst for the worker's interpreter lock (BENCHMARKS.md,
+# scenario 2). 0: misses run in the worker's threads.
+upstream_fetcher = _env_flag("UPSTREAM_FETCHER", True)
 keepalive = _env_int("GUNICORN_KEEPALIVE", 5)
 backlog = _env_int("GUNICORN_BACKLOG", 2048)
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
@@ -155,6 +171,42 @@ def post_worker_init(worker):
     worker.log.info(
         "Worker %s: %d objects made at start frozen out of garbage collection", worker.pid, gc.get_freeze_count()
     )
+    _start_fetcher(worker)  # after the freeze, so the fetcher's copy of the app is frozen too
+
+
+_fetcher = None  # this worker's FetcherClient, when it has one
+
+
+def _start_fetcher(worker) -> None:
+    """Give a gthread worker running the service its fetcher (service/fetcher.py); other worker classes serve one
+    request per thread of control anyway (sync) or have no threads to queue behind (gevent)."""
+    global _fetcher
+    from gunicorn.workers.gthread import ThreadWorker
+
+    from service.fetcher import start_fetcher
+
+    service = getattr(worker.wsgi, "extensions", {}).get("connect")
+    if not upstream_fetcher or service is None or not isinstance(worker, ThreadWorker):
+        return
+    _fetcher = start_fetcher(
+        service, worker.cfg.threads, on_lost=lambda pid: _fetcher_lost(worker, pid), close_in_fetcher=worker.sockets
+    )
+    worker.log.info("Worker %s: upstream fetcher process %s started", worker.pid, _fetcher.pid)
+
+
+def _fetcher_lost(worker, pid: int) -> None:
+    """The fetcher died: this worker's misses run in its own threads now, and gunicorn replaces the worker (after the
+    requests in flight) with one that has a fetcher again."""
+    worker.log.error("Worker %s: its upstream fetcher %s exited; the worker restarts", worker.pid, pid)
+    multiprocess.mark_process_dead(pid, path=str(METRICS_DIR))
+    worker.alive = False
+
+
+def worker_exit(server, worker):
+    """In the worker, on its way out: the fetcher finishes the calls it started, then is reaped."""
+    if _fetcher is not None:
+        _fetcher.close(timeout=graceful_timeout)
+        multiprocess.mark_process_dead(_fetcher.pid, path=str(METRICS_DIR))
 
 
 def child_exit(server, worker):

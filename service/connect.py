@@ -85,12 +85,12 @@ class ConnectService:
         key = cache_key(self._credential_fingerprint, self.settings.domain, profile_key, options)
         # Counted only now: a request refused for its credentials or its input never counts against the user it names.
         self.spend_request_budget(user)
-        fetch = _UpstreamFetch(self, user, profile_key, options, timings)
+        fetch = UpstreamFetch(self, user, profile_key, options, timings)
         return caller, self.broker.get_link(key, fetch)
 
 
 @dataclass
-class _UpstreamFetch:
+class UpstreamFetch:
     """One cache miss's call to Ayrshare: the user's upstream budget, the circuit breaker, then the call itself.
 
     Called by the broker with the monotonic deadline the call must finish by. Only a miss gets here, so a user who

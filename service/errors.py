@@ -33,6 +33,20 @@ class ServiceError(Exception):
             self.code = code
         self.retry_after = retry_after
 
+    def public_fields(self) -> dict:
+        """What a caller sees of this error, as data another process can answer with (our words only)."""
+        return {"status": self.status, "code": self.code, "message": self.message, "retry_after": self.retry_after}
+
+    @classmethod
+    def from_public_fields(cls, fields: dict) -> ServiceError:
+        """The error `public_fields` described; `ValueError` when they are not that shape."""
+        try:
+            error = cls(str(fields["message"]), code=str(fields["code"]), retry_after=fields["retry_after"])
+            error.status = int(fields["status"])
+        except (KeyError, TypeError, ValueError) as problem:
+            raise ValueError("not an error's public fields") from problem
+        return error
+
 
 class BadRequest(ServiceError):
     status = 400

@@ -10,6 +10,9 @@ left, and otherwise makes sure only one caller fetches a new one:
    lock vanishes (holder died: they take over; the lock's TTL bounds how long a crashed holder blocks anyone).
 3. The store unavailable at any step: fetch directly. Redis never takes `/connect` down.
 
+A process leader runs `resolve_miss` (steps 2-3) itself, or hands it to `miss_resolver` when one is set: under
+gunicorn, the worker's fetcher process (service/fetcher.py), which runs the same method on its own copy of the broker.
+
 One deadline per request (`REQUEST_DEADLINE_SECONDS`) covers waiting for another caller and our own upstream call
 (which gets whatever is left, at most `AYRSHARE_DEADLINE_SECONDS`). A holder that fails leaves a one-second marker
 with its exact public error and its lock token, so waiters answer the same thing instead of repeating the call; a
@@ -40,7 +43,10 @@ from .errors import ServiceError, UpstreamRefused, UpstreamTimeout, UpstreamUnav
 from .link_store import FlightState, StoreUnavailable
 
 KEY_PREFIX = "connect:link:v1:"
-POLL_SECONDS = 0.025
+# Waiters in other processes learn of a holder's link at most this late (25 ms used to add up to 25 ms to the p99 of
+# a cold burst: BENCHMARKS.md, scenario 2). One waiter per process and key polls, so this is ~200 small reads a second
+# per waiting process while an upstream call lasts.
+POLL_SECONDS = 0.005
 ERROR_MARKER_SECONDS = 1.0
 LOCAL_COPIES_MAX = 4096  # links (~1 KB each) a worker keeps beside the store
 # Ayrshare failing (rather than our caller being refused): these are shared with waiters and allow stale-if-error.
@@ -116,6 +122,10 @@ class LinkStore(Protocol):
 Fetch = Callable[[float], Link]  # called with the monotonic deadline the upstream call must finish by
 
 
+class ResolverGone(Exception):
+    """The process a broker hands its misses to is gone: the miss is resolved here instead."""
+
+
 @dataclass
 class LinkBroker:
     store: LinkStore
@@ -124,6 +134,8 @@ class LinkBroker:
     lock_ttl: float  # upstream deadline plus a little: how long a crashed holder can block others
     request_seconds: float = 30.0  # bound on a whole request: waiting for another caller's fetch plus our own
     on_event: Callable[[str], None] = lambda event: None  # metrics hook: "redis_error", "wait", "stale"
+    # Called as `resolve_miss` is, in another process (service/fetcher.py); raises ResolverGone when it cannot be.
+    miss_resolver: Callable[[str, Fetch, float], tuple[Link, bool]] | None = None
     _flights: dict[str, _Flight] = field(default_factory=dict)
     _flights_lock: threading.Lock = field(default_factory=threading.Lock)
     _copies: dict[str, Link] = field(default_factory=dict)  # this worker's copies of links held in the store
@@ -136,7 +148,24 @@ class LinkBroker:
         # Everything past this worker's copy goes through the flight, store read included: on a burst for a new link
         # one thread per process talks to Redis and the rest wait on an Event, instead of a hundred reads competing
         # with the one request that has to reach Ayrshare.
-        return self._share_flight(key, deadline, lambda: self._fetch_once(key, fetch, deadline))
+        return self._share_flight(key, deadline, lambda: self._lead(key, fetch, deadline))
+
+    def resolve_miss(self, key: str, fetch: Fetch, deadline: float) -> tuple[Link, bool]:
+        """What a process leader does about a miss: the link, and whether the store holds it (so the worker that
+        asked may keep a copy, as this process just did)."""
+        link = self._fetch_once(key, fetch, deadline)
+        return link, self._copies.get(key) == replace(link, source="cache")
+
+    def _lead(self, key: str, fetch: Fetch, deadline: float) -> Link:
+        if self.miss_resolver is None:
+            return self.resolve_miss(key, fetch, deadline)[0]
+        try:
+            link, held = self.miss_resolver(key, fetch, deadline)
+        except ResolverGone:
+            return self.resolve_miss(key, fetch, deadline)[0]
+        if held:
+            self._copy_here(key, replace(link, source="cache"))
+        return link
 
     # -- in-process coalescing -----------------------------------------------------------------------------------
     def _share_flight(self, key: str, deadline: float, run: Callable[[], Link]) -> Link:
@@ -303,15 +332,7 @@ class LinkBroker:
 
 def _marker(error: ServiceError, holder: str) -> str:
     """What waiters need to give their callers the holder's exact answer (our own words: no upstream text)."""
-    return json.dumps(
-        {
-            "status": error.status,
-            "code": error.code,
-            "message": error.message,
-            "retry_after": error.retry_after,
-            "holder": holder,
-        }
-    )
+    return json.dumps({**error.public_fields(), "holder": holder})
 
 
 def _failure_of_last_holder(state: FlightState) -> ServiceError | None:
@@ -325,11 +346,9 @@ def _failure_of_last_holder(state: FlightState) -> ServiceError | None:
         fields = json.loads(state.error_marker)
         if state.lock_holder is not None and fields.get("holder") != state.lock_holder:
             return None
-        error = ServiceError(str(fields["message"]), code=str(fields["code"]), retry_after=fields["retry_after"])
-        error.status = int(fields["status"])
-    except (ValueError, KeyError, TypeError, AttributeError):  # unreadable (e.g. an older format): a plain outage
+        return ServiceError.from_public_fields(fields)
+    except (ValueError, AttributeError):  # unreadable (e.g. an older format): a plain outage
         return UpstreamUnavailable()
-    return error
 
 
 def _own_copy(error: BaseException) -> BaseException:

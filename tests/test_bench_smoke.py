@@ -90,6 +90,8 @@ def test_footprint_reads_worker_rss_and_redis_bytes_per_link(results_dir):
     data = footprint(quick=True)
     assert data["upstream_calls"] == data["users"]
     assert all(kib > 10_000 for kib in data["worker_rss_loaded_kib"])
+    assert len(data["fetcher_rss_loaded_kib"]) == len(data["worker_rss_loaded_kib"])  # one fetcher per worker
+    assert all(kib > 1_000 for kib in data["worker_and_fetcher_pss_kib"])
     assert data["redis_memory_usage_per_link_bytes"] > data["stored_value_bytes_mean"] > 100
     _written(results_dir, "footprint")
 

@@ -27,8 +27,12 @@ def link(service: ServiceProcess, user: str) -> str:
 
 
 def worker_pids(service: ServiceProcess) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(service.proc.pid)], capture_output=True, text=True)
-    return [int(pid) for pid in out.stdout.split()]
+    return child_pids(service.proc.pid)
+
+
+def child_pids(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(child) for child in out.stdout.split()]
 
 
 class Load:
@@ -138,7 +142,7 @@ def test_redis_sentinel_url_follows_the_master(start_service, emulator, tmp_path
 
 # -- single-flight under crashes and scale-out ----------------------------------------------------------------------
 def test_lock_left_by_a_dead_holder_delays_others_at_most_its_ttl(start_service, emulator, redis_client):
-    # One worker, slow upstream: kill -9 the worker while it holds the lock mid-call.
+    # One worker, slow upstream: kill -9 the worker and its fetcher (the lock's holder) mid-call.
     emulator.set_knobs(latency_ms=3000)
     service = start_service(workers=1, AYRSHARE_DEADLINE_SECONDS="4", AYRSHARE_READ_TIMEOUT="3.5")
     url = link(service, "alice")
@@ -146,7 +150,9 @@ def test_lock_left_by_a_dead_holder_delays_others_at_most_its_ttl(start_service,
     wait_until(lambda: redis_client.keys("connect:link:v1:*:lock"), 5, what="the lock")
     (lock_key,) = redis_client.keys("connect:link:v1:*:lock")
     lock_ttl = redis_client.pttl(lock_key) / 1000
-    os.kill(worker_pids(service)[0], signal.SIGKILL)
+    (worker,) = worker_pids(service)
+    for pid in [*child_pids(worker), worker]:
+        os.kill(pid, signal.SIGKILL)
     assert isinstance(_outcome(in_flight), requests.RequestException)  # the killed worker's request is lost
 
     emulator.set_knobs(latency_ms=0)
@@ -157,6 +163,25 @@ def test_lock_left_by_a_dead_holder_delays_others_at_most_its_ttl(start_service,
     assert response.status_code == 302
     assert waited <= lock_ttl + 1.5  # the lock's TTL (deadline + 2 s), then one fast upstream call
     assert emulator.calls() == 2
+
+
+def test_a_worker_killed_mid_call_wastes_no_call_its_fetcher_finishes_it(start_service, emulator, redis_client):
+    # The fetcher holds the lock and makes the call (service/fetcher.py); it outlives its worker's crash.
+    emulator.set_knobs(latency_ms=1500)
+    service = start_service(workers=1, AYRSHARE_CONNECT_TIMEOUT="1", AYRSHARE_READ_TIMEOUT="3")
+    url = link(service, "alice")
+    in_flight = ThreadPoolExecutor(1).submit(lambda: get(url, timeout=20))
+    wait_until(lambda: redis_client.keys("connect:link:v1:*:lock"), 5, what="the lock")
+    lock_ttl = redis_client.pttl(redis_client.keys("connect:link:v1:*:lock")[0]) / 1000
+    os.kill(worker_pids(service)[0], signal.SIGKILL)
+    assert isinstance(_outcome(in_flight), requests.RequestException)  # the killed worker's request is lost
+
+    wait_until(lambda: len(worker_pids(service)) == 1, 10, what="a replacement worker")
+    started = time.monotonic()
+    response = get(url, timeout=30)
+    assert response.status_code == 302
+    assert time.monotonic() - started < lock_ttl - 1  # the fetcher's call came back and was stored: no TTL wait
+    assert emulator.calls() == 1
 
 
 def _outcome(future):

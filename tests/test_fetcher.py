@@ -1,0 +1,228 @@
+"""The fetcher process (service/fetcher.py): misses resolved beside the worker, with the same answers and no loss when
+either process dies.
+
+The first tests run both sides in this process (a socketpair, the fetcher's loop in a thread, two apps as a forked
+worker and fetcher would have): the protocol and both sides' code, without forking pytest. The rest fork for real,
+under gunicorn with the production config.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from service import create_app, fetcher
+from service.callers import signed_path
+from service.connect import Timings, UpstreamFetch
+from service.errors import UpstreamTimeout
+from service.fetcher import FetcherClient, serve
+from service.links import LinkOptions
+from tests.conftest import API_KEY, SIGNING_SECRET
+from tests.support.processes import wait_until
+
+STARTED = re.compile(r"Worker (\d+): upstream fetcher process (\d+) started")
+JSON = {"Accept": "application/json"}
+
+
+class Pair:
+    """A worker app whose misses go over a socketpair to a fetcher loop (`serve`) running a second app."""
+
+    def __init__(self, settings_env: dict, fake_fetcher=None):
+        self.worker_app = create_app(settings_env)
+        self.fetcher_app = create_app(settings_env)
+        self.worker_end, self.fetcher_end = socket.socketpair()
+        self.lost: list[int] = []
+        service = self.fetcher_app.extensions["connect"]
+        target = fake_fetcher or (lambda sock: serve(sock, service, 4))
+        threading.Thread(target=target, args=(self.fetcher_end,), daemon=True).start()
+        # Our own pid stands in for the fetcher's: never a child of ours, so reaping it finds nothing.
+        self.client = FetcherClient(self.worker_end, os.getpid(), self.lost.append)
+        self.worker_app.extensions["connect"].broker.miss_resolver = self.client.resolve
+
+    def get(self, user: str, **headers: str):
+        return self.worker_app.test_client().get(signed_path(user, SIGNING_SECRET), headers=headers)
+
+    def kill_fetcher(self) -> None:
+        self.fetcher_end.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture
+def pair(settings_env):
+    made = Pair(settings_env)
+    yield made
+    made.worker_end.close()
+
+
+def test_a_miss_goes_through_the_fetcher_and_the_worker_keeps_the_link(pair, emulator):
+    first = pair.get("alice", **JSON)
+
+    assert first.status_code == 200 and first.json["cached"] is False
+    assert emulator.calls() == 1
+    # The fetcher's own broker made the call and stored the link: the worker was told, and keeps a copy.
+    pair.kill_fetcher()
+    wait_until(lambda: pair.lost, 5, what="the worker to see the fetcher gone")
+    again = pair.get("alice", **JSON)
+    assert again.status_code == 200 and again.json["url"] == first.json["url"] and again.json["cached"] is True
+    assert emulator.calls() == 1
+
+
+def test_a_burst_in_the_worker_sends_the_fetcher_one_miss(pair, emulator):
+    emulator.set_knobs(latency_ms=300)
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(lambda _: pair.get("bob"), range(20)))
+
+    assert [a.status_code for a in answers] == [302] * 20
+    assert len({a.headers["Location"] for a in answers}) == 1
+    assert emulator.calls() == 1
+
+
+def test_an_upstream_failure_reaches_the_caller_exactly_as_without_a_fetcher(pair, settings_env, emulator):
+    emulator.set_knobs(fault="429", fault_count=-1)
+    plain = create_app(settings_env).test_client().get(signed_path("carol@example.com", SIGNING_SECRET), headers=JSON)
+    emulator.set_knobs(fault="429", fault_count=-1)
+    through_fetcher = pair.get("user1", **JSON)
+
+    assert plain.status_code == through_fetcher.status_code == 503
+    assert through_fetcher.json == plain.json
+    assert through_fetcher.headers["Retry-After"] == plain.headers["Retry-After"]
+    assert API_KEY not in through_fetcher.get_data(as_text=True)
+
+
+def test_the_upstream_time_comes_back_for_the_request_log(pair, emulator):
+    emulator.set_knobs(latency_ms=150)
+    service = pair.worker_app.extensions["connect"]
+    timings = Timings()
+    fetch = UpstreamFetch(service, "alice", "PK-ALICE-0001", LinkOptions(), timings)
+
+    link, held = pair.client.resolve("connect:link:v1:test-upstream-time", fetch, time.monotonic() + 10)
+
+    assert link.source == "upstream" and held is True
+    assert timings.upstream_seconds is not None and timings.upstream_seconds >= 0.15
+
+
+def test_with_the_fetcher_gone_the_worker_resolves_misses_itself(pair, emulator):
+    pair.kill_fetcher()
+    wait_until(lambda: pair.lost, 5, what="the worker to see the fetcher gone")
+
+    answers = [pair.get(user) for user in ("alice", "bob", "alice")]
+
+    assert [a.status_code for a in answers] == [302] * 3
+    assert emulator.calls() == 2
+    assert pair.lost == [os.getpid()]  # told once
+
+
+def test_a_fetcher_that_dies_while_a_miss_waits_costs_that_request_nothing(settings_env, emulator):
+    def dies_after_reading_one(sock: socket.socket) -> None:
+        sock.makefile("rb").readline()
+        sock.shutdown(socket.SHUT_RDWR)
+
+    dying = Pair(settings_env, fake_fetcher=dies_after_reading_one)
+
+    answer = dying.get("alice")
+
+    assert answer.status_code == 302
+    assert emulator.calls() == 1  # made by the worker itself, once the fetcher was gone
+    assert len(dying.lost) == 1
+
+
+def test_a_fetcher_that_never_answers_gives_a_timeout_just_after_the_deadline(settings_env, emulator, monkeypatch):
+    monkeypatch.setattr(fetcher, "ANSWER_GRACE_SECONDS", 0.2)
+    hung = Pair(settings_env, fake_fetcher=lambda sock: sock.makefile("rb").readline())
+    service = hung.worker_app.extensions["connect"]
+    fetch = UpstreamFetch(service, "alice", "PK-ALICE-0001", LinkOptions(), None)
+
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeout):
+        hung.client.resolve("connect:link:v1:test-hung", fetch, started + 0.3)
+
+    assert 0.5 <= time.monotonic() - started < 2
+    assert hung.lost == []  # slow is not gone: the fetcher is still there for the next miss
+
+
+# -- under gunicorn -----------------------------------------------------------------------------------------------
+def fetchers(service) -> dict[int, int]:
+    """{worker pid: fetcher pid} for every fetcher the log says was started."""
+    return {int(worker): int(child) for worker, child in STARTED.findall(service.log())}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ")[1][0] != "Z"
+
+
+def test_each_gthread_worker_gets_a_fetcher_of_its_own(start_service, emulator):
+    service = start_service(workers=2)
+    wait_until(lambda: len(fetchers(service)) == 2, 30, what="both fetchers")
+
+    for worker, child in fetchers(service).items():
+        with open(f"/proc/{child}/stat") as stat:
+            assert int(stat.read().split(") ")[1].split()[1]) == worker  # the fetcher's parent is its worker
+    emulator.set_knobs(latency_ms=300)
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        url = service.url + signed_path("alice", SIGNING_SECRET)
+        answers = list(pool.map(lambda _: requests.get(url, allow_redirects=False, timeout=10), range(30)))
+    assert [a.status_code for a in answers] == [302] * 30
+    assert len({a.headers["Location"] for a in answers}) == 1
+    assert emulator.calls() == 1
+
+
+def test_a_killed_fetcher_loses_no_request_and_its_worker_is_replaced(start_service, emulator):
+    service = start_service(workers=2)
+    wait_until(lambda: len(fetchers(service)) == 2, 30, what="both fetchers")
+    first = fetchers(service)
+
+    for child in first.values():
+        os.kill(child, signal.SIGKILL)
+    answers = [
+        requests.get(service.url + signed_path(f"user{i}", SIGNING_SECRET), allow_redirects=False, timeout=10)
+        for i in range(6)
+    ]
+
+    assert [a.status_code for a in answers] == [302] * 6
+    assert "its upstream fetcher" in service.log() and "exited; the worker restarts" in service.log()
+    wait_until(lambda: len(fetchers(service)) == 4, 30, what="replacement workers with fetchers of their own")
+    assert not any(alive(worker) for worker in first)
+    fresh = service.url + signed_path("user20", SIGNING_SECRET)
+    assert requests.get(fresh, allow_redirects=False, timeout=10).status_code == 302
+
+
+def test_a_fetcher_exits_with_its_worker_and_none_outlives_the_service(start_service, emulator):
+    service = start_service(workers=2)
+    wait_until(lambda: len(fetchers(service)) == 2, 30, what="both fetchers")
+    (worker, child), (_, other_child) = fetchers(service).items()
+
+    os.kill(worker, signal.SIGKILL)
+    wait_until(lambda: not alive(child), 10, what="the killed worker's fetcher to exit")
+
+    assert alive(other_child)
+    service.stop()
+    assert not any(alive(pid) for pid in fetchers(service).values())
+
+
+def test_upstream_fetcher_0_keeps_misses_in_the_workers(start_service, emulator):
+    service = start_service(workers=2, UPSTREAM_FETCHER="0")
+
+    answer = requests.get(service.url + signed_path("alice", SIGNING_SECRET), allow_redirects=False, timeout=10)
+
+    assert answer.status_code == 302 and emulator.calls() == 1
+    assert fetchers(service) == {}
+
+
+def test_an_unreadable_upstream_fetcher_setting_stops_the_start_naming_it(start_service):
+    service = start_service(wait=False, UPSTREAM_FETCHER="sometimes")
+
+    assert service.proc.wait(30) == 2
+    assert "configuration error: UPSTREAM_FETCHER: must be 1 or 0" in service.log()
+    assert "sometimes" not in service.log()
