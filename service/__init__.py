@@ -17,12 +17,12 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import cli, errors, frontend, health, logs, metrics, ratelimit, routes, security_settings, web_security
 from .ayrshare import AyrshareClient
+from .broker import LinkBroker
 from .cache_crypto import FernetCodec
 from .callers import Authenticator
 from .circuit import CircuitBreaker
 from .connect import ConnectService
 from .link_store import MemoryLinkStore, RedisLinkStore
-from .links import LinkBroker
 from .profiles import JsonFileDirectory
 from .settings import ConfigError, Settings, load_settings
 

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 from . import metrics
 from .ayrshare import AyrshareClient
+from .broker import LinkBroker
 from .callers import Authenticator, Caller, PresentedCredentials
 from .circuit import CircuitBreaker
 from .errors import BadRequest, Forbidden, ServiceError, UnknownUser
-from .links import Link, LinkBroker, LinkOptions, cache_key
+from .links import Link, LinkOptions, cache_key
 from .options import resolve_options
 from .profiles import ProfileDirectory
 from .settings import Settings

@@ -38,9 +38,10 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
+from .broker import ResolverGone
 from .connect import ConnectService, Timings, UpstreamFetch
 from .errors import ServiceError, UpstreamTimeout
-from .links import Link, LinkOptions, ResolverGone
+from .links import Link, LinkOptions
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,10 @@ import time
 
 import pytest
 
+from service.broker import LinkBroker
 from service.errors import UpstreamRefused, UpstreamTimeout
 from service.link_store import RedisLinkStore
-from service.links import Link, LinkBroker
+from service.links import Link
 
 
 @pytest.fixture
