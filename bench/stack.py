@@ -202,9 +202,9 @@ class Stack:
             env["GUNICORN_THREADS"] = str(threads)
         worker_count = workers or int(env.get("GUNICORN_WORKERS") or _config_default("workers"))
         service = AppProcess(env, workers=worker_count, app=app)
+        self.services.append(service)  # stopped with the stack even if it never comes up
         service.start()
         service.wait_for_workers(worker_count)
-        self.services.append(service)
         return service
 
     def stop_service(self, service: AppProcess) -> None:
