@@ -89,7 +89,7 @@ def _env_flag(name: str, default: bool) -> bool:
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    sys.stderr.write(f"configuration error: {name}: must be 1 or 0\n")
+    sys.stderr.write(f"configuration error: {name}: must be 1 or 0 (or true/false, yes/no, on/off)\n")
     sys.exit(2)
 
 
@@ -161,6 +161,8 @@ def post_worker_init(worker):
     """Take what the loaded app keeps for its whole life (modules, settings, clients, compiled patterns) out of the
     cyclic garbage collector's walks.
 
+    Then start the worker's fetcher (`_start_fetcher`).
+
     Every full collection walks every tracked object. On a cold burst those walks (45-100 ms each, holding the GIL)
     ran while a hundred requests and the one upstream call waited (BENCHMARKS.md, scenario 2). Frozen objects are
     never collected, which costs nothing here: they live until the worker exits anyway. Objects made afterwards,
@@ -175,31 +177,54 @@ def post_worker_init(worker):
 
 
 _fetcher = None  # this worker's FetcherClient, when it has one
+_fetcher_started = 0.0  # monotonic
 
 
 def _start_fetcher(worker) -> None:
-    """Give a gthread worker running the service its fetcher (service/fetcher.py); other worker classes serve one
-    request per thread of control anyway (sync) or have no threads to queue behind (gevent)."""
-    global _fetcher
+    """Give a gthread worker running the service with a Redis store its fetcher (service/fetcher.py).
+
+    Not for the sync worker (one request at a time: nothing to queue behind) or gevent (one thread), nor for the
+    in-process store (a fetcher would keep a second cache). A fork that fails leaves the worker serving on its own:
+    an exception here would stop the whole server (gunicorn halts when a worker cannot boot).
+    """
+    global _fetcher, _fetcher_started
     from gunicorn.workers.gthread import ThreadWorker
 
     from service.fetcher import start_fetcher
 
     service = getattr(worker.wsgi, "extensions", {}).get("connect")
-    if not upstream_fetcher or service is None or not isinstance(worker, ThreadWorker):
+    if not upstream_fetcher or service is None or not service.settings.redis_url:
         return
-    _fetcher = start_fetcher(
-        service, worker.cfg.threads, on_lost=lambda pid: _fetcher_lost(worker, pid), close_in_fetcher=worker.sockets
-    )
+    if not isinstance(worker, ThreadWorker):
+        return
+    try:
+        _fetcher = start_fetcher(
+            service, worker.cfg.threads, on_lost=lambda pid: _fetcher_lost(worker, pid), close_in_fetcher=worker.sockets
+        )
+    except (OSError, RuntimeError) as error:
+        reason = getattr(error, "strerror", None) or type(error).__name__
+        worker.log.error("Worker %s: no upstream fetcher (%s); misses run in the worker", worker.pid, reason)
+        return
+    _fetcher_started = time.monotonic()
     worker.log.info("Worker %s: upstream fetcher process %s started", worker.pid, _fetcher.pid)
 
 
 def _fetcher_lost(worker, pid: int) -> None:
-    """The fetcher died: this worker's misses run in its own threads now, and gunicorn replaces the worker (after the
-    requests in flight) with one that has a fetcher again."""
-    worker.log.error("Worker %s: its upstream fetcher %s exited; the worker restarts", worker.pid, pid)
+    """The fetcher is gone or stuck: this worker's misses run in its own threads now, and gunicorn replaces the
+    worker (after the requests in flight) with one that has a fetcher again, unless the fetcher did not last
+    EARLY_LOSS_SECONDS: then a replacement's would likely not either, and the worker carries on without one."""
+    from service.fetcher import EARLY_LOSS_SECONDS
+
+    early = time.monotonic() - _fetcher_started < EARLY_LOSS_SECONDS
+    if not early:
+        worker.alive = False
+    worker.log.error(
+        "Worker %s: lost its upstream fetcher %s; %s",
+        worker.pid,
+        pid,
+        "misses run in the worker from now on" if early else "the worker restarts",
+    )
     multiprocess.mark_process_dead(pid, path=str(METRICS_DIR))
-    worker.alive = False
 
 
 def worker_exit(server, worker):

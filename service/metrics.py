@@ -12,6 +12,7 @@ in-process registry is used. Metric objects are created once, at import; the per
 from __future__ import annotations
 
 import functools
+import os
 import time
 
 from flask import Blueprint, Flask, Response, abort, current_app, g, request
@@ -59,8 +60,9 @@ UPSTREAM_SECONDS = Histogram(
     "Duration of calls to Ayrshare generateJWT (retries included), whatever their outcome.",
     buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30),
 )
-# One-hot per state. Per-worker values are combined with max over live workers: state="open" is 1 while any
-# worker's circuit is open, which is what an alert wants to know.
+# One-hot per state. Per-process values are combined with max over live processes: state="open" is 1 while any
+# breaker in use is open, which is what an alert wants to know. A worker with a fetcher (service/fetcher.py) reports
+# all zeros and its fetcher the state of the breaker that actually guards the calls.
 CIRCUIT_STATE = Gauge(
     f"{PREFIX}_circuit_state",
     "Circuit breaker in front of Ayrshare: 1 for the current state (max over live workers).",
@@ -102,6 +104,20 @@ def set_circuit_state(state: str) -> None:
         raise ValueError(f"unknown circuit state {state!r}; expected one of {', '.join(CIRCUIT_STATES)}")
     for name in CIRCUIT_STATES:
         CIRCUIT_STATE.labels(name).set(1 if name == state else 0)
+
+
+def set_circuit_state_elsewhere() -> None:
+    """This process's breaker is not the one in use (its fetcher's is: service/fetcher.py): 0 for every state, so
+    the max over processes shows the fetcher's."""
+    for name in CIRCUIT_STATES:
+        CIRCUIT_STATE.labels(name).set(0)
+
+
+def forget_this_process() -> None:
+    """A process that is exiting on its own (a fetcher): drop its live gauges from the sums, as gunicorn's
+    `child_exit` hook does for a worker. Nothing to do outside multiprocess mode."""
+    if values.ValueClass is not values.MutexValue:  # prometheus-client picked multiprocess mode at import
+        multiprocess.mark_process_dead(os.getpid())
 
 
 def observe_request(route: str, status: int, seconds: float, cache_outcome: str | None) -> None:
