@@ -30,6 +30,18 @@ def worker_pids(service: ServiceProcess) -> list[int]:
     return child_pids(service.proc.pid)
 
 
+def call_in_flight(start_service, emulator, redis_client, latency_ms: int, **settings: str):
+    """One worker; a request for alice under way to an upstream answering in `latency_ms`, its lock taken.
+    Returns (service, alice's URL, the request's future, the lock's TTL in seconds)."""
+    emulator.set_knobs(latency_ms=latency_ms)
+    service = start_service(workers=1, **settings)
+    url = link(service, "alice")
+    in_flight = ThreadPoolExecutor(1).submit(lambda: get(url, timeout=20))
+    wait_until(lambda: redis_client.keys("connect:link:v1:*:lock"), 5, what="the lock")
+    (lock_key,) = redis_client.keys("connect:link:v1:*:lock")
+    return service, url, in_flight, redis_client.pttl(lock_key) / 1000
+
+
 def child_pids(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
     return [int(child) for child in out.stdout.split()]
@@ -143,13 +155,9 @@ def test_redis_sentinel_url_follows_the_master(start_service, emulator, tmp_path
 # -- single-flight under crashes and scale-out ----------------------------------------------------------------------
 def test_lock_left_by_a_dead_holder_delays_others_at_most_its_ttl(start_service, emulator, redis_client):
     # One worker, slow upstream: kill -9 the worker and its fetcher (the lock's holder) mid-call.
-    emulator.set_knobs(latency_ms=3000)
-    service = start_service(workers=1, AYRSHARE_DEADLINE_SECONDS="4", AYRSHARE_READ_TIMEOUT="3.5")
-    url = link(service, "alice")
-    in_flight = ThreadPoolExecutor(1).submit(lambda: get(url, timeout=20))
-    wait_until(lambda: redis_client.keys("connect:link:v1:*:lock"), 5, what="the lock")
-    (lock_key,) = redis_client.keys("connect:link:v1:*:lock")
-    lock_ttl = redis_client.pttl(lock_key) / 1000
+    service, url, in_flight, lock_ttl = call_in_flight(
+        start_service, emulator, redis_client, 3000, AYRSHARE_DEADLINE_SECONDS="4", AYRSHARE_READ_TIMEOUT="3.5"
+    )
     (worker,) = worker_pids(service)
     for pid in [*child_pids(worker), worker]:
         os.kill(pid, signal.SIGKILL)
@@ -167,12 +175,9 @@ def test_lock_left_by_a_dead_holder_delays_others_at_most_its_ttl(start_service,
 
 def test_a_worker_killed_mid_call_wastes_no_call_its_fetcher_finishes_it(start_service, emulator, redis_client):
     # The fetcher holds the lock and makes the call (service/fetcher.py); it outlives its worker's crash.
-    emulator.set_knobs(latency_ms=1500)
-    service = start_service(workers=1, AYRSHARE_CONNECT_TIMEOUT="1", AYRSHARE_READ_TIMEOUT="3")
-    url = link(service, "alice")
-    in_flight = ThreadPoolExecutor(1).submit(lambda: get(url, timeout=20))
-    wait_until(lambda: redis_client.keys("connect:link:v1:*:lock"), 5, what="the lock")
-    lock_ttl = redis_client.pttl(redis_client.keys("connect:link:v1:*:lock")[0]) / 1000
+    service, url, in_flight, lock_ttl = call_in_flight(
+        start_service, emulator, redis_client, 1500, AYRSHARE_CONNECT_TIMEOUT="1", AYRSHARE_READ_TIMEOUT="3"
+    )
     (killed,) = worker_pids(service)
     os.kill(killed, signal.SIGKILL)
     assert isinstance(_outcome(in_flight), requests.RequestException)  # the killed worker's request is lost

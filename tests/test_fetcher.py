@@ -192,6 +192,18 @@ def alive(pid: int) -> bool:
         return stat.read().split(") ")[1][0] != "Z"
 
 
+def kill_fetchers_then_ask_for_new_users(service, fetcher_pids) -> list[int]:
+    """SIGKILL the fetchers, then the statuses of six requests for users nobody asked for yet (each one a miss)."""
+    for child in fetcher_pids:
+        os.kill(child, signal.SIGKILL)
+    return [
+        requests.get(
+            service.url + signed_path(f"user{i}", SIGNING_SECRET), allow_redirects=False, timeout=10
+        ).status_code
+        for i in range(6)
+    ]
+
+
 def test_each_gthread_worker_gets_a_fetcher_of_its_own(start_service, emulator):
     service = start_service(workers=2)
     wait_until(lambda: len(fetchers(service)) == 2, 30, what="both fetchers")
@@ -213,14 +225,7 @@ def test_a_fetcher_killed_right_after_start_is_not_restarted_in_a_loop(start_ser
     wait_until(lambda: len(fetchers(service)) == 2, 30, what="both fetchers")
     first = fetchers(service)
 
-    for child in first.values():
-        os.kill(child, signal.SIGKILL)
-    answers = [
-        requests.get(service.url + signed_path(f"user{i}", SIGNING_SECRET), allow_redirects=False, timeout=10)
-        for i in range(6)
-    ]
-
-    assert [a.status_code for a in answers] == [302] * 6
+    assert kill_fetchers_then_ask_for_new_users(service, first.values()) == [302] * 6
     wait_until(lambda: service.log().count("misses run in the worker from now on") == 2, 10, what="both workers")
     assert all(alive(worker) for worker in first)  # within EARLY_LOSS_SECONDS: no restart
     assert fetchers(service) == first
@@ -232,14 +237,7 @@ def test_a_killed_fetcher_loses_no_request_and_its_worker_is_replaced(start_serv
     first = fetchers(service)
     time.sleep(fetcher.EARLY_LOSS_SECONDS + 0.5)  # a fetcher that ran a while: losing it is worth a new worker
 
-    for child in first.values():
-        os.kill(child, signal.SIGKILL)
-    answers = [
-        requests.get(service.url + signed_path(f"user{i}", SIGNING_SECRET), allow_redirects=False, timeout=10)
-        for i in range(6)
-    ]
-
-    assert [a.status_code for a in answers] == [302] * 6
+    assert kill_fetchers_then_ask_for_new_users(service, first.values()) == [302] * 6
     assert "lost its upstream fetcher" in service.log() and "the worker restarts" in service.log()
     wait_until(lambda: len(fetchers(service)) == 4, 30, what="replacement workers with fetchers of their own")
     wait_until(lambda: not any(alive(worker) for worker in first), 30, what="the old workers to exit")
