@@ -96,7 +96,12 @@ def start_fetcher(
         _become_fetcher(fetcher_end, worker_end, service, threads, close_in_fetcher, previous_mask)
     signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
     fetcher_end.close()
-    client = FetcherClient(worker_end, pid, on_lost)
+
+    def lost(fetcher_pid: int) -> None:
+        metrics.set_circuit_state(service.breaker.state)  # the worker's own breaker guards its calls again
+        on_lost(fetcher_pid)
+
+    client = FetcherClient(worker_end, pid, lost)
     service.broker.miss_resolver = client.resolve
     metrics.set_circuit_state_elsewhere()  # the fetcher's breaker is the one that counts now
     return client

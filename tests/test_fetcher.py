@@ -276,3 +276,20 @@ def test_an_unreadable_upstream_fetcher_setting_stops_the_start_naming_it(start_
     assert service.proc.wait(30) == 2
     assert "configuration error: UPSTREAM_FETCHER: must be 1 or 0" in service.log()
     assert "sometimes" not in service.log()
+
+
+def test_the_circuit_state_metric_is_the_fetchers_breaker(start_service, emulator):
+    from tests.test_metrics import scrape, value
+
+    service = start_service(workers=1, CIRCUIT_FAILURE_THRESHOLD="2", CIRCUIT_COOLDOWN_SECONDS="60")
+    wait_until(lambda: len(fetchers(service)) == 1, 30, what="the fetcher")
+    prefix = "ayrshare_connect_circuit_state"
+    assert value(scrape(service.url), prefix, state="closed") == 1  # the worker reports zeros, the fetcher closed
+
+    emulator.set_knobs(fault="500", fault_count=-1)
+    for i in range(3):
+        requests.get(service.url + signed_path(f"user{i}", SIGNING_SECRET), allow_redirects=False, timeout=20)
+
+    scraped = scrape(service.url)
+    assert value(scraped, prefix, state="open") == 1
+    assert value(scraped, prefix, state="closed") == 0  # not still 1 from the worker's unused breaker
