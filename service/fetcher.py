@@ -250,8 +250,7 @@ def _outcome(answer: dict, fetch: UpstreamFetch) -> tuple[Link, bool]:
         fetch.timings.upstream_seconds = answer.get("upstream_seconds")
     if answer.get("error") is not None:
         raise ServiceError.from_public_fields(answer["error"])
-    link = answer["link"]
-    return Link(url=link["url"], expires_at=link["expires_at"], source=link["source"]), bool(answer["held"])
+    return Link(**answer["link"]), bool(answer["held"])
 
 
 # -- the fetcher's side --------------------------------------------------------------------------------------------
@@ -285,7 +284,7 @@ def _resolve_and_answer(sock: socket.socket, send_lock: threading.Lock, service:
         options = LinkOptions(**{**fields, "allowed_social": tuple(fields["allowed_social"])})
         fetch = UpstreamFetch(service, request["user"], request["profile_key"], options, timings)
         link, held = service.broker.resolve_miss(request["key"], fetch, request["deadline"])
-        answer["link"] = {"url": link.url, "expires_at": link.expires_at, "source": link.source}
+        answer["link"] = asdict(link)
         answer["held"] = held
     except ServiceError as error:
         answer["error"] = error.public_fields()

@@ -27,6 +27,7 @@ from service.fetcher import FetcherClient, serve
 from service.links import LinkOptions
 from tests.conftest import API_KEY, SIGNING_SECRET
 from tests.support.processes import wait_until
+from tests.test_metrics import scrape, value
 
 STARTED = re.compile(r"Worker (\d+): upstream fetcher process (\d+) started")
 JSON = {"Accept": "application/json"}
@@ -279,8 +280,6 @@ def test_an_unreadable_upstream_fetcher_setting_stops_the_start_naming_it(start_
 
 
 def test_the_circuit_state_metric_is_the_fetchers_breaker(start_service, emulator):
-    from tests.test_metrics import scrape, value
-
     service = start_service(workers=1, CIRCUIT_FAILURE_THRESHOLD="2", CIRCUIT_COOLDOWN_SECONDS="60")
     wait_until(lambda: len(fetchers(service)) == 1, 30, what="the fetcher")
     prefix = "ayrshare_connect_circuit_state"
