@@ -6,19 +6,26 @@ Development tool only (tests, demos, benchmarks); never on the production path. 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from flask import Flask
-
-from emulator import control, jwt_api, linking_page
 from emulator.config import EmulatorConfig
-from emulator.state import EmulatorState
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 __all__ = ["EmulatorConfig", "create_app"]
 
 
 def create_app(config: EmulatorConfig) -> Flask:
     """Build the emulator's Flask app; each app has its own state, so instances never share counters."""
+    # Imported here rather than at the top: `python -m emulator` imports this package before its __main__ runs, and
+    # __main__ patches the standard library for gevent (emulator/serving.py), which must happen before Flask loads.
+    from flask import Flask
+
+    from emulator import control, jwt_api, linking_page
+    from emulator.state import EmulatorState
+
     app = Flask(__name__)
     app.config["EMULATOR_CONFIG"] = config
     app.config["EMULATOR_STATE"] = EmulatorState()

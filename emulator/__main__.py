@@ -6,13 +6,19 @@ health endpoint instead, but humans running demos look for this line).
 
 from __future__ import annotations
 
-import argparse
-import logging
-import sys
+# Before anything else is imported: the server is gevent's (emulator/serving.py), and sleeps and locks in the app
+# must yield to the other connections.
+from gevent import monkey
 
-from emulator import create_app
-from emulator.config import EmulatorConfig, load_profiles, load_public_key
-from emulator.serving import make_server
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+from emulator import create_app  # noqa: E402
+from emulator.config import EmulatorConfig, load_profiles, load_public_key  # noqa: E402
+from emulator.serving import make_server  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads",
         action="store_true",
-        help="accepted for compatibility; the server always uses one thread per connection",
+        help="accepted for compatibility; the server always serves each connection in a greenlet of its own",
     )
     parser.add_argument("--verbose", action="store_true", help="log one line per request")
     return parser.parse_args(argv)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from flask import Response, jsonify, request
 
 from emulator.errors import ACTION
+from emulator.serving import SOCKET_ENVIRON_KEY
 
 HANG_SECONDS = 120
 FOREIGN_LINK_BASE = "https://evil.example/"
@@ -46,7 +47,7 @@ def transport_fault_response(fault: str, rate_limit_max: int) -> Response:
     if fault == "non_json":
         return Response("<html><body>Maintenance</body></html>", status=200, mimetype="text/html")
     if fault == "hang":
-        # For client timeout tests: the worker thread sleeps; the server is threaded so others proceed.
+        # For client timeout tests: this connection's greenlet sleeps (patched `time.sleep`); others proceed.
         time.sleep(HANG_SECONDS)
         return Response(_GATEWAY_PAGE.format(status="504 Gateway Timeout"), status=504, mimetype="text/html")
     if fault == "drop":
@@ -63,9 +64,9 @@ def transport_fault_response(fault: str, rate_limit_max: int) -> Response:
 
 
 def _drop_connection() -> Response:
-    # werkzeug exposes the client socket; shutting it down makes the client see a closed connection with
-    # no status line. werkzeug then fails to write the empty response and treats it as a dropped client.
-    sock = request.environ.get("werkzeug.socket")
+    # The server exposes the client socket; shutting it down makes the client see a closed connection with no status
+    # line. The server then fails to write the empty response and treats it as a dropped client.
+    sock = request.environ.get(SOCKET_ENVIRON_KEY)
     if sock is not None:
         with contextlib.suppress(OSError):  # already closed by the client: nothing left to drop
             sock.shutdown(socket.SHUT_RDWR)

@@ -81,7 +81,9 @@ def _answer(config: EmulatorConfig, state: EmulatorState, answer_at: float) -> R
     body = request.get_json(silent=True)
     api_key = _bearer_api_key()
     api_key_ok = api_key is not None and api_key in config.api_keys
-    state.record_generate_call(_log_entry(body, api_key_ok, config))
+    state.record_generate_call(
+        _log_entry(body, api_key_ok, config), connection=f"{request.remote_addr}:{request.environ.get('REMOTE_PORT')}"
+    )
 
     fault = state.take_fault(TRANSPORT_FAULTS)
     if fault is not None:

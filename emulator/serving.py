@@ -1,42 +1,62 @@
-"""The HTTP server the CLI runs: werkzeug's threaded server with a deep accept queue and quiet logs."""
+"""The HTTP server the CLI runs: gevent's WSGI server, with HTTP/1.1 keep-alive, a greenlet per connection, a deep
+accept queue and quiet logs.
+
+Why not werkzeug's development server, which this used until 2026-11-27: it closes every connection
+(`Connection: close`), which a hosted API does not do. Each upstream call then opened a new TCP connection and a new
+server thread, so the service's pooled client was never exercised as it is against Ayrshare, and on the benchmark
+machine, whose two cores the emulator shares with the service, each call cost the emulator 2.0-2.1 ms of CPU against
+1.4-1.5 ms here (BENCHMARKS.md, scenario 3). `python -m emulator` patches the standard library for gevent before
+Flask is imported (emulator/__main__.py), so `time.sleep` (the latency knob, the "hang" fault) and the state's locks
+yield to other connections.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+import socket
 
-from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
+from gevent.pywsgi import WSGIHandler, WSGIServer
 
-# Benchmarks open 200+ connections at once; werkzeug's default listen backlog (128) would make the kernel
-# drop or delay SYNs, which shows up as client timeouts that have nothing to do with the code under test.
+# Benchmarks open 200+ connections at once; a short listen backlog would make the kernel drop or delay SYNs, which
+# shows up as client timeouts that have nothing to do with the code under test.
 REQUEST_QUEUE_SIZE = 1024
+# The WSGI environ key under which a handler finds its connection's socket (the "drop" fault shuts it down).
+SOCKET_ENVIRON_KEY = "emulator.socket"
 
 
-class DeepQueueThreadedServer(ThreadedWSGIServer):
-    """One thread per connection (daemon threads, so a hung "hang" fault never blocks exit)."""
-
-    request_queue_size = REQUEST_QUEUE_SIZE
-
-
-class QuietRequestHandler(WSGIRequestHandler):
-    """Drops werkzeug's per-request access line; the generated URLs contain tokens that embed the API key."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        return None
+class _SocketExposingHandler(WSGIHandler):
+    def get_environ(self) -> dict:
+        environ = super().get_environ()
+        environ[SOCKET_ENVIRON_KEY] = self.socket
+        return environ
 
 
-def _not_ready(environ: dict, start_response: Callable) -> Iterable[bytes]:
-    start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
-    return [b"emulator starting"]
+class EmulatorServer:
+    """Bound and listening from construction; serves `app` (set it first) from `serve_forever()`.
 
-
-def make_server(host: str, port: int, *, verbose: bool = False) -> DeepQueueThreadedServer:
-    """Bind and listen now; attach the app later via `server.app`.
-
-    Binding first lets the caller learn the real port (for `--port 0`) before building the app's config,
-    whose default link base must name it. Requests arriving in between get a 503.
+    Binding first lets the caller learn the real port (for `--port 0`) before building the app's config, whose
+    default link base must name it. Connections made in between wait in the accept queue.
     """
-    # An explicit level stops werkzeug from installing its own INFO handler on first use.
-    logging.getLogger("werkzeug").setLevel(logging.INFO if verbose else logging.WARNING)
-    handler = WSGIRequestHandler if verbose else QuietRequestHandler
-    return DeepQueueThreadedServer(host, port, _not_ready, handler=handler)
+
+    def __init__(self, host: str, port: int, *, verbose: bool = False):
+        self.listener = socket.create_server((host, port), backlog=REQUEST_QUEUE_SIZE)
+        self.server_port = self.listener.getsockname()[1]
+        self.app = None
+        # No access log unless asked: the linking page's URLs carry tokens that embed the API key.
+        self._access_log = logging.getLogger("emulator.access") if verbose else None
+
+    def serve_forever(self) -> None:
+        if self.app is None:
+            raise RuntimeError("set EmulatorServer.app before serving")
+        self._server = WSGIServer(self.listener, self.app, log=self._access_log, handler_class=_SocketExposingHandler)
+        self._server.serve_forever()
+
+    def server_close(self) -> None:
+        server = getattr(self, "_server", None)
+        if server is not None:
+            server.stop(timeout=1)
+        self.listener.close()
+
+
+def make_server(host: str, port: int, *, verbose: bool = False) -> EmulatorServer:
+    return EmulatorServer(host, port, verbose=verbose)

@@ -48,6 +48,7 @@ class EmulatorState:
         self._by_profile: dict[str, int] = {}
         self._faults_served = 0
         self._requests: deque[dict] = deque(maxlen=REQUEST_LOG_SIZE)
+        self._connections: set[str] = set()  # "address:port" of each client connection generateJWT came over
         # profile -> (window start, requests in window); fixed windows, as the vendor's headers describe.
         self._rate_windows: dict[str, tuple[float, int]] = {}
         self._links: OrderedDict[str, LinkOptions] = OrderedDict()
@@ -78,10 +79,12 @@ class EmulatorState:
             return knobs.fault
 
     # --- statistics --------------------------------------------------------------------------------------
-    def record_generate_call(self, entry: dict) -> None:
-        """Count one generateJWT request that reached the handler and keep it in the recent-request log."""
+    def record_generate_call(self, entry: dict, connection: str = "") -> None:
+        """Count one generateJWT request that reached the handler (and the connection it came over: a client that
+        keeps its connections open makes fewer of them than calls), and keep it in the recent-request log."""
         with self._lock:
             self._generate_calls += 1
+            self._connections.add(connection)
             profile_key = entry.get("profileKey")
             if isinstance(profile_key, str):
                 self._by_profile[profile_key] = self._by_profile.get(profile_key, 0) + 1
@@ -91,6 +94,7 @@ class EmulatorState:
         with self._lock:
             return {
                 "generate_calls": self._generate_calls,
+                "generate_connections": len(self._connections),
                 "by_profile": dict(self._by_profile),
                 "faults_served": self._faults_served,
                 "requests": copy.deepcopy(list(self._requests)),

@@ -442,7 +442,30 @@ def test_stats_count_calls_and_record_requests_without_secrets(emulator, generat
     assert abs(faulted["at"] - time.time()) < 10
 
     emulator.reset()
-    assert emulator.stats() == {"generate_calls": 0, "by_profile": {}, "faults_served": 0, "requests": []}
+    assert emulator.stats() == {
+        "generate_calls": 0,
+        "generate_connections": 0,
+        "by_profile": {},
+        "faults_served": 0,
+        "requests": [],
+    }
+
+
+def test_connections_stay_open_between_calls_as_a_hosted_api_keeps_them(emulator, private_pem):
+    """A client's pooled connection serves call after call (werkzeug's server, used until 2026-11-27, closed each)."""
+    body = {"domain": DOMAIN, "privateKey": private_pem, "profileKey": PROFILE_KEY}
+    with requests.Session() as session:
+        for _ in range(3):
+            response = session.post(
+                f"{emulator.base_url}/profiles/generateJWT",
+                json=body,
+                headers={"Authorization": f"Bearer {API_KEY}"},
+                timeout=10,
+            )
+            assert response.status_code == 200
+            assert response.headers.get("Connection", "").lower() != "close"
+    stats = emulator.stats()
+    assert stats["generate_calls"] == 3 and stats["generate_connections"] == 1
 
 
 def test_request_log_keeps_the_last_50(emulator, generate):
