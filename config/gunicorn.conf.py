@@ -158,22 +158,40 @@ def when_ready(server):
 
 
 def post_worker_init(worker):
-    """Take what the loaded app keeps for its whole life (modules, settings, clients, compiled patterns) out of the
-    cyclic garbage collector's walks.
-
-    Then start the worker's fetcher (`_start_fetcher`).
+    """Size the pool of connections to Ayrshare to the worker's concurrency, take what the loaded app keeps for its
+    whole life (modules, settings, clients, compiled patterns) out of the cyclic garbage collector's walks, then start
+    the worker's fetcher (`_start_fetcher`).
 
     Every full collection walks every tracked object. On a cold burst those walks (45-100 ms each, holding the GIL)
     ran while a hundred requests and the one upstream call waited (BENCHMARKS.md, scenario 2). Frozen objects are
     never collected, which costs nothing here: they live until the worker exits anyway. Objects made afterwards,
     including every request's, are collected as before.
     """
+    service = _connect_service(worker)
+    if service is not None:
+        service.client.size_pool(_requests_at_once(worker))
     gc.collect()  # what loading the app left for collection goes now, rather than into the frozen set for good
     gc.freeze()
     worker.log.info(
         "Worker %s: %d objects made at start frozen out of garbage collection", worker.pid, gc.get_freeze_count()
     )
     _start_fetcher(worker)  # after the freeze, so the fetcher's copy of the app is frozen too
+
+
+def _connect_service(worker):
+    """The worker's ConnectService, or None when it runs another app (the benchmarks' bare endpoint)."""
+    return getattr(worker.wsgi, "extensions", {}).get("connect")
+
+
+def _requests_at_once(worker) -> int:
+    """How many requests this worker can hold at once (and so how many upstream calls, its fetcher's included)."""
+    from gunicorn.workers.gthread import ThreadWorker
+
+    if isinstance(worker, ThreadWorker):
+        return worker.cfg.threads
+    if "gevent" in worker_class:
+        return worker.cfg.worker_connections
+    return 1
 
 
 _fetcher = None  # this worker's FetcherClient, when it has one
@@ -192,7 +210,7 @@ def _start_fetcher(worker) -> None:
 
     from service.fetcher import start_fetcher
 
-    service = getattr(worker.wsgi, "extensions", {}).get("connect")
+    service = _connect_service(worker)
     if not upstream_fetcher or service is None or not service.settings.redis_url:
         return
     if not isinstance(worker, ThreadWorker):

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import requests
-from requests.adapters import HTTPAdapter
+from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
 from urllib3.exceptions import MaxRetryError, ReadTimeoutError, ResponseError
 from urllib3.util.retry import Retry
 
@@ -90,6 +90,16 @@ class AyrshareClient:
             else {}
         )
         self.session = session or build_session(self.endpoint)
+
+    def size_pool(self, calls_at_once: int) -> None:
+        """Keep as many connections to Ayrshare open as this process can have calls in flight (under gunicorn, a
+        worker's threads), before any call is made.
+
+        A smaller pool still opens a connection per call in flight, but after a burst it closes the ones it has no
+        room for (urllib3 logs "Connection pool is full, discarding connection" for each), and the next burst opens
+        them again, each with its own TCP and TLS handshake.
+        """
+        self.session = build_session(self.endpoint, pool_size=max(1, calls_at_once))
 
     def generate_link(self, profile_key: str, options: LinkOptions, deadline: float | None = None) -> Link:
         """One generateJWT call, retries included, finished by `deadline` (monotonic; default: our own deadline)."""
@@ -223,7 +233,7 @@ class DeadlineRetry(Retry):
         return None if wait is None else min(wait, self.retry_after_max)
 
 
-def build_session(url: str, pool_size: int = 64) -> requests.Session:
+def build_session(url: str, pool_size: int = DEFAULT_POOLSIZE) -> requests.Session:
     """A pooled session for calls to `url`, with deadline-bounded retries on connection errors, 5xx and 429, POST
     included: generateJWT only mints a token, so repeating it is harmless."""
     retry = DeadlineRetry(
