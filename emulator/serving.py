@@ -24,7 +24,13 @@ REQUEST_QUEUE_SIZE = 1024
 SOCKET_ENVIRON_KEY = "emulator.socket"
 
 
-class _SocketExposingHandler(WSGIHandler):
+class _Handler(WSGIHandler):
+    def handle(self) -> None:
+        # The answer leaves in more than one write; with Nagle's algorithm on, each one after the first waits for the
+        # client's delayed ACK (40 ms on Linux) on a kept-alive connection: +44 ms on every call, measured.
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().handle()
+
     def get_environ(self) -> dict:
         environ = super().get_environ()
         environ[SOCKET_ENVIRON_KEY] = self.socket
@@ -48,7 +54,7 @@ class EmulatorServer:
     def serve_forever(self) -> None:
         if self.app is None:
             raise RuntimeError("set EmulatorServer.app before serving")
-        self._server = WSGIServer(self.listener, self.app, log=self._access_log, handler_class=_SocketExposingHandler)
+        self._server = WSGIServer(self.listener, self.app, log=self._access_log, handler_class=_Handler)
         self._server.serve_forever()
 
     def server_close(self) -> None:
