@@ -12,6 +12,9 @@ left, and otherwise makes sure only one caller fetches a new one:
 
 A process leader runs `resolve_miss` (steps 2-3) itself, or hands it to `miss_resolver` when one is set: under
 gunicorn, the worker's fetcher process (service/fetcher.py), which runs the same method on its own copy of the broker.
+Each request's own limit (`admit`) is spent on a hit, or before waiting for a flight; a leader's is spent by whoever
+resolves its miss, before anything else. A leader refused by it gets its refusal alone (`LeaderRefused`): its waiters
+were admitted on their own, and one of them leads instead.
 
 One deadline per request (`REQUEST_DEADLINE_SECONDS`) covers waiting for another caller and our own upstream call
 (which gets whatever is left, at most `AYRSHARE_DEADLINE_SECONDS`). A holder that fails leaves a one-second marker
@@ -56,6 +59,7 @@ class _Flight:
         self.done = threading.Event()
         self.link: Link | None = None
         self.error: BaseException | None = None
+        self.leader_refused = False  # the leader was over its own limit: no answer, the waiters go on without it
 
 
 class LinkStore(Protocol):
@@ -71,10 +75,24 @@ class LinkStore(Protocol):
 
 
 Fetch = Callable[[float], Link]  # called with the monotonic deadline the upstream call must finish by
+Admit = Callable[[], None]  # spends the request's own limit, or raises the ServiceError that refuses it
+
+
+def _admit_all() -> None:
+    """No limit to spend."""
 
 
 class ResolverGone(Exception):
     """The process a broker hands its misses to is gone: the miss is resolved here instead."""
+
+
+class LeaderRefused(Exception):
+    """A flight's leader was refused by its own request limit (`error`). That verdict is the leader's alone: its
+    waiters were each admitted on their own, so the flight ends without an answer and one of them leads instead."""
+
+    def __init__(self, error: ServiceError):
+        super().__init__(error.code)
+        self.error = error
 
 
 @dataclass
@@ -85,21 +103,30 @@ class LinkBroker:
     lock_ttl: float  # upstream deadline plus a little: how long a crashed holder can block others
     request_seconds: float = 30.0  # bound on a whole request: waiting for another caller's fetch plus our own
     on_event: Callable[[str], None] = lambda event: None  # metrics hook: "redis_error", "wait", "stale"
-    # Called as `resolve_miss` is, in another process (service/fetcher.py); raises ResolverGone when it cannot be.
-    miss_resolver: Callable[[str, Fetch, float], tuple[Link, bool]] | None = None
+    # Called as `resolve_miss` is, in another process (service/fetcher.py), which admits the request first when the
+    # last argument is True; raises ResolverGone when it cannot be, LeaderRefused when the request is not admitted.
+    miss_resolver: Callable[[str, Fetch, float, bool], tuple[Link, bool]] | None = None
     _flights: dict[str, _Flight] = field(default_factory=dict)
     _flights_lock: threading.Lock = field(default_factory=threading.Lock)
     _copies: dict[str, Link] = field(default_factory=dict)  # this worker's copies of links held in the store
 
-    def get_link(self, key: str, fetch: Fetch) -> Link:
+    def get_link(self, key: str, fetch: Fetch, admit: Admit = _admit_all) -> Link:
+        """The link for `key`, once `admit` has let the request through (the user's request limit).
+
+        Where `admit` runs is part of the speed of a cold burst: a hit and a waiter spend their limit here, but a
+        flight's leader has it spent by whoever resolves the miss, first of all: in the fetcher, that is one Redis round
+        trip less in the worker before the one call to Ayrshare leaves (BENCHMARKS.md, scenario 2). Either way a
+        request refused by its limit never reaches Ayrshare.
+        """
         copy_here = self._fresh_copy(key, self.min_remaining)
         if copy_here is not None:
+            admit()
             return copy_here
         deadline = time.monotonic() + self.request_seconds
         # Everything past this worker's copy goes through the flight, store read included: on a burst for a new link
         # one thread per process talks to Redis and the rest wait on an Event, instead of a hundred reads competing
         # with the one request that has to reach Ayrshare.
-        return self._share_flight(key, deadline, lambda: self._lead(key, fetch, deadline))
+        return self._share_flight(key, fetch, deadline, admit)
 
     def resolve_miss(self, key: str, fetch: Fetch, deadline: float) -> tuple[Link, bool]:
         """What a process leader does about a miss: the link, and whether the store holds it (so the worker that
@@ -107,35 +134,55 @@ class LinkBroker:
         link = self._fetch_once(key, fetch, deadline)
         return link, self._copies.get(key) == replace(link, source="cache")
 
-    def _lead(self, key: str, fetch: Fetch, deadline: float) -> Link:
-        if self.miss_resolver is None:
-            return self.resolve_miss(key, fetch, deadline)[0]
-        try:
-            link, held = self.miss_resolver(key, fetch, deadline)
-        except ResolverGone:
-            return self.resolve_miss(key, fetch, deadline)[0]
-        if held:
-            self._copy_here(key, replace(link, source="cache"))
-        return link
+    def _lead(self, key: str, fetch: Fetch, deadline: float, admit: Admit | None) -> Link:
+        """Resolve the flight's miss; `admit` is the leader's own limit, None once spent."""
+        if self.miss_resolver is not None:
+            try:
+                link, held = self.miss_resolver(key, fetch, deadline, admit is not None)
+            except ResolverGone:
+                pass  # resolved here instead (a fetcher lost after admitting the request counts it twice: never more)
+            else:
+                if held:
+                    self._copy_here(key, replace(link, source="cache"))
+                return link
+        if admit is not None:
+            try:
+                admit()
+            except ServiceError as error:
+                raise LeaderRefused(error) from None
+        return self.resolve_miss(key, fetch, deadline)[0]
 
     # -- in-process coalescing -----------------------------------------------------------------------------------
-    def _share_flight(self, key: str, deadline: float, run: Callable[[], Link]) -> Link:
-        with self._flights_lock:
-            flight = self._flights.get(key)
-            leader = flight is None
+    def _share_flight(self, key: str, fetch: Fetch, deadline: float, admit: Admit) -> Link:
+        admitted = False
+        while True:
+            with self._flights_lock:
+                flight = self._flights.get(key)
+                leader = flight is None
+                if leader:
+                    flight = self._flights[key] = _Flight()
             if leader:
-                flight = self._flights[key] = _Flight()
-        if not leader:
+                return self._run_flight(flight, key, fetch, deadline, None if admitted else admit)
+            if not admitted:
+                admit()  # a refusal here is this request's alone: the flight goes on without it
+                admitted = True
             self.on_event("wait")
             if not flight.done.wait(timeout=max(0.0, deadline - time.monotonic())):
                 return self._stale_or_raise(key, UpstreamTimeout())
+            if flight.leader_refused:
+                continue  # one of the admitted waiters leads now
             if flight.error is not None:
                 raise _own_copy(flight.error)
             # The leader's fetch was for everyone; for the others it is a shared answer, not their own upstream call.
             return replace(flight.link, source="shared") if not flight.link.cached else flight.link
+
+    def _run_flight(self, flight: _Flight, key: str, fetch: Fetch, deadline: float, admit: Admit | None) -> Link:
         try:
-            flight.link = run()
+            flight.link = self._lead(key, fetch, deadline, admit)
             return flight.link
+        except LeaderRefused as refused:
+            flight.leader_refused = True
+            raise refused.error from None
         except BaseException as error:
             flight.error = error
             raise

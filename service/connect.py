@@ -84,10 +84,10 @@ class ConnectService:
             raise UnknownUser()
         options = resolve_options(query, self.settings)
         key = cache_key(self._credential_fingerprint, self.settings.domain, profile_key, options)
-        # Counted only now: a request refused for its credentials or its input never counts against the user it names.
-        self.spend_request_budget(user)
         fetch = UpstreamFetch(self, user, profile_key, options, timings)
-        return caller, self.broker.get_link(key, fetch)
+        # Counted only now, by the broker (see `LinkBroker.get_link` for where): a request refused for its credentials
+        # or its input never counts against the user it names.
+        return caller, self.broker.get_link(key, fetch, admit=lambda: self.spend_request_budget(user))
 
 
 @dataclass

@@ -6,10 +6,11 @@ before the call (the user's request limit, the claim, the upstream budget), and 
 lock again behind every other request of its worker, gunicorn accepting and parsing them included: the call left
 25-100 ms into the burst, and all 200 requests waited for that on top of Ayrshare's own time (BENCHMARKS.md, scenario
 2). The fetcher is forked from its worker once the app is loaded, so it has the same settings, clients and secrets,
-and an interpreter of its own that is idle. The leader, having spent the user's request limit (which applies to hits
-too), hands it the miss in one write and waits; the fetcher runs exactly what the leader would have run
-(`LinkBroker.resolve_miss`: the claim or the store's copy of the link, the upstream budget, the circuit breaker, the
-call, the store write) and answers.
+and an interpreter of its own that is idle. The leader hands it the miss in one write and waits; the fetcher spends
+the leader's request limit (`RATE_LIMIT_PER_USER`: a refused leader's answer is its own, see `LinkBroker.get_link`),
+then runs exactly what the leader would have run (`LinkBroker.resolve_miss`: the claim or the store's copy of the
+link, the upstream budget, the circuit breaker, the call, the store write) and answers. Spending the limit here rather
+than in the worker took the last Redis round trip out of the worker before the call (BENCHMARKS.md, scenario 2).
 
 What stays the same: every rule of the single-flight, the budget and the breaker (the same code runs, in the
 fetcher; the circuit-state metric is the fetcher's), the request's deadline (both processes read the same monotonic
@@ -49,7 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 from . import metrics
-from .broker import ResolverGone
+from .broker import LeaderRefused, ResolverGone
 from .connect import ConnectService, Timings, UpstreamFetch
 from .errors import ServiceError
 from .links import Link, LinkOptions
@@ -157,9 +158,10 @@ class FetcherClient:
         self._on_lost = on_lost
         threading.Thread(target=self._read_answers, name="fetcher-answers", daemon=True).start()
 
-    def resolve(self, key: str, fetch: UpstreamFetch, deadline: float) -> tuple[Link, bool]:
-        """`LinkBroker.resolve_miss`, run by the fetcher; `ResolverGone` when the fetcher cannot take it or did not
-        answer in time (the broker then resolves the miss itself, within what is left of the deadline)."""
+    def resolve(self, key: str, fetch: UpstreamFetch, deadline: float, admit: bool = False) -> tuple[Link, bool]:
+        """`LinkBroker.resolve_miss`, run by the fetcher, which first spends the user's request limit when `admit`
+        (`LeaderRefused` if that refuses); `ResolverGone` when the fetcher cannot take it or did not answer in time
+        (the broker then resolves the miss itself, within what is left of the deadline)."""
         pending = _Pending()
         with self._pending_lock:
             if self._lost:
@@ -173,6 +175,7 @@ class FetcherClient:
             "profile_key": fetch.profile_key,
             "options": asdict(fetch.options),
             "deadline": deadline,
+            "admit": admit,
         }
         try:
             with self._send_lock:
@@ -249,7 +252,8 @@ def _outcome(answer: dict, fetch: UpstreamFetch) -> tuple[Link, bool]:
     if fetch.timings is not None:
         fetch.timings.upstream_seconds = answer.get("upstream_seconds")
     if answer.get("error") is not None:
-        raise ServiceError.from_public_fields(answer["error"])
+        error = ServiceError.from_public_fields(answer["error"])
+        raise LeaderRefused(error) if answer.get("refused") else error
     return Link(**answer["link"]), bool(answer["held"])
 
 
@@ -283,6 +287,12 @@ def _resolve_and_answer(sock: socket.socket, send_lock: threading.Lock, service:
         fields = request["options"]
         options = LinkOptions(**{**fields, "allowed_social": tuple(fields["allowed_social"])})
         fetch = UpstreamFetch(service, request["user"], request["profile_key"], options, timings)
+        if request.get("admit"):
+            try:
+                service.spend_request_budget(fetch.user)
+            except ServiceError:
+                answer["refused"] = True  # the leader's own limit: its waiters are not refused with it
+                raise
         link, held = service.broker.resolve_miss(request["key"], fetch, request["deadline"])
         answer["link"] = asdict(link)
         answer["held"] = held

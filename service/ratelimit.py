@@ -8,7 +8,8 @@ Three limits, each a setting in the `limits` notation Flask-Limiter uses ("120/m
   that setting the header is ignored, so it cannot be forged to dodge the limit.
 - `RATE_LIMIT_PER_USER` (default 30/minute) counts requests for one user that got past authentication: cache hits
   are cheap, so this is generous, and because refused requests do not count, nobody can lock a user out by spamming
-  their id. It is spent by the use case once the request is authenticated and valid.
+  their id. It is spent once the request is authenticated and valid: by the broker on a hit or while waiting for
+  another request's fetch, and first of all by whoever resolves a miss (the fetcher, under gunicorn).
 - `RATE_LIMIT_UPSTREAM_PER_USER` (default 10 per 5 minutes) counts only requests that are about to call Ayrshare:
   it is checked on a cache miss, inside the single-flight fetch (`UpstreamBudget`), so cache hits never pay for it
   and a user who spent it still gets cached links. Ayrshare
@@ -83,7 +84,7 @@ class Budget:
 
     - `RATE_LIMIT_PER_ADDRESS`: spent before `/connect` does anything (`init_app`'s before_request hook).
     - `RATE_LIMIT_PER_USER`: spent once the request is authenticated and valid, so refusals never count against the
-      user they name.
+      user they name, and before anything else of a miss, so a refused request never reaches Ayrshare.
     - `RATE_LIMIT_UPSTREAM_PER_USER`: spent when a cache miss is about to call Ayrshare.
 
     Storage trouble lets the request through: counting carries on in this process until the shared storage answers.

@@ -85,6 +85,29 @@ def test_a_burst_in_the_worker_sends_the_fetcher_one_miss(pair, emulator):
     assert emulator.calls() == 1
 
 
+def test_the_fetcher_spends_a_leaders_request_limit_first_and_a_refused_one_never_reaches_ayrshare(
+    settings_env, emulator, redis_client
+):
+    pair = Pair({**settings_env, "RATE_LIMIT_PER_USER": "1/minute"})
+    worker = pair.worker_app.extensions["connect"]
+    spent_in_the_worker = []
+    spend = worker.spend_request_budget
+    worker.spend_request_budget = lambda user: spent_in_the_worker.append(user) or spend(user)
+    assert pair.get("alice").status_code == 302  # the leader: admitted by the fetcher, then its call
+    for key in redis_client.scan_iter("connect:link:*"):  # the link gone, so the next request leads a miss again
+        redis_client.delete(key)
+    for app in (pair.worker_app, pair.fetcher_app):
+        app.extensions["connect"].broker._copies.clear()
+
+    refused = pair.get("alice", **JSON)
+
+    assert refused.status_code == 429 and refused.json["error"]["code"] == "rate_limited"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert emulator.calls() == 1
+    assert spent_in_the_worker == []  # both requests led a miss: their limit was spent in the fetcher
+    pair.worker_end.close()
+
+
 def test_an_upstream_failure_reaches_the_caller_exactly_as_without_a_fetcher(pair, settings_env, emulator):
     emulator.set_knobs(fault="429", fault_count=-1)
     plain = create_app(settings_env).test_client().get(signed_path("carol@example.com", SIGNING_SECRET), headers=JSON)

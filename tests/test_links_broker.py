@@ -8,7 +8,7 @@ import time
 import pytest
 
 from service.broker import LinkBroker
-from service.errors import UpstreamRefused, UpstreamTimeout
+from service.errors import RateLimited, UpstreamRefused, UpstreamTimeout
 from service.link_store import RedisLinkStore
 from service.links import Link
 
@@ -248,3 +248,35 @@ def test_on_redis_cluster_a_holder_stores_its_link_and_frees_its_lock(cluster_ur
 
     assert first.source == "upstream" and second.source == "cache" and calls == [1]
     assert store.peek("k").lock_holder is None
+
+
+def test_a_leader_over_its_own_limit_is_refused_alone_and_an_admitted_waiter_leads_instead(store):
+    """The leader's request limit is spent inside the flight (by the fetcher, under gunicorn); its refusal must not
+    become its waiters' answer, and must not reach Ayrshare."""
+    links = broker(store)
+    leader_in_flight, waiter_admitted = threading.Event(), threading.Event()
+    calls, outcomes = [], {}
+
+    def fetch(deadline):
+        calls.append(1)
+        return fresh_link()
+
+    def leader_admit():
+        leader_in_flight.set()
+        waiter_admitted.wait(5)  # refuse only once the waiter has joined the flight
+        raise RateLimited(retry_after=7)
+
+    def leader():
+        try:
+            links.get_link("k", fetch, admit=leader_admit)
+        except RateLimited as error:
+            outcomes["leader"] = error
+
+    thread = threading.Thread(target=leader)
+    thread.start()
+    assert leader_in_flight.wait(5)
+    waiter_link = links.get_link("k", fetch, admit=waiter_admitted.set)
+    thread.join(5)
+
+    assert outcomes["leader"].retry_after == 7
+    assert waiter_link.source == "upstream" and len(calls) == 1
