@@ -167,7 +167,7 @@ def post_worker_init(worker):
     never collected, which costs nothing here: they live until the worker exits anyway. Objects made afterwards,
     including every request's, are collected as before.
     """
-    service = _connect_service(worker)
+    service = getattr(worker.wsgi, "extensions", {}).get("connect")  # None for another app (the bench's bare one)
     if service is not None:
         service.client.size_pool(_requests_at_once(worker))
     gc.collect()  # what loading the app left for collection goes now, rather than into the frozen set for good
@@ -175,12 +175,8 @@ def post_worker_init(worker):
     worker.log.info(
         "Worker %s: %d objects made at start frozen out of garbage collection", worker.pid, gc.get_freeze_count()
     )
-    _start_fetcher(worker)  # after the freeze, so the fetcher's copy of the app is frozen too
-
-
-def _connect_service(worker):
-    """The worker's ConnectService, or None when it runs another app (the benchmarks' bare endpoint)."""
-    return getattr(worker.wsgi, "extensions", {}).get("connect")
+    if service is not None:
+        _start_fetcher(worker, service)  # after the freeze, so the fetcher's copy of the app is frozen too
 
 
 def _requests_at_once(worker) -> int:
@@ -198,7 +194,7 @@ _fetcher = None  # this worker's FetcherClient, when it has one
 _fetcher_started = 0.0  # monotonic
 
 
-def _start_fetcher(worker) -> None:
+def _start_fetcher(worker, service) -> None:
     """Give a gthread worker running the service with a Redis store its fetcher (service/fetcher.py).
 
     Not for the sync worker (one request at a time: nothing to queue behind) or gevent (one thread), nor for the
@@ -210,8 +206,7 @@ def _start_fetcher(worker) -> None:
 
     from service.fetcher import start_fetcher
 
-    service = _connect_service(worker)
-    if not upstream_fetcher or service is None or not service.settings.redis_url:
+    if not upstream_fetcher or not service.settings.redis_url:
         return
     if not isinstance(worker, ThreadWorker):
         return

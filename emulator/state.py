@@ -79,7 +79,7 @@ class EmulatorState:
             return knobs.fault
 
     # --- statistics --------------------------------------------------------------------------------------
-    def record_generate_call(self, entry: dict, connection: str = "") -> None:
+    def record_generate_call(self, entry: dict, *, connection: str) -> None:
         """Count one generateJWT request that reached the handler (and the connection it came over: a client that
         keeps its connections open makes fewer of them than calls), and keep it in the recent-request log."""
         with self._lock:
