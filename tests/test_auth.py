@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from service.callers import Authenticator, PresentedCredentials, check_signature, sign
+from service.auth import Authenticator, PresentedCredentials, check_signature, sign
 from service.errors import Forbidden, Unauthenticated
 from tests.conftest import INTERNAL_TOKEN, SIGNING_SECRET
 

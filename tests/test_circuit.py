@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from service import create_app
-from service.callers import signed_path
-from service.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, CircuitOpen
+from service.auth import signed_path
 from service.errors import UpstreamRefused, UpstreamTimeout, UpstreamUnavailable
+from service.upstream.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, CircuitOpen
 from tests.conftest import SIGNING_SECRET
 
 

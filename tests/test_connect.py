@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import jwt
 import pytest
 
-from service.callers import sign, signed_path
+from service.auth import sign, signed_path
 from tests.conftest import API_KEY, INTERNAL_TOKEN, PROFILES, SIGNING_SECRET
 
 JSON = {"Accept": "application/json"}

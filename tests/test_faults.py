@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from service.callers import signed_path
+from service.auth import signed_path
 from tests.conftest import SIGNING_SECRET
 from tests.support.processes import RedisServer, ServiceProcess, free_port, wait_until
 
@@ -154,7 +154,7 @@ def test_redis_sentinel_url_follows_the_master(start_service, emulator, tmp_path
 
 # -- single-flight under crashes and scale-out ----------------------------------------------------------------------
 def test_lock_left_by_a_dead_holder_delays_others_at_most_its_ttl(start_service, emulator, redis_client):
-    # One worker, slow upstream: kill -9 the worker and its fetcher (the lock's holder) mid-call.
+    # One worker, slow upstream: kill -9 the worker (the lock's holder) mid-call.
     service, url, in_flight, lock_ttl = call_in_flight(
         start_service, emulator, redis_client, 3000, AYRSHARE_DEADLINE_SECONDS="4", AYRSHARE_READ_TIMEOUT="3.5"
     )
@@ -171,23 +171,6 @@ def test_lock_left_by_a_dead_holder_delays_others_at_most_its_ttl(start_service,
     assert response.status_code == 302
     assert waited <= lock_ttl + 1.5  # the lock's TTL (deadline + 2 s), then one fast upstream call
     assert emulator.calls() == 2
-
-
-def test_a_worker_killed_mid_call_wastes_no_call_its_fetcher_finishes_it(start_service, emulator, redis_client):
-    # The fetcher holds the lock and makes the call (service/fetcher.py); it outlives its worker's crash.
-    service, url, in_flight, lock_ttl = call_in_flight(
-        start_service, emulator, redis_client, 1500, AYRSHARE_CONNECT_TIMEOUT="1", AYRSHARE_READ_TIMEOUT="3"
-    )
-    (killed,) = worker_pids(service)
-    os.kill(killed, signal.SIGKILL)
-    assert isinstance(_outcome(in_flight), requests.RequestException)  # the killed worker's request is lost
-
-    wait_until(lambda: worker_pids(service) not in ([], [killed]), 10, what="a replacement worker")
-    started = time.monotonic()
-    response = get(url, timeout=30)
-    assert response.status_code == 302
-    assert time.monotonic() - started < lock_ttl - 1  # the fetcher's call came back and was stored: no TTL wait
-    assert emulator.calls() == 1
 
 
 def _outcome(future):

@@ -13,9 +13,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 
 from service import ConfigError, create_app
-from service.callers import check_signature, signed_path
-from service.frontend import LINKED_FRAGMENT, safe_return_url
-from service.settings import load_settings
+from service.auth import check_signature, signed_path
+from service.config import load_settings
+from service.web.pages import LINKED_FRAGMENT, safe_return_url
 from tests.conftest import API_KEY, PROFILES, SIGNING_SECRET
 from tests.support.corpora import OPEN_REDIRECTS
 

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import re
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import pytest
 import requests
 
-from service.callers import signed_path
+from service.auth import signed_path
 from tests.conftest import SIGNING_SECRET
-from tests.support.processes import wait_until
-
-FROZEN = re.compile(r"Worker \d+: (\d+) objects made at start frozen")
-
-
-def test_each_worker_freezes_what_it_loaded_at_start_out_of_garbage_collection(start_service):
-    """Full collections walking the app's own objects paused cold bursts by 45-100 ms (BENCHMARKS.md, scenario 2)."""
-    service = start_service(workers=2)
-
-    wait_until(lambda: len(FROZEN.findall(service.log())) == 2, 30, what="both workers to have started")
-
-    frozen = [int(count) for count in FROZEN.findall(service.log())]
-    # Flask, requests, redis-py, cryptography and the app itself: tens of thousands of objects, not a handful.
-    assert all(count > 10_000 for count in frozen), frozen
+from tests.support.processes import PROJECT_ROOT, ServiceProcess
 
 
 def test_each_worker_keeps_a_connection_to_ayrshare_for_every_call_it_can_have_in_flight(start_service, emulator):
@@ -43,3 +33,33 @@ def test_each_worker_keeps_a_connection_to_ayrshare_for_every_call_it_can_have_i
     assert stats["generate_calls"] == 40
     assert stats["generate_connections"] <= 20, stats["generate_connections"]
     assert "Connection pool is full" not in service.log()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("GUNICORN_WORKERS", "many"), ("GUNICORN_THREADS", "0"), ("GUNICORN_WORKER_CLASS", "tornado")],
+)
+def test_a_bad_gunicorn_setting_stops_the_start_with_one_line_naming_it(start_service, name, value):
+    service = start_service(wait=False, **{name: value})
+    assert service.proc.wait(30) == 2
+    errors = [line for line in service.log().splitlines() if "configuration error" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"configuration error: {name}:")
+    assert value not in errors[0].partition(":")[2].partition(":")[2] or value == "0"
+
+
+def test_gunicorn_takes_its_settings_from_the_validated_service_settings(settings_env):
+    env = {**ServiceProcess(settings_env).env, "GUNICORN_THREADS": "3", "GUNICORN_TIMEOUT": "40", "BIND": "127.0.0.1:0"}
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    printed = subprocess.run(
+        [gunicorn, "-c", "config/gunicorn.conf.py", "--print-config", "service:create_app()"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    config = {name.strip(): value.strip() for name, _, value in (line.partition("=") for line in printed.splitlines())}
+    assert config["threads"] == "3" and config["timeout"] == "40"
+    assert config["workers"] == "2" and config["worker_class"] == "gthread"
+    assert config["bind"] == "['127.0.0.1:0']"

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from service.broker import LinkBroker
-from service.errors import RateLimited, UpstreamRefused, UpstreamTimeout
-from service.link_store import RedisLinkStore
-from service.links import Link
+from service.errors import UpstreamRefused, UpstreamTimeout
+from service.links import LinkBroker
+from service.links.store import RedisLinkStore
+from service.upstream import Link
 
 
 @pytest.fixture
@@ -47,13 +47,13 @@ def test_waiters_of_a_new_attempt_wait_for_it_past_an_earlier_holders_failure(st
     with pytest.raises(UpstreamRefused):
         broker(store).get_link("k", refused)
     # The failed holder's marker lives on for its second while another process holds the lock for a new attempt.
-    token, _ = store.claim("k", ttl_seconds=30)
-    assert token is not None
+    second_holder = store.lock("k", ttl_seconds=30)
+    assert second_holder.acquire()
 
     def second_holder_succeeds():
         time.sleep(0.3)
         store.write("k", "https://profile.ayrshare.com/?jwt=new", time.time() + 300, ttl_seconds=200)
-        store.unlock("k", token)
+        second_holder.release()
 
     thread = threading.Thread(target=second_holder_succeeds)
     thread.start()
@@ -62,14 +62,13 @@ def test_waiters_of_a_new_attempt_wait_for_it_past_an_earlier_holders_failure(st
     assert link.source == "shared" and link.url.endswith("new")
 
 
-def test_one_round_trip_claims_the_lock_and_reads_a_link_another_process_just_wrote(store):
-    store.write("k", "https://profile.ayrshare.com/?jwt=done", time.time() + 300, ttl_seconds=200)
-    token, record = store.claim("k", ttl_seconds=30)
-    assert token is not None and record[0].endswith("done")
-    assert store.claim("k", ttl_seconds=30) == (None, record)  # held: nobody else gets it
-    assert store.peek("k").lock_holder == token
-    store.unlock("k", token)
-    assert store.peek("k").lock_holder is None
+def test_the_fetch_lock_is_held_by_one_holder_at_a_time_and_freed_by_it(store, redis_client):
+    first, second = store.lock("k", ttl_seconds=30), store.lock("k", ttl_seconds=30)
+    assert first.acquire() and not second.acquire()
+    second.release()  # not the holder: frees nothing
+    assert redis_client.exists("k:lock")
+    first.release()
+    assert not redis_client.exists("k:lock") and second.acquire()
 
 
 def test_waiters_in_other_processes_get_the_holders_exact_error(store):
@@ -100,7 +99,7 @@ def test_waiters_in_other_processes_get_the_holders_exact_error(store):
 
 
 def test_a_whole_request_is_bounded_by_its_deadline_even_behind_a_stuck_holder(store):
-    store.claim("k", ttl_seconds=30)  # a holder that hangs on to the lock far longer than our budget
+    store.lock("k", ttl_seconds=30).acquire()  # a holder that hangs on to the lock far longer than our budget
     started = time.monotonic()
     with pytest.raises(UpstreamTimeout):
         broker(store, request_seconds=1.0, lock_ttl=30).get_link("k", lambda deadline: fresh_link())
@@ -109,7 +108,7 @@ def test_a_whole_request_is_bounded_by_its_deadline_even_behind_a_stuck_holder(s
 
 def test_a_stuck_holder_is_answered_with_a_stale_link_when_one_is_left(store):
     store.write("k", "https://profile.ayrshare.com/?jwt=old", time.time() + 40, ttl_seconds=30)
-    store.claim("k", ttl_seconds=30)
+    store.lock("k", ttl_seconds=30).acquire()
     link = broker(store, request_seconds=0.5, lock_ttl=30).get_link("k", lambda deadline: fresh_link())
     assert link.source == "stale" and link.url.endswith("old")
 
@@ -122,16 +121,15 @@ def test_the_fetch_gets_the_requests_remaining_deadline(store):
     assert 6 < seen[0] <= 7
 
 
-def test_a_worker_serves_its_copy_without_the_store_and_obeys_the_same_freshness(store, redis_client):
+def test_a_stored_link_is_served_until_it_is_under_the_margin(store):
     links = broker(store, min_remaining=60)
     links.get_link("k", lambda deadline: fresh_link(120))
-    redis_client.flushdb()  # the store forgets; this worker's copy is exactly as valid as the token's exp
-    assert links.get_link("k", lambda deadline: pytest.fail("no upstream call for a valid copy")).source == "cache"
+    assert links.get_link("k", lambda deadline: pytest.fail("no upstream call for a valid link")).source == "cache"
+    assert broker(store).get_link("k", lambda deadline: pytest.fail("nor from another process")).source == "cache"
 
-    nearly_expired = broker(store, min_remaining=60)
-    nearly_expired.get_link("j", lambda deadline: fresh_link(61))
-    time.sleep(1.1)  # now under the margin: neither the copy nor the store may serve it
-    assert nearly_expired.get_link("j", lambda deadline: fresh_link(300)).source == "upstream"
+    links.get_link("j", lambda deadline: fresh_link(61))
+    time.sleep(1.1)  # now under the margin: the store may not serve it
+    assert links.get_link("j", lambda deadline: fresh_link(300)).source == "upstream"
 
 
 def test_links_fetched_while_the_store_is_down_are_not_kept(redis_url):
@@ -148,43 +146,12 @@ def test_links_fetched_while_the_store_is_down_are_not_kept(redis_url):
     server.stop()
 
 
-def test_new_redis_connections_go_straight_to_work(store, settings_env):
-    """Bursts grow the pools by a connection per request in flight. Without CLIENT SETINFO a new connection saves two
-    round trips and a read of redis-py's package metadata before the request's own command (BENCHMARKS.md, scenario 3).
-    Both pools (links, rate limits) make their connections that way."""
-    from service import ratelimit
-    from service.settings import load_settings
-
-    counter = ratelimit.build_counter(load_settings(settings_env))
-    for pool in (store.client.connection_pool, counter.storage.storage.connection_pool):
-        connection = pool.make_connection()
-        assert connection.driver_info is None  # redis-py: no CLIENT SETINFO, no version lookup
-        connection.connect()
-        assert connection.send_command("PING") is None and connection.read_response() in (b"PONG", "PONG")
-        connection.disconnect()
-
-
-class CountingUnlocks(RedisLinkStore):
-    unlocks = 0
-
-    def unlock(self, key: str, token: str) -> None:
-        self.unlocks += 1
-        super().unlock(key, token)
-
-
-def test_the_holder_stores_its_link_and_frees_the_lock_in_one_round_trip(redis_url, redis_client):
-    store = CountingUnlocks.from_url(redis_url, timeout=0.5)
-    links = broker(store)
-
-    links.get_link("k", lambda deadline: fresh_link())
-
+def test_the_holder_stores_its_link_and_frees_the_lock(store, redis_client):
+    broker(store).get_link("k", lambda deadline: fresh_link())
     assert redis_client.get("k") is not None and not redis_client.exists("k:lock")
-    assert store.unlocks == 0  # freed by the write's own round trip, not by a second one
 
 
-def test_a_failed_fetch_still_frees_the_lock_after_writing_its_marker(redis_url, redis_client):
-    store = CountingUnlocks.from_url(redis_url, timeout=0.5)
-
+def test_a_failed_fetch_still_frees_the_lock_after_writing_its_marker(store, redis_client):
     def refused(deadline):
         raise UpstreamRefused()
 
@@ -192,35 +159,26 @@ def test_a_failed_fetch_still_frees_the_lock_after_writing_its_marker(redis_url,
         broker(store).get_link("k", refused)
 
     assert redis_client.exists("k:error") and not redis_client.exists("k:lock")
-    assert store.unlocks == 1
 
 
-def test_freeing_the_lock_with_the_write_works_after_redis_lost_its_scripts(store, redis_client):
-    token, _ = store.claim("k", 5)
-    redis_client.script_flush()  # a restarted Redis, or SCRIPT FLUSH: NOSCRIPT for the hash we send
+def test_the_lock_is_freed_after_redis_lost_its_scripts(store, redis_client):
+    """redis-py's Lock releases with a Lua script by its hash; a restarted Redis answers NOSCRIPT, and the script is
+    loaded again (redis 8.1.0's Script object does this)."""
+    lock = store.lock("k", ttl_seconds=5)
+    assert lock.acquire()
+    redis_client.script_flush()
+    lock.release()
+    assert not redis_client.exists("k:lock")
 
-    store.write("k", "https://profile.ayrshare.com/?jwt=x", time.time() + 300, 60, release=token)
 
-    assert redis_client.get("k") is not None and not redis_client.exists("k:lock")
-
-
-def test_the_write_frees_only_the_lock_its_token_holds(store, redis_client):
-    store.claim("k", 5)  # another holder's lock
-
-    store.write("k", "https://profile.ayrshare.com/?jwt=x", time.time() + 300, 60, release="not-that-holder")
-
+def test_a_holder_whose_lock_expired_does_not_free_its_successors_lock(store, redis_client):
+    late = store.lock("k", ttl_seconds=0.2)
+    assert late.acquire()
+    time.sleep(0.3)  # expired: another process takes over
+    assert store.lock("k", ttl_seconds=30).acquire()
+    late.release()
     assert redis_client.exists("k:lock")
-
-
-def test_a_release_that_fails_leaves_the_link_stored_and_the_store_in_use(store, redis_client):
-    token, _ = store.claim("k", 5)
-    redis_client.delete("k:lock")
-    redis_client.hset("k:lock", "not", "a string")  # the release script's GET now fails (WRONGTYPE)
-
-    freed = store.write("k", "https://profile.ayrshare.com/?jwt=x", time.time() + 300, 60, release=token)
-
-    assert freed is False  # so the holder tries once more itself, or the lock's TTL frees it
-    assert store.read("k") is not None  # stored, and the store was not switched off for the failed release
+    assert store.read_with_marker("k") == (None, None)  # and the store is still in use
 
 
 @pytest.fixture
@@ -239,7 +197,6 @@ def cluster_url():
 
 
 def test_on_redis_cluster_a_holder_stores_its_link_and_frees_its_lock(cluster_url):
-    """A cluster pipeline refuses EVALSHA: there the link and the lock's release go in two round trips."""
     store = RedisLinkStore.from_url(cluster_url, timeout=1.0)
     calls = []
 
@@ -247,36 +204,4 @@ def test_on_redis_cluster_a_holder_stores_its_link_and_frees_its_lock(cluster_ur
     second = broker(store).get_link("k", lambda deadline: calls.append(1) or fresh_link())  # another process
 
     assert first.source == "upstream" and second.source == "cache" and calls == [1]
-    assert store.peek("k").lock_holder is None
-
-
-def test_a_leader_over_its_own_limit_is_refused_alone_and_an_admitted_waiter_leads_instead(store):
-    """The leader's request limit is spent inside the flight (by the fetcher, under gunicorn); its refusal must not
-    become its waiters' answer, and must not reach Ayrshare."""
-    links = broker(store)
-    leader_in_flight, waiter_admitted = threading.Event(), threading.Event()
-    calls, outcomes = [], {}
-
-    def fetch(deadline):
-        calls.append(1)
-        return fresh_link()
-
-    def leader_admit():
-        leader_in_flight.set()
-        waiter_admitted.wait(5)  # refuse only once the waiter has joined the flight
-        raise RateLimited(retry_after=7)
-
-    def leader():
-        try:
-            links.get_link("k", fetch, admit=leader_admit)
-        except RateLimited as error:
-            outcomes["leader"] = error
-
-    thread = threading.Thread(target=leader)
-    thread.start()
-    assert leader_in_flight.wait(5)
-    waiter_link = links.get_link("k", fetch, admit=waiter_admitted.set)
-    thread.join(5)
-
-    assert outcomes["leader"].retry_after == 7
-    assert waiter_link.source == "upstream" and len(calls) == 1
+    assert not store.client.exists("k:lock")

@@ -12,7 +12,7 @@ import requests
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import metrics
+from service.web import metrics
 from tests.conftest import INTERNAL_TOKEN
 from tests.support.processes import free_port, wait_until
 

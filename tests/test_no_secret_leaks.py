@@ -16,7 +16,7 @@ import pytest
 import requests
 from cryptography.fernet import Fernet
 
-from service.callers import sign, signed_path
+from service.auth import sign, signed_path
 from tests.conftest import API_KEY, INTERNAL_TOKEN, SIGNING_SECRET
 from tests.support.processes import RedisServer
 

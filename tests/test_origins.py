@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.origins import is_bare_origin, web_origin
+from service.urls import is_bare_origin, web_origin
 
 CASES = [
     ("https://app.example.com", "https://app.example.com"),

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service import create_app
-from service.ayrshare import AllowedLinkHosts
-from service.callers import sign
+from service.auth import sign
+from service.upstream import AllowedLinkHosts
 from tests.conftest import INTERNAL_TOKEN, SIGNING_SECRET
 from tests.support.corpora import OPEN_REDIRECTS
 

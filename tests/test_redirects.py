@@ -11,11 +11,12 @@ from urllib.parse import parse_qsl, unquote, unquote_plus
 
 import pytest
 
-from service.ayrshare import AllowedLinkHosts
-from service.callers import signed_path
+from service.auth import signed_path
+from service.config import SUPPORTED_NETWORKS
 from service.errors import BadRequest
-from service.options import RedirectAllowlist, is_allowed_redirect, resolve_allowed_social
-from service.settings import SUPPORTED_NETWORKS
+from service.links.options import resolve_allowed_social
+from service.upstream import AllowedLinkHosts
+from service.urls import RedirectAllowlist, is_allowed_redirect
 from tests.conftest import SIGNING_SECRET
 from tests.support.corpora import OPEN_REDIRECTS
 

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from service import create_app
-from service.callers import signed_path
+from service.auth import signed_path
 from tests.conftest import SIGNING_SECRET
 from tests.support.processes import RedisServer, wait_until
 
@@ -113,7 +113,8 @@ def test_the_cache_and_the_rate_limits_work_over_tls(settings_env, emulator, tls
     assert first.headers["Location"] == second.headers["Location"] and emulator.calls() == 1
     keys = [key.decode() for key in tls_redis.client().keys("*")]
     assert any(key.startswith("connect:link:v1:") for key in keys)  # the link is cached in the TLS Redis
-    assert any("/connect:ratelimit/user/" in key for key in keys)  # and the limits count there (`limits`' key shape)
+    # and the upstream limit counts there (`limits`' key shape); the request limits count in process memory
+    assert any("/connect:ratelimit/upstream/" in key for key in keys)
 
 
 def test_a_server_certificate_our_ca_did_not_sign_is_refused(settings_env, emulator, tls_redis, certificates):

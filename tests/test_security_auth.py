@@ -17,9 +17,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from service import ConfigError, create_app
-from service.callers import signed_path
+from service.auth import signed_path
+from service.auth.session_jwt import JwksCache, SessionTokenVerifier
 from service.errors import Unauthenticated
-from service.jwt_auth import JwksCache, SessionTokenVerifier
 from tests.conftest import INTERNAL_TOKEN, SIGNING_SECRET
 from tests.support.processes import wait_until
 

@@ -8,8 +8,8 @@ import pytest
 from cryptography.fernet import Fernet
 
 from service import ConfigError, create_app
-from service.cache_crypto import FernetCodec
-from service.callers import signed_path
+from service.auth import signed_path
+from service.links import FernetCodec
 from tests.conftest import API_KEY, SIGNING_SECRET
 
 KEY_1, KEY_2 = Fernet.generate_key().decode(), Fernet.generate_key().decode()

@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from service import create_app
-from service.callers import signed_path
+from service.auth import signed_path
 from tests.conftest import INTERNAL_TOKEN, SIGNING_SECRET
 from tests.support.processes import RedisServer
 
@@ -122,12 +122,23 @@ def test_in_memory_limits_without_redis(limited_env, emulator):
     assert client.get("/connect/alice", headers=INTERNAL).status_code == 429
 
 
-def test_limits_are_shared_through_redis_by_every_process(limited_env, emulator):
-    env = {**limited_env, "RATE_LIMIT_PER_USER": "2/minute"}
+def test_the_upstream_limit_is_shared_through_redis_by_every_process(limited_env, emulator):
+    env = {**limited_env, "RATE_LIMIT_UPSTREAM_PER_USER": "1 per 5 minutes"}
     first, second = create_app(env).test_client(), create_app(env).test_client()
     assert first.get("/connect/alice", headers=INTERNAL).status_code == 200
-    assert second.get("/connect/alice", headers=INTERNAL).status_code == 200
+    refused = second.get("/connect/alice?allowedSocial=twitter", headers=INTERNAL)  # a miss, in another process
+    assert refused.status_code == 429 and refused.json["error"]["code"] == "upstream_budget_spent"
+    assert second.get("/connect/alice", headers=INTERNAL).status_code == 200  # the cached link is still served
+    assert emulator.calls() == 1
+
+
+def test_request_limits_are_counted_in_each_process(limited_env, emulator):
+    """Flood guards, like nginx's limit_req: no Redis round trip, and each worker process counts its own."""
+    env = {**limited_env, "RATE_LIMIT_PER_USER": "1/minute"}
+    first, second = create_app(env).test_client(), create_app(env).test_client()
+    assert first.get("/connect/alice", headers=INTERNAL).status_code == 200
     assert first.get("/connect/alice", headers=INTERNAL).status_code == 429
+    assert second.get("/connect/alice", headers=INTERNAL).status_code == 200
 
 
 def test_limiter_fails_open_when_its_redis_dies(start_service, limited_env, emulator):

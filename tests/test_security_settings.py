@@ -114,7 +114,7 @@ def _warnings(capsys) -> str:
 
 
 def test_demo_mode_refuses_to_front_the_real_ayrshare(settings_env):
-    from service.settings import ConfigError, load_settings
+    from service.config import ConfigError, load_settings
 
     env = {
         **settings_env,
@@ -128,7 +128,7 @@ def test_demo_mode_refuses_to_front_the_real_ayrshare(settings_env):
 
 @pytest.mark.parametrize("entry", ["http://profile.ayrshare.com", "http://10.0.0.5:8080", "ftp://profile.ayrshare.com"])
 def test_plain_http_linking_hosts_are_only_for_loopback(settings_env, entry):
-    from service.settings import ConfigError, load_settings
+    from service.config import ConfigError, load_settings
 
     with pytest.raises(ConfigError, match=r"^LINK_ALLOWED_HOSTS: "):
         load_settings({**settings_env, "LINK_ALLOWED_HOSTS": entry})

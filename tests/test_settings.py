@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from service.keys import load_signing_key
-from service.settings import ConfigError, load_settings
+from service.config import ConfigError, load_settings
+from service.config.keys import load_signing_key
 from tests.conftest import API_KEY, SIGNING_SECRET
 from tests.support.processes import ServiceProcess
 
@@ -165,7 +165,7 @@ def test_gunicorn_refuses_to_start_with_one_clear_line(env, name, value):
 
 
 def test_check_config_cli_reports_ok_and_sign_url_prints_a_verifiable_link(env, tmp_path):
-    from service.callers import check_signature
+    from service.auth import check_signature
 
     environment = {**env, "ENV_FILE": "/nonexistent", "PATH": "/usr/bin:/bin"}
     flask = [str(ServiceProcess({}).command()[0]).replace("gunicorn", "flask"), "--app", "service"]

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from service.callers import signed_path
+from service.auth import signed_path
 from tests.conftest import SIGNING_SECRET
 from tests.support.processes import RedisServer
 

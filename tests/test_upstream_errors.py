@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from service import create_app
-from service.callers import signed_path
+from service.auth import signed_path
 from tests.conftest import API_KEY, SIGNING_SECRET
 
 JSON = {"Accept": "application/json"}

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from playwright.sync_api import Page, expect
 
-from service.callers import signed_path
+from service.auth import signed_path
 from tests.conftest import INTERNAL_TOKEN, PROFILES, SIGNING_SECRET
 from tests.support.processes import free_port
 

@@ -1,0 +1,212 @@
+"""The settings schema: every environment variable's name, type, default and validation rule.
+
+`SettingsSchema` is a marshmallow schema whose data keys are the environment variable names and whose attribute names
+are the fields of `Settings`. Cross-setting rules live in `_check_combinations` and, for the security settings, in
+`checks.py`. Messages name what to fix and never echo a value.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+from ..urls import is_bare_origin
+from . import checks
+
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
+AUTH_MODES = ("signed", "jwt", "header", "none")
+# Networks Ayrshare's linking page can show (names as used by `allowedSocial`).
+SUPPORTED_NETWORKS = frozenset(
+    {
+        "bluesky",
+        "facebook",
+        "gmb",
+        "instagram",
+        "linkedin",
+        "pinterest",
+        "reddit",
+        "snapchat",
+        "telegram",
+        "threads",
+        "tiktok",
+        "twitter",
+        "youtube",
+    }
+)
+
+
+def _csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _check_host_port(bind: str) -> None:
+    if (
+        not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):\d{1,5}", bind)
+        or not 0 < int(bind.rpartition(":")[2]) < 65536
+    ):
+        raise ValidationError("must be host:port, e.g. 0.0.0.0:9100")
+
+
+class _CommaList(fields.Field):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+        if not isinstance(value, str):
+            raise ValidationError("must be a comma-separated list")
+        return [item.lower() for item in _csv(value)]
+
+
+class SettingsSchema(Schema):
+    """Environment variable names are the schema's data keys; attribute names are the Settings fields."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    api_key = fields.String(data_key="AYRSHARE_API_KEY", required=True, validate=validate.Length(min=1))
+    private_key = fields.String(data_key="AYRSHARE_PRIVATE_KEY", required=True, validate=validate.Length(min=1))
+    domain = fields.String(data_key="AYRSHARE_DOMAIN", required=True, validate=validate.Length(min=1, max=253))
+    base_url = fields.Url(data_key="AYRSHARE_BASE_URL", load_default="https://api.ayrshare.com/api", require_tld=False)
+    twitter_api_key = fields.String(data_key="AYRSHARE_TWITTER_API_KEY", load_default=None)
+    twitter_api_secret = fields.String(data_key="AYRSHARE_TWITTER_API_SECRET", load_default=None)
+    default_allowed_social = _CommaList(data_key="AYRSHARE_ALLOWED_SOCIAL", load_default=list)
+    default_redirect = fields.Url(data_key="AYRSHARE_REDIRECT", load_default=None, require_tld=False)
+    expires_in_minutes = fields.Integer(
+        data_key="AYRSHARE_EXPIRES_IN", load_default=None, validate=validate.Range(1, 2880)
+    )
+    connect_timeout = fields.Float(
+        data_key="AYRSHARE_CONNECT_TIMEOUT", load_default=3.0, validate=validate.Range(0.1, 30)
+    )
+    read_timeout = fields.Float(data_key="AYRSHARE_READ_TIMEOUT", load_default=10.0, validate=validate.Range(0.1, 60))
+    deadline_seconds = fields.Float(
+        data_key="AYRSHARE_DEADLINE_SECONDS", load_default=20.0, validate=validate.Range(0.5, 30)
+    )
+    # The whole /connect request: waiting for another caller's fetch (up to the lock's TTL) plus our own call.
+    request_deadline_seconds = fields.Float(
+        data_key="REQUEST_DEADLINE_SECONDS", load_default=30.0, validate=validate.Range(1, 60)
+    )
+
+    circuit_threshold = fields.Integer(
+        data_key="CIRCUIT_FAILURE_THRESHOLD", load_default=5, validate=validate.Range(1, 1000)
+    )
+    circuit_cooldown = fields.Float(
+        data_key="CIRCUIT_COOLDOWN_SECONDS", load_default=10.0, validate=validate.Range(0.1, 600)
+    )
+
+    redis_url = fields.String(data_key="REDIS_URL", load_default=None)
+    redis_timeout = fields.Float(data_key="REDIS_TIMEOUT", load_default=0.25, validate=validate.Range(0.01, 5))
+    profile_keys_file = fields.String(data_key="PROFILE_KEYS_FILE", required=True)
+
+    connect_auth = _CommaList(data_key="CONNECT_AUTH", load_default=lambda: ["signed"])
+    signing_secret = fields.String(data_key="CONNECT_SIGNING_SECRET", load_default=None)
+    signed_link_max_ttl = fields.Integer(
+        data_key="SIGNED_LINK_MAX_TTL_SECONDS", load_default=86400, validate=validate.Range(10, 30 * 86400)
+    )
+    internal_api_token = fields.String(data_key="INTERNAL_API_TOKEN", load_default=None)
+
+    link_min_remaining = fields.Integer(
+        data_key="LINK_MIN_REMAINING_SECONDS", load_default=60, validate=validate.Range(0, 86400)
+    )
+    link_stale_min = fields.Integer(data_key="LINK_STALE_MIN_SECONDS", load_default=15, validate=validate.Range(0))
+    link_allowed_hosts = _CommaList(data_key="LINK_ALLOWED_HOSTS", load_default=lambda: ["profile.ayrshare.com"])
+
+    trusted_proxy_count = fields.Integer(data_key="TRUSTED_PROXY_COUNT", load_default=0, validate=validate.Range(0, 5))
+    # -- caller identity, redirects, CORS, rate limits, cache encryption: checked by security_settings.check() ----
+    jwt_jwks_url = fields.Url(data_key="JWT_JWKS_URL", load_default=None, require_tld=False)
+    jwt_public_key = fields.String(data_key="JWT_PUBLIC_KEY", load_default=None)
+    jwt_hs256_secret = fields.String(data_key="JWT_HS256_SECRET", load_default=None)
+    jwt_algorithms = fields.Function(
+        deserialize=lambda value: [item.upper() if item.lower() != "eddsa" else "EdDSA" for item in _csv(value)],
+        data_key="JWT_ALGORITHMS",
+        load_default=list,
+    )
+    jwt_issuer = fields.String(data_key="JWT_ISSUER", load_default=None)
+    jwt_audience = fields.String(data_key="JWT_AUDIENCE", load_default=None)
+    jwt_user_claim = fields.String(data_key="JWT_USER_CLAIM", load_default="sub", validate=validate.Length(1, 64))
+    jwt_cookie = fields.String(data_key="JWT_COOKIE", load_default=None)
+    jwt_leeway = fields.Integer(data_key="JWT_LEEWAY_SECONDS", load_default=30, validate=validate.Range(0, 300))
+    trusted_proxies = _CommaList(data_key="TRUSTED_PROXIES", load_default=list)
+    auth_user_header = fields.String(data_key="AUTH_USER_HEADER", load_default="X-Forwarded-User")
+    redirect_allowed_hosts = _CommaList(data_key="REDIRECT_ALLOWED_HOSTS", load_default=list)
+    cors_allowed_origins = _CommaList(data_key="CORS_ALLOWED_ORIGINS", load_default=list)
+    rate_limit_enabled = fields.Boolean(data_key="RATE_LIMIT_ENABLED", load_default=True)
+    rate_limit_per_address = fields.String(data_key="RATE_LIMIT_PER_ADDRESS", load_default="120/minute")
+    rate_limit_per_user = fields.String(data_key="RATE_LIMIT_PER_USER", load_default="30/minute")
+    rate_limit_upstream_per_user = fields.String(
+        data_key="RATE_LIMIT_UPSTREAM_PER_USER", load_default="10 per 5 minutes"
+    )
+    cache_encryption_key = fields.String(data_key="CACHE_ENCRYPTION_KEY", load_default=None)
+    log_level = fields.String(
+        data_key="LOG_LEVEL",
+        load_default="INFO",
+        validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]),
+    )
+    demo = fields.Boolean(data_key="DEMO_MODE", load_default=False)
+    # Origins of the team's frontend(s): the only ones the done/error pages report to with postMessage, and the
+    # only ones the done page sends a same-tab user back to. The service's own origin is always allowed.
+    frontend_origins = _CommaList(data_key="FRONTEND_ORIGINS", load_default=list)
+    # host:port for a separate /metrics listener (gunicorn's master), so metrics are not on the public port.
+    metrics_bind = fields.String(data_key="METRICS_BIND", load_default=None, validate=_check_host_port)
+
+    # -- gunicorn (read by config/gunicorn.conf.py; command-line flags override them) ---------------------------
+    bind = fields.String(data_key="BIND", load_default="0.0.0.0:8000")
+    worker_class = fields.String(
+        data_key="GUNICORN_WORKER_CLASS", load_default="gthread", validate=validate.OneOf(["gthread", "gevent", "sync"])
+    )
+    workers = fields.Integer(data_key="GUNICORN_WORKERS", load_default=2, validate=validate.Range(1, 64))
+    # Each thread holds one request; a slow Ayrshare call holds its thread for up to AYRSHARE_DEADLINE_SECONDS.
+    threads = fields.Integer(data_key="GUNICORN_THREADS", load_default=128, validate=validate.Range(1, 1024))
+    worker_connections = fields.Integer(
+        data_key="GUNICORN_WORKER_CONNECTIONS", load_default=1000, validate=validate.Range(1, 100_000)
+    )
+    worker_timeout = fields.Integer(data_key="GUNICORN_TIMEOUT", load_default=75, validate=validate.Range(1, 3600))
+    graceful_timeout = fields.Integer(
+        data_key="GUNICORN_GRACEFUL_TIMEOUT", load_default=30, validate=validate.Range(1, 3600)
+    )
+    keepalive = fields.Integer(data_key="GUNICORN_KEEPALIVE", load_default=5, validate=validate.Range(0, 3600))
+    backlog = fields.Integer(data_key="GUNICORN_BACKLOG", load_default=2048, validate=validate.Range(1, 65535))
+    access_log = fields.Boolean(data_key="GUNICORN_ACCESS_LOG", load_default=False)
+    forwarded_allow_ips = fields.String(data_key="FORWARDED_ALLOW_IPS", load_default="127.0.0.1")
+
+    @validates_schema
+    def _check_combinations(self, data: dict, **kwargs: Any) -> None:
+        unknown = [mode for mode in data["connect_auth"] if mode not in AUTH_MODES]
+        if unknown or not data["connect_auth"]:
+            raise ValidationError(f"must be a comma-separated list of {', '.join(AUTH_MODES)}", "CONNECT_AUTH")
+        if "signed" in data["connect_auth"]:
+            secret = data.get("signing_secret")
+            if not secret:
+                raise ValidationError("is required when CONNECT_AUTH includes 'signed'", "CONNECT_SIGNING_SECRET")
+            if len(secret) < 32:
+                raise ValidationError(
+                    "must be at least 32 characters (e.g. openssl rand -hex 32)", "CONNECT_SIGNING_SECRET"
+                )
+        token = data.get("internal_api_token")
+        if token is not None and len(token) < 24:
+            raise ValidationError("must be at least 24 characters when set", "INTERNAL_API_TOKEN")
+        if bool(data["twitter_api_key"]) != bool(data["twitter_api_secret"]):
+            raise ValidationError(
+                "set both AYRSHARE_TWITTER_API_KEY and _SECRET, or neither", "AYRSHARE_TWITTER_API_SECRET"
+            )
+        bad = sorted(set(data["default_allowed_social"]) - SUPPORTED_NETWORKS)
+        if bad:
+            raise ValidationError(f"unknown network name(s): {', '.join(bad)}", "AYRSHARE_ALLOWED_SOCIAL")
+        expires_in = data.get("expires_in_minutes")
+        if expires_in is not None and expires_in * 60 <= data["link_min_remaining"]:
+            raise ValidationError(
+                "links would expire before LINK_MIN_REMAINING_SECONDS; use a longer lifetime", "AYRSHARE_EXPIRES_IN"
+            )
+        if data["request_deadline_seconds"] < data["deadline_seconds"]:
+            raise ValidationError("must be at least AYRSHARE_DEADLINE_SECONDS", "REQUEST_DEADLINE_SECONDS")
+        if data["connect_timeout"] >= data["deadline_seconds"]:
+            raise ValidationError("must be shorter than AYRSHARE_DEADLINE_SECONDS", "AYRSHARE_CONNECT_TIMEOUT")
+        if data["link_stale_min"] > data["link_min_remaining"]:
+            raise ValidationError("must not exceed LINK_MIN_REMAINING_SECONDS", "LINK_STALE_MIN_SECONDS")
+        if data["redis_url"] and urlsplit(data["redis_url"]).scheme not in REDIS_SCHEMES:
+            raise ValidationError(f"must be a {', '.join(s + '://' for s in REDIS_SCHEMES)} URL", "REDIS_URL")
+        not_origins = [value for value in data["frontend_origins"] if not is_bare_origin(value)]
+        if not_origins:
+            raise ValidationError(
+                "must be a comma-separated list of origins like https://app.example.com", "FRONTEND_ORIGINS"
+            )
+        checks.check(data)

@@ -1,0 +1,181 @@
+"""`Settings` and `load_settings()`: the process environment over `.env`, secrets from `<NAME>_FILE`, validated once.
+
+Any problem raises `ConfigError`, whose message names the setting and never its value. Nothing else in the service
+reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+from marshmallow import ValidationError
+
+from ..urls import web_origin
+from .keys import KeyFormatError, SigningKey, load_signing_key
+from .schema import SettingsSchema
+
+SECRET_SETTINGS = (
+    "AYRSHARE_API_KEY",
+    "AYRSHARE_PRIVATE_KEY",
+    "CONNECT_SIGNING_SECRET",
+    "INTERNAL_API_TOKEN",
+    "JWT_HS256_SECRET",
+    "CACHE_ENCRYPTION_KEY",
+    "AYRSHARE_TWITTER_API_KEY",
+    "AYRSHARE_TWITTER_API_SECRET",
+)
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid. `str(error)` is one line naming the setting, safe to print."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_key: str = field(repr=False)
+    signing_key: SigningKey = field(repr=False)
+    domain: str
+    base_url: str
+    profile_keys_file: str
+    twitter_api_key: str | None = field(repr=False, default=None)
+    twitter_api_secret: str | None = field(repr=False, default=None)
+    default_allowed_social: tuple[str, ...] = ()
+    default_redirect: str | None = None
+    expires_in_minutes: int | None = None
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+    deadline_seconds: float = 20.0
+    request_deadline_seconds: float = 30.0
+    circuit_threshold: int = 5
+    circuit_cooldown: float = 10.0
+    redis_url: str | None = field(repr=False, default=None)  # may carry a password
+    redis_timeout: float = 0.25
+    connect_auth: tuple[str, ...] = ("signed",)
+    signing_secret: str | None = field(repr=False, default=None)
+    signed_link_max_ttl: int = 86400
+    internal_api_token: str | None = field(repr=False, default=None)
+    link_min_remaining: int = 60
+    link_stale_min: int = 15
+    link_allowed_hosts: tuple[str, ...] = ("profile.ayrshare.com",)
+    trusted_proxy_count: int = 0
+    jwt_jwks_url: str | None = None
+    jwt_public_key: str | None = None
+    jwt_hs256_secret: str | None = field(repr=False, default=None)
+    jwt_algorithms: tuple[str, ...] = ()
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_user_claim: str = "sub"
+    jwt_cookie: str | None = None
+    jwt_leeway: int = 30
+    trusted_proxies: tuple[str, ...] = ()
+    auth_user_header: str = "X-Forwarded-User"
+    redirect_allowed_hosts: tuple[str, ...] = ()
+    cors_allowed_origins: tuple[str, ...] = ()
+    rate_limit_enabled: bool = True
+    rate_limit_per_address: str = "120/minute"
+    rate_limit_per_user: str = "30/minute"
+    rate_limit_upstream_per_user: str = "10 per 5 minutes"
+    cache_encryption_key: str | None = field(repr=False, default=None)
+    log_level: str = "INFO"
+    demo: bool = False
+    frontend_origins: tuple[str, ...] = ()
+    metrics_bind: str | None = None
+    # gunicorn's, read by config/gunicorn.conf.py
+    bind: str = "0.0.0.0:8000"
+    worker_class: str = "gthread"
+    workers: int = 2
+    threads: int = 128
+    worker_connections: int = 1000
+    worker_timeout: int = 75
+    graceful_timeout: int = 30
+    keepalive: int = 5
+    backlog: int = 2048
+    access_log: bool = False
+    forwarded_allow_ips: str = "127.0.0.1"
+
+    def secrets(self) -> list[str]:
+        """Every secret value, for the log redactor and for tests that prove none leaks."""
+        values = [
+            self.api_key,
+            self.signing_key.pem,
+            self.signing_secret,
+            self.internal_api_token,
+            self.twitter_api_key,
+            self.twitter_api_secret,
+            self.jwt_hs256_secret,
+            *(self.cache_encryption_key or "").split(","),
+            urlsplit(self.redis_url).password if self.redis_url else None,
+        ]
+        return [value for value in values if value]
+
+
+def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The process environment over the `.env` file (the environment wins, as with docker/compose)."""
+    if environ is not None:
+        return dict(environ)
+    merged = {}
+    env_file = Path(os.environ.get("ENV_FILE", ".env"))
+    if env_file.is_file():
+        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    merged.update(os.environ)
+    return merged
+
+
+_SECURITY_LISTS = ("jwt_algorithms", "trusted_proxies", "redirect_allowed_hosts", "cors_allowed_origins")
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    raw = _resolve_secret_files(read_environment(environ))
+    raw = {name: value for name, value in raw.items() if value != ""}  # an empty setting counts as unset
+    try:
+        data = SettingsSchema().load(raw)
+    except ValidationError as error:
+        raise ConfigError(_first_problem(error.normalized_messages())) from None
+    try:
+        signing_key = load_signing_key(data.pop("private_key"))
+    except KeyFormatError as error:
+        raise ConfigError(f"AYRSHARE_PRIVATE_KEY: {error}") from None
+    _check_profile_keys_file(data["profile_keys_file"])
+    for name in ("default_allowed_social", "connect_auth", "link_allowed_hosts", "frontend_origins") + _SECURITY_LISTS:
+        data[name] = tuple(data[name])
+    # Compared with browsers' Origin headers and event.origin, which never carry a default port or trailing slash.
+    for name in ("frontend_origins", "cors_allowed_origins"):
+        data[name] = tuple(web_origin(origin) for origin in data[name])
+    return Settings(signing_key=signing_key, **data)
+
+
+def _resolve_secret_files(raw: dict[str, str]) -> dict[str, str]:
+    for name in SECRET_SETTINGS:
+        path = raw.get(f"{name}_FILE")
+        if not path:
+            continue
+        if raw.get(name):
+            raise ConfigError(f"{name}: set either {name} or {name}_FILE, not both")
+        try:
+            raw[name] = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{name}_FILE: cannot read the file ({type(error).__name__})") from None
+    return raw
+
+
+def _first_problem(messages: dict) -> str:
+    name, problems = sorted(messages.items())[0]
+    if name == "_schema":
+        return f"configuration: {problems[0]}"
+    if isinstance(problems, dict):  # nested structure; not expected for flat settings
+        problems = [str(problems)]
+    text = problems[0]
+    if text == "Missing data for required field.":
+        text = "is required but not set"
+    return f"{name}: {text}"
+
+
+def _check_profile_keys_file(path: str) -> None:
+    # Loaded for real by the profile directory; checked here so a typo stops the start with the setting's name.
+    if not Path(path).is_file():
+        raise ConfigError("PROFILE_KEYS_FILE: no such file")

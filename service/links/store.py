@@ -1,0 +1,245 @@
+"""Where linking URLs are kept between requests: `RedisLinkStore` in production, `MemoryLinkStore` for one process.
+
+Both keep a link record under its cache key with a TTL, a short-lived failure marker beside it, and a fetch lock per
+key (redis-py's `Lock` on Redis). Any Redis error raises `StoreUnavailable`, after which the store is skipped for
+`retry_interval` seconds, so a dead or paused Redis costs one timeout per interval instead of one per request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+import threading
+import time
+from typing import Protocol
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import LockError
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from ..upstream import LinkOptions
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "connect:link:v1:"
+Record = tuple[str, float]  # (url, expires_at)
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be used right now; callers go straight to Ayrshare."""
+
+
+def cache_key(credential_fingerprint: str, domain: str, profile_key: str, options: LinkOptions) -> str:
+    """Covers everything that changes the URL; hashed so no profile key or secret appears in Redis in clear."""
+    material = "\0".join([credential_fingerprint, domain, profile_key, options.fingerprint()])
+    return KEY_PREFIX + hashlib.sha256(material.encode()).hexdigest()
+
+
+class Codec(Protocol):
+    """Turns the stored record into bytes and back (identity, or encryption at rest)."""
+
+    def encode(self, data: bytes) -> bytes: ...
+    def decode(self, data: bytes) -> bytes: ...
+
+
+class PlainCodec:
+    def encode(self, data: bytes) -> bytes:
+        return data
+
+    def decode(self, data: bytes) -> bytes:
+        return data
+
+
+class FetchLock(Protocol):
+    """The right to call Ayrshare for one key; it expires by itself, so a crashed holder blocks nobody for long."""
+
+    def acquire(self) -> bool: ...
+    def release(self) -> None: ...
+
+
+class RedisLinkStore:
+    """Link records, failure markers and fetch locks in Redis (plain, TLS, Sentinel or Cluster)."""
+
+    name = "redis"
+
+    def __init__(self, client: redis.Redis, codec: Codec | None = None, retry_interval: float = 1.0):
+        self.client = client
+        self.codec = codec or PlainCodec()
+        self.retry_interval = retry_interval
+        self._down_until = 0.0
+
+    @classmethod
+    def from_url(cls, url: str, timeout: float, codec: Codec | None = None) -> RedisLinkStore:
+        return cls(redis_client_from_url(url, timeout), codec)
+
+    def read(self, key: str) -> Record | None:
+        return _decode_record(self.codec, self._call(self.client.get, key))
+
+    def read_with_marker(self, key: str) -> tuple[Record | None, str | None]:
+        """The record and the failure marker beside it, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)  # not a transaction: the two keys may sit on two Cluster nodes
+        pipe.get(key)
+        pipe.get(f"{key}:error")
+        raw, marker = self._call(pipe.execute)
+        return _decode_record(self.codec, raw), marker.decode() if marker else None
+
+    def write(self, key: str, url: str, expires_at: float, ttl_seconds: float) -> None:
+        payload = self.codec.encode(json.dumps({"u": url, "e": expires_at}).encode())
+        self._call(self.client.set, key, payload, px=max(1, int(ttl_seconds * 1000)))
+
+    def write_marker(self, key: str, marker: str, ttl_seconds: float) -> None:
+        self._call(self.client.set, f"{key}:error", marker, px=max(1, int(ttl_seconds * 1000)))
+
+    def lock(self, key: str, ttl_seconds: float) -> FetchLock:
+        return _RedisFetchLock(self, self.client.lock(f"{key}:lock", timeout=ttl_seconds, thread_local=False))
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False
+
+    def _call(self, func, *args, **kwargs):
+        if time.monotonic() < self._down_until:
+            raise StoreUnavailable()
+        try:
+            return func(*args, **kwargs)
+        except redis.RedisError as error:
+            if self._down_until == 0.0 or time.monotonic() - self._down_until > 5:
+                log.warning("redis unavailable; serving without cache", extra={"error_type": type(error).__name__})
+            self._down_until = time.monotonic() + self.retry_interval
+            raise StoreUnavailable() from None
+
+
+class _RedisFetchLock:
+    """redis-py's `Lock` (SET NX PX with an owner token, released by compare-and-delete), with our error mapping."""
+
+    def __init__(self, store: RedisLinkStore, lock: redis.lock.Lock):
+        self._store, self._lock = store, lock
+
+    def acquire(self) -> bool:
+        return bool(self._store._call(self._lock.acquire, blocking=False))
+
+    def release(self) -> None:
+        self._store._call(self._release_if_ours)
+
+    def _release_if_ours(self) -> None:
+        with contextlib.suppress(LockError):  # expired (and perhaps taken over): nothing of ours left to free
+            self._lock.release()
+
+
+def redis_client_from_url(url: str, timeout: float):
+    """A client for `redis://`, `rediss://` (TLS), `unix://`, `redis+sentinel://` or `redis+cluster://` URLs.
+
+    - `redis+sentinel://[:password@]host:port[,host:port...]/<master name>[/<db>]` follows the master through
+      failovers (the same scheme the `limits` rate-limit storage understands).
+    - `redis+cluster://[:password@]host:port[,host:port...]` talks to a Redis Cluster.
+    """
+    # Short timeouts and one immediate retry: redis-py's default retries with backoff would hang requests for seconds.
+    common = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": Retry(NoBackoff(), 1)}
+    scheme, _, _ = url.partition("://")
+    if scheme not in ("redis+sentinel", "redis+cluster"):
+        return redis.Redis.from_url(url, health_check_interval=30, **common)
+    parts = urlsplit(url)
+    password = unquote(parts.password) if parts.password else None
+    nodes = [_host_port(node) for node in parts.netloc.rpartition("@")[2].split(",") if node]
+    if scheme == "redis+cluster":
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes], password=password, **common
+        )
+    path = [segment for segment in parts.path.split("/") if segment]
+    if not path:
+        raise ValueError("redis+sentinel URL needs the master name: redis+sentinel://host:port/<master>")
+    sentinel = Sentinel(nodes, sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout})
+    db = int(path[1]) if len(path) > 1 else 0
+    return sentinel.master_for(path[0], db=db, password=password, **common)
+
+
+def _host_port(node: str) -> tuple[str, int]:
+    host, _, port = node.rpartition(":")
+    return (host.strip("[]") or "localhost", int(port or 6379)) if host else (node, 6379)
+
+
+class MemoryLinkStore:
+    """The same contract in one process: used when REDIS_URL is unset (demo, tests, single-process runs)."""
+
+    name = "memory"
+    MAX_ITEMS = 10_000
+
+    def __init__(self) -> None:
+        self._items: dict[str, tuple[object, float]] = {}
+        self._mutex = threading.Lock()
+
+    def read(self, key: str) -> Record | None:
+        return self._get(key)  # type: ignore[return-value]
+
+    def read_with_marker(self, key: str) -> tuple[Record | None, str | None]:
+        return self.read(key), self._get(f"{key}:error")  # type: ignore[return-value]
+
+    def write(self, key: str, url: str, expires_at: float, ttl_seconds: float) -> None:
+        self._set(key, (url, expires_at), ttl_seconds)
+
+    def write_marker(self, key: str, marker: str, ttl_seconds: float) -> None:
+        self._set(f"{key}:error", marker, ttl_seconds)
+
+    def lock(self, key: str, ttl_seconds: float) -> FetchLock:
+        return _MemoryFetchLock(self, f"{key}:lock", ttl_seconds)
+
+    def ping(self) -> bool:
+        return True
+
+    def _get(self, key: str) -> object | None:
+        with self._mutex:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            if item[1] <= time.monotonic():
+                del self._items[key]
+                return None
+            return item[0]
+
+    def _set(self, key: str, value: object, ttl_seconds: float, only_if_absent: bool = False) -> bool:
+        with self._mutex:
+            now = time.monotonic()
+            current = self._items.get(key)
+            if only_if_absent and current is not None and current[1] > now:
+                return False
+            self._items[key] = (value, now + ttl_seconds)
+            if len(self._items) > self.MAX_ITEMS:  # bound memory: drop expired entries
+                self._items = {k: v for k, v in self._items.items() if v[1] > now}
+            return True
+
+    def _delete_if(self, key: str, value: object) -> None:
+        with self._mutex:
+            item = self._items.get(key)
+            if item is not None and item[0] == value:
+                del self._items[key]
+
+
+class _MemoryFetchLock:
+    def __init__(self, store: MemoryLinkStore, name: str, ttl_seconds: float):
+        self._store, self._name, self._ttl = store, name, ttl_seconds
+        self._token = secrets.token_hex(16)
+
+    def acquire(self) -> bool:
+        return self._store._set(self._name, self._token, self._ttl, only_if_absent=True)
+
+    def release(self) -> None:
+        self._store._delete_if(self._name, self._token)
+
+
+def _decode_record(codec: Codec, raw: bytes | None) -> Record | None:
+    if raw is None:
+        return None
+    try:
+        record = json.loads(codec.decode(raw))
+        return str(record["u"]), float(record["e"])
+    except Exception:  # noqa: BLE001 - an unreadable entry (old format, wrong key) is a miss, not an outage
+        return None

@@ -1,0 +1,46 @@
+"""The values that cross the boundary with Ayrshare: what a link request asks for (`LinkOptions`) and what comes back
+(`Link`, whose `expires_at` is the verified expiry, never what we asked for)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class LinkOptions:
+    """Everything besides the profile that changes the URL Ayrshare returns."""
+
+    allowed_social: tuple[str, ...] = ()
+    redirect: str | None = None
+    expires_in: int | None = None  # minutes, 1-2880
+
+    def as_request_fields(self) -> dict:
+        fields: dict = {}
+        if self.allowed_social:
+            fields["allowedSocial"] = list(self.allowed_social)
+        if self.redirect:
+            fields["redirect"] = self.redirect
+        if self.expires_in is not None:
+            fields["expiresIn"] = self.expires_in
+        return fields
+
+    def fingerprint(self) -> str:
+        return json.dumps([sorted(self.allowed_social), self.redirect, self.expires_in], separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Link:
+    """A linking URL, when it expires, and how this request got it."""
+
+    url: str = field(repr=False)  # a secret: never log it
+    expires_at: float  # Unix seconds, from the verified answer
+    source: str = "upstream"  # upstream | cache | shared | stale | direct
+
+    @property
+    def cached(self) -> bool:
+        return self.source not in ("upstream", "direct")
+
+    def remaining(self, now: float | None = None) -> float:
+        return self.expires_at - (time.time() if now is None else now)

@@ -1,0 +1,61 @@
+"""How errors are shown: JSON callers get `{"error": {"code", "message"}}`, browsers a small HTML page, both with the
+error's status, `Cache-Control: no-store` and `Retry-After` when there is one."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Request, Response, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from ..errors import ServiceError
+
+# On every answer that may carry or follow a signed link: no browser, proxy or Referer header keeps a copy.
+NO_STORE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+def wants_json(req: Request | None = None) -> bool:
+    """True when the caller's Accept (of `req`, default the current request) prefers JSON over HTML (fetch/XHR
+    callers, internal backends).
+
+    A bare `*/*` (curl, a plain link) is not a preference, so it gets the redirect / HTML page.
+    """
+    accept = (req or request).accept_mimetypes
+    json_q, html_q = accept["application/json"], accept["text/html"]
+    named = any(value == "application/json" for value, _ in accept)
+    return json_q > html_q or (named and json_q > 0 and json_q >= html_q)
+
+
+def render_error(error: ServiceError) -> Response:
+    if wants_json():
+        response = jsonify(error={"code": error.code, "message": error.message})
+    else:
+        response = Response(
+            render_template("error.html", status=error.status, code=error.code, message=error.message),
+            mimetype="text/html",
+        )
+    response.status_code = error.status
+    response.headers.update(NO_STORE_HEADERS)
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, int(error.retry_after)))
+    return response
+
+
+def _http_exception_as_service_error(exc: HTTPException) -> ServiceError:
+    # Werkzeug's own errors (404 for unknown routes, 405...) keep their status but get our body shape.
+    error = ServiceError(exc.description or exc.name, code=exc.name.lower().replace(" ", "_"))
+    error.status = exc.code or 500
+    if exc.code == 404:
+        error.message = "There is nothing at this address."
+    return error
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(ServiceError, render_error)
+    app.register_error_handler(HTTPException, lambda exc: render_error(_http_exception_as_service_error(exc)))
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        # The traceback is needed to fix the bug; the log redactor strips secrets and JWT-shaped text from it.
+        logging.getLogger("service").error("unhandled error", exc_info=exc, extra={"error_type": type(exc).__name__})
+        return render_error(ServiceError())

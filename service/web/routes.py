@@ -1,0 +1,47 @@
+"""`GET /connect/<user>`: lift the request into plain values, call `ConnectService`, and shape the answer.
+
+The link leaves as a `302 Location` or, when the caller's Accept prefers JSON, as `200 {"url", "expiresAt", "cached"}`;
+both carry `Cache-Control: no-store` and `Referrer-Policy: no-referrer`, as the URL is a secret.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from ..auth import PresentedCredentials
+from ..links import ConnectService, Timings
+from ..upstream import Link
+from .errors import NO_STORE_HEADERS, wants_json
+
+bp = Blueprint("connect", __name__)
+
+
+@bp.get("/connect/<user>")
+def connect(user: str) -> Response:
+    service: ConnectService = current_app.extensions["connect"]
+    timings = Timings()
+    try:
+        caller, link = service.link_for(user, PresentedCredentials.from_request(request), request.args, timings)
+    finally:
+        g.upstream_seconds = timings.upstream_seconds
+    g.user, g.auth, g.cache_outcome = user, caller.kind, link.source
+    return link_response(link)
+
+
+def link_response(link: Link) -> Response:
+    if wants_json():
+        expires = datetime.fromtimestamp(link.expires_at, UTC).isoformat().replace("+00:00", "Z")
+        response = jsonify(url=link.url, expiresAt=expires, cached=link.cached)
+    else:
+        response = link_redirect(link.url)
+    response.headers.update(NO_STORE_HEADERS)
+    return response
+
+
+def link_redirect(url: str) -> Response:
+    """A 302 with no body: browsers follow Location, and the linking URL then appears once, not twice."""
+    response = Response(status=302, headers={"Location": url})
+    del response.headers["Content-Type"]
+    return response
