@@ -1,16 +1,31 @@
-# ayrshare-connect: `make run` starts a working demo, `make test` runs the whole suite.
+# ayrshare-connect: `make run` starts a working demo, `make test` runs the whole suite, `make help` lists every target.
+# Each target has one `## ` line just above it: that line is what `make help` prints.
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint format bench bench-smoke soak image-test lock clean
+.DEFAULT_GOAL := help
+# Prerequisites run in the order written: `tools` may have to install python3.11-venv before .venv can be made.
+.NOTPARALLEL:
+.PHONY: help tools install run test test-fast lint format bench bench-smoke soak image-test fresh-machine-test lock clean
 
+## List every target with one line each (also what a bare `make` does).
+help:
+	@awk '/^## /{doc=substr($$0, 4); next} /^[a-z][a-z-]*:/ && doc != "" {sub(/:.*/, ""); printf "  make %-19s %s\n", $$0, doc} {doc=""}' $(firstword $(MAKEFILE_LIST))
+
+## Install the system tools the tests need (redis-server, chromium, wrk, valgrind...) when missing; else a no-op.
+tools:
+	@PYTHON=$(PYTHON) bash scripts/install-test-tools.sh
+
+## Create .venv from requirements-dev.lock and install the project into it (needs only Python 3.11).
 install: $(STAMP)
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/pip || $(PYTHON) -c 'import ensurepip' 2>/dev/null || { echo "$(PYTHON) cannot make a venv \
+	(no ensurepip): install $(PYTHON)-venv (sudo apt-get install $(PYTHON)-venv), or run make tools"; exit 1; }
+	test -x $(BIN)/pip || $(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.lock
 	$(BIN)/pip install -q --no-deps -e .
@@ -20,29 +35,43 @@ $(STAMP): requirements-dev.lock pyproject.toml
 run: install
 	$(BIN)/python scripts/run_local.py
 
-## Lint, format check, then every test against a real redis-server (throwaway, unless REDIS_URL is set).
-test: install lint
+## Install missing tools, lint, then every test against a real redis-server (throwaway, unless REDIS_URL is set).
+test: tools install lint
 	$(BIN)/pytest
 
-test-fast: install
+## Quick loop: stop at the first failure, skip the browser and container tests.
+test-fast: tools install
 	$(BIN)/pytest -x -q -m "not browser and not container"
 
+## ruff check and ruff format --check, as make test runs them.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+## Rewrite the code with ruff format and ruff check --fix.
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: install
+## Every benchmark scenario at full size (python -m bench; results in bench/results/, see BENCHMARKS.md).
+bench: tools install
 	$(BIN)/python -m bench
 
-soak: install
+## Every benchmark scenario at smoke size (python -m bench --quick, under a minute): the wiring, not the speed.
+bench-smoke: tools install
+	$(BIN)/python -m bench --quick
+
+## Long run under the production config with injected faults (python -m bench.soak).
+soak: tools install
 	$(BIN)/python -m bench.soak
 
+## Lint Dockerfile and compose file, build the image, run it with Redis and the emulator (docker, else podman).
 image-test: install
 	bash scripts/image-test.sh
+
+## `make test` in a clean Debian container that starts with only Python 3.11 and make (about 6 min).
+fresh-machine-test:
+	bash scripts/fresh-machine-test.sh
 
 ## Re-resolve the pinned lock files from pyproject.toml.
 lock: install
@@ -50,5 +79,6 @@ lock: install
 	$(BIN)/pip install -q --dry-run --ignore-installed --report /tmp/ayr-dev.json '.[dev]' >/dev/null
 	$(BIN)/python scripts/write_locks.py /tmp/ayr-rt.json /tmp/ayr-dev.json
 
+## Remove .venv, the caches and the test and demo leftovers.
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .demo artifacts

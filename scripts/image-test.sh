@@ -3,9 +3,10 @@
 # real Redis and the Ayrshare emulator (from the same image), wait for the image's own HEALTHCHECK, follow a signed
 # /connect link through it, check it runs as non-root, stop it with SIGTERM and require a clean exit.
 #
-# Engine: `docker` when a Docker engine answers, else daemonless podman (set up by ../shared/tools/container-env.sh,
-# or by scripts/container-env.sh on a machine without the shared folder). Containers use host networking and
-# every port is a free one on 127.0.0.1. Nothing is pulled: the base image must be local (podman: a stand-in).
+# Engine (scripts/container-engine.sh): `docker` when a Docker engine answers, else daemonless podman, set up by
+# ../shared/tools/container-env.sh (or scripts/container-env.sh on a machine without the shared folder). Containers use
+# host networking and every port is a free one on 127.0.0.1. Nothing is pulled: the base image must be local (podman:
+# a stand-in).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -39,26 +40,8 @@ fi
 echo "docker-compose.yml: valid"
 
 # ---- 2. engine ----------------------------------------------------------------------------------------------
-if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
-  ENGINE=docker
-  BUILD_ARGS=()
-else
-  ENGINE=podman
-  SHARED=${AYRSHARE_SHARED_DIR:-}
-  for candidate in "$SHARED" "$ROOT/../shared" /work/shared; do
-    if [ -n "$candidate" ] && [ -f "$candidate/tools/container-env.sh" ]; then SHARED=$candidate; break; fi
-    SHARED=
-  done
-  if [ -n "$SHARED" ]; then
-    # shellcheck source=/dev/null
-    source "$SHARED/tools/container-env.sh"
-  else
-    # shellcheck source=scripts/container-env.sh
-    source "$ROOT/scripts/container-env.sh"
-  fi
-  # docker format keeps HEALTHCHECK (the OCI image format has no field for it); the base image is local only.
-  BUILD_ARGS=(--format docker --pull=never)
-fi
+# shellcheck source=scripts/container-engine.sh
+source "$ROOT/scripts/container-engine.sh"   # ENGINE (docker, else podman), BUILD_ARGS
 say "engine: $ENGINE ($($ENGINE --version))"
 
 WORK=$(mktemp -d /tmp/image-test.XXXXXX)
