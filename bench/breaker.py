@@ -3,7 +3,8 @@
 Three instances × 2 gunicorn workers share one Redis; the emulator answers every call with a 500. Requests for
 distinct users (no cache, no single-flight sharing) are sent round-robin across the instances for `--seconds`.
 Reported: upstream calls made, answers by status, and how many calls a breaker shared through Redis would have
-allowed at most (threshold × attempts per request) — the number the choice in service/circuit.py trades against.
+allowed at most (threshold × attempts per request): the number the choice in service/upstream/circuit.py trades
+against.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""Scenario 3 of issue 6: a slow upstream and many distinct users, for each gunicorn worker model.
+"""Scenario 3 (target of issue 17): a slow upstream and many distinct users, for each gunicorn worker model.
 
 Every request is for a user nobody asked for before, so each one waits the emulator's full latency: the service can
-only keep up if it holds `concurrency` requests in flight at once. The same calls sent straight to the emulator by the
-same client give the stack's own ceiling ("upstream alone"), so the comparison says how much the service loses.
+only keep up if it holds `concurrency` requests in flight at once. At the top level, 200 concurrent, that is 1,000
+users. The target is for the worker model config/gunicorn.conf.py ships with (gthread, 2 workers x 128 threads); the
+others are measured beside it. The same calls sent straight to the emulator by the same client give the stack's own
+ceiling ("upstream alone"), so the comparison says how much the service loses.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from . import report
 from .loadgen import latency_summary, run_client
 from .scenarios import _print_checks, check
 from .stack import API_KEY, DOMAIN, Stack, load_average, rss_kib, user_name
+
+THROUGHPUT_TARGET = 0.8  # of `concurrency` / upstream latency: 160 req/s at 200 concurrent and a 1 s upstream
 
 # -- 3. slow upstream, many users, worker models -------------------------------------------------------------------
 UPSTREAM_ALONE = "upstream alone (no service)"
@@ -34,6 +38,7 @@ def slow_upstream(quick: bool = False, models: list[dict] | None = None) -> dict
     load_before = load_average()
     runs = []
     with Stack(users=per_level * sum(levels)) as stack:
+        shipped = stack.default_gunicorn()
         stack.emulator.set_knobs(latency_ms=latency_ms)
         # The ceiling of the stack: the same generateJWT calls sent straight to the emulator by the same client.
         for level in levels:
@@ -104,13 +109,26 @@ def slow_upstream(quick: bool = False, models: list[dict] | None = None) -> dict
             runs[-1]["worker_rss_mib"] = [round(rss_kib(pid) / 1024, 1) for pid in service.worker_pids()]
             stack.stop_service(service)
             stack.redis.client().flushall()
-    target = 0.8 * top / (latency_ms / 1000)
+    target = THROUGHPUT_TARGET * top / (latency_ms / 1000)
     at_top = [r for r in runs if r["concurrency"] == top and r["model"] != UPSTREAM_ALONE]
     best = max(at_top, key=lambda r: (r["errors"] == 0, r["throughput_rps"]))
     ceiling = next(r for r in runs if r["concurrency"] == top and r["model"] == UPSTREAM_ALONE)
+    default = next((r for r in at_top if r["model"] == _label_of(shipped, models)), None)
+    default_rps = default["throughput_rps"] if default else None
     checks = [
-        check(f"best model @{top}", best["model"], "no errors", best["errors"] == 0),
-        check(f"throughput @{top} req/s", best["throughput_rps"], f">= {target:.0f}", best["throughput_rps"] >= target),
+        check(
+            f"shipped model ({_describe(shipped)}): errors @{top}",
+            default["errors"] if default else "not measured",
+            "0",
+            default is not None and default["errors"] == 0,
+        ),
+        check(
+            f"shipped model: throughput @{top}, req/s",
+            default_rps,
+            f">= {target:.0f}",
+            default_rps is not None and default_rps >= target,
+        ),
+        check(f"context: best model @{top}", f"{best['model']}, {best['throughput_rps']} req/s", "-", True),
         check(
             "upstream calls == answered (one per distinct user)",
             [(r["model"], r["concurrency"], r["upstream_calls"], r["answered_302"]) for r in runs],
@@ -118,10 +136,10 @@ def slow_upstream(quick: bool = False, models: list[dict] | None = None) -> dict
             all(r["upstream_calls"] == r["answered_302"] for r in runs if r["errors"] == 0),
         ),
         check(
-            f"best model / upstream alone @{top}",
-            round(best["throughput_rps"] / ceiling["throughput_rps"], 2),
-            "close to 1 (the workers are not the bottleneck)",
-            best["throughput_rps"] >= 0.9 * ceiling["throughput_rps"],
+            f"context: shipped model / upstream alone @{top}",
+            round(default_rps / ceiling["throughput_rps"], 2) if default_rps else None,
+            "close to 1: the workers are not the bottleneck",
+            True,
         ),
     ]
     report.table(
@@ -148,6 +166,7 @@ def slow_upstream(quick: bool = False, models: list[dict] | None = None) -> dict
         "target_rps": target,
         "load_average_at_start": load_before,
         "runs": runs,
+        "shipped_model": _label_of(shipped, models),
         "best": best["model"],
         "checks": checks,
     }
@@ -164,6 +183,21 @@ def slow_upstream(quick: bool = False, models: list[dict] | None = None) -> dict
         target=None,
     )
     return data
+
+
+def _label_of(gunicorn: dict, models: list[dict]) -> str | None:
+    """The label of the model in `models` that runs as `gunicorn` (worker_class/workers/threads) does."""
+    for model in models:
+        same_threads = model["worker_class"] != "gthread" or model.get("threads") == gunicorn["threads"]
+        same_model = (model["worker_class"], model["workers"]) == (gunicorn["worker_class"], gunicorn["workers"])
+        if same_model and same_threads:
+            return model["label"]
+    return None
+
+
+def _describe(gunicorn: dict) -> str:
+    threads = f" x {gunicorn['threads']} threads" if gunicorn["worker_class"] == "gthread" else ""
+    return f"{gunicorn['worker_class']}, {gunicorn['workers']} workers{threads}"
 
 
 def _pool_run(

@@ -8,17 +8,17 @@
 
 Everything is a separate process on loopback with free ports, built from the same helpers the tests use
 (tests/support): nothing is mocked. The service always runs with config/gunicorn.conf.py; the worker model comes in
-through the GUNICORN_* environment variables that file reads, exactly as in production.
+through the GUNICORN_* settings that file reads (the service's own validated settings), exactly as in production. The
+bare endpoint (bench/bare_app.py) is started the same way, with the same full service environment.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
 import os
 import shutil
-import subprocess
-import sys
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +27,8 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from service.callers import signed_path
+from service.auth import signed_path
+from service.config import load_settings
 from tests.support.emulator_proc import EmulatorProcess
 from tests.support.processes import RedisServer, ServiceProcess
 
@@ -37,7 +38,6 @@ INTERNAL_TOKEN = "BENCH-INTERNAL-TOKEN-5f1e9d3c7b2a"
 DOMAIN = "ACME"
 SERVICE_APP = "service:create_app()"
 BARE_APP = "bench.bare_app:create_app()"
-WORKER_READY = "objects made at start frozen out of garbage collection"  # logged by post_worker_init
 
 
 def user_name(index: int, prefix: str = "user") -> str:
@@ -45,10 +45,12 @@ def user_name(index: int, prefix: str = "user") -> str:
 
 
 class AppProcess(ServiceProcess):
-    """ServiceProcess with a choice of WSGI target, so the bare endpoint runs under the very same gunicorn command."""
+    """ServiceProcess with a choice of WSGI target, so the bare endpoint runs under the very same gunicorn command;
+    `gunicorn` is the worker model it runs with."""
 
-    def __init__(self, env: dict[str, str], workers: int, app: str = SERVICE_APP):
-        super().__init__(env, workers=workers)
+    def __init__(self, env: dict[str, str], app: str = SERVICE_APP):
+        self.gunicorn = gunicorn_settings(env)
+        super().__init__(env, workers=self.gunicorn["workers"])
         self.app = app
 
     def command(self) -> list[str]:
@@ -60,25 +62,55 @@ class AppProcess(ServiceProcess):
             return []
         return sorted(_children(self.proc.pid))
 
-    def fetcher_pids(self) -> list[int]:
-        """The workers' fetcher processes (service/fetcher.py): the workers' children."""
-        return sorted(pid for worker in self.worker_pids() for pid in _children(worker))
-
     def wait_for_workers(self, count: int, timeout: float = 30) -> list[int]:
-        """Wait until `count` workers have loaded the app and are serving.
+        """Wait until `count` workers serve, each having answered a /healthz of its own; returns their pids.
 
-        A worker's process exists well before it serves: importing and building the app takes it ~0.5 s of CPU, on
-        the cores a measurement shares. `config/gunicorn.conf.py`'s `post_worker_init` runs once that is done: it logs
-        a line (at INFO) and then forks the worker's fetcher (the service under gthread), so either tells a worker
-        is ready. Measuring before that measured part of a start-up (BENCHMARKS.md, scenario 1's diagnostics)."""
+        gunicorn logs "Booting worker with pid" as it forks a worker, before the worker has imported and built the app
+        (~0.5 s of CPU, on the cores a measurement shares): measuring from then on would measure part of a start-up.
+        A worker accepts connections only once its app is loaded, so fresh connections go out until every worker has
+        accepted and answered one; which process holds the server end of a connection is read from /proc."""
         deadline = time.monotonic() + timeout
+        answered: set[int] = set()
         while time.monotonic() < deadline:
             pids = self.worker_pids()
-            ready = max(self.log().count(WORKER_READY), len(self.fetcher_pids()))
-            if len(pids) >= count and ready >= count:
+            if len(pids) >= count and len(answered.intersection(pids)) >= count:
                 return pids
-            time.sleep(0.1)
-        raise TimeoutError(f"only {self.log().count(WORKER_READY)} of {count} workers came up")
+            pid = self._healthz_answered_by(pids)
+            if pid is not None:
+                answered.add(pid)
+        raise TimeoutError(f"only {len(answered)} of {count} workers answered /healthz:\n{self.log_tail()}")
+
+    def _healthz_answered_by(self, pids: list[int]) -> int | None:
+        """GET /healthz over a fresh connection: the worker (of `pids`) that accepted it and answered 200, or None."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+                client_port = sock.getsockname()[1]
+                holder = None
+                for _ in range(100):  # a loaded worker accepts within a few ms; none at all while none is loaded
+                    if (holder := connection_holder(self.port, client_port, pids)) is not None:
+                        break
+                    time.sleep(0.01)
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                answered = sock.recv(64).startswith(b"HTTP/1.1 200")
+        except OSError:
+            return None
+        return holder if answered else None
+
+
+def connection_holder(server_port: int, client_port: int, pids: list[int]) -> int | None:
+    """Which of `pids` holds the server end of the loopback TCP connection from `client_port` (None: not accepted)."""
+    inode = "0"  # a connection still in the listen queue has no socket inode yet
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(f":{server_port:04X}") and fields[2].endswith(f":{client_port:04X}"):
+            inode = fields[9]
+    if inode == "0":
+        return None
+    for pid in pids:
+        with contextlib.suppress(OSError):  # the process or one of its descriptors went away meanwhile
+            if any(os.readlink(fd) == f"socket:[{inode}]" for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                return pid
+    return None
 
 
 def _children(pid: int) -> list[int]:
@@ -89,8 +121,8 @@ def _children(pid: int) -> list[int]:
 
 
 def pss_kib(pid: int) -> int:
-    """Proportional set size (Pss in /proc/<pid>/smaps_rollup), in KiB: pages shared with other processes (a fetcher
-    and the worker it was forked from share most of theirs) count once across them, not once in each."""
+    """Proportional set size (Pss in /proc/<pid>/smaps_rollup), in KiB: pages a worker shares with the master it was
+    forked from and with the other workers count once across them, not once in each as in RSS."""
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
         if line.startswith("Pss:"):
             return int(line.split()[1])
@@ -194,18 +226,24 @@ class Stack:
         app: str = SERVICE_APP,
         **env_overrides: str,
     ) -> AppProcess:
-        """Start `app` under gunicorn with config/gunicorn.conf.py; None keeps that file's default."""
+        """Start `app` under gunicorn with config/gunicorn.conf.py, and wait until every worker serves; None keeps
+        the setting's default."""
         env = self.service_env(**env_overrides)
         if worker_class:
             env["GUNICORN_WORKER_CLASS"] = worker_class
+        if workers:
+            env["GUNICORN_WORKERS"] = str(workers)
         if threads:
             env["GUNICORN_THREADS"] = str(threads)
-        worker_count = workers or int(env.get("GUNICORN_WORKERS") or _config_default("workers"))
-        service = AppProcess(env, workers=worker_count, app=app)
+        service = AppProcess(env, app=app)
         self.services.append(service)  # stopped with the stack even if it never comes up
         service.start()
-        service.wait_for_workers(worker_count)
+        service.wait_for_workers(service.gunicorn["workers"])
         return service
+
+    def default_gunicorn(self) -> dict[str, object]:
+        """The worker model config/gunicorn.conf.py gives this stack's service when no GUNICORN_* setting is made."""
+        return gunicorn_settings(self.service_env())
 
     def stop_service(self, service: AppProcess) -> None:
         service.stop()
@@ -231,23 +269,8 @@ class Stack:
         return urls
 
 
-@functools.cache
-def config_defaults() -> dict[str, object]:
-    """worker_class/workers/threads as config/gunicorn.conf.py sets them with no GUNICORN_* variables, read by running
-    the file in a child process (it imports the service and makes a metrics directory: neither should happen here)."""
-    root = Path(__file__).resolve().parents[1]
-    with tempfile.TemporaryDirectory(prefix="bench-config-") as metrics_dir:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GUNICORN_")}
-        env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        script = (
-            "import json, runpy; c = runpy.run_path('config/gunicorn.conf.py'); "
-            "print(json.dumps({k: c[k] for k in ('worker_class', 'workers', 'threads')}))"
-        )
-        output = subprocess.run(
-            [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=60, check=True
-        ).stdout
-    return json.loads(output.strip().splitlines()[-1])
-
-
-def _config_default(name: str) -> str:
-    return str(config_defaults()[name])
+def gunicorn_settings(env: dict[str, str]) -> dict[str, object]:
+    """worker_class/workers/threads of a server started with `env`: config/gunicorn.conf.py takes them from the
+    service's validated settings, read here the same way (so a bad setting stops here, with the same message)."""
+    settings = load_settings(env)
+    return {"worker_class": settings.worker_class, "workers": settings.workers, "threads": settings.threads}
