@@ -155,3 +155,23 @@ def test_limiter_fails_open_when_its_redis_dies(start_service, limited_env, emul
         assert "Traceback" not in service.log()
     finally:
         redis_server.stop()
+
+
+def test_the_local_counter_weighs_the_previous_window_as_limits_does():
+    """`limits`' sliding-window counter: the previous window's count, weighted by the share of it still covered."""
+    from limits import parse
+
+    from service.web.ratelimit import LocalCounter
+
+    now = [1000.0]  # a window boundary for a 10-second window
+    counter = LocalCounter(clock=lambda: now[0])
+    limit = parse("4 per 10 seconds")
+    assert [counter.hit(limit, "a")[0] for _ in range(5)] == [True, True, True, True, False]
+    assert counter.hit(limit, "b")[0]  # per key
+    now[0] = 1002.5  # the same window: still refused, with a hint of when it ends
+    allowed, wait = counter.hit(limit, "a")
+    assert not allowed and wait == 7.5
+    now[0] = 1012.5  # next window, a quarter in: the 4 earlier count as 3
+    assert [counter.hit(limit, "a")[0] for _ in range(2)] == [True, False]
+    now[0] = 1030.0  # two windows later: nothing earlier counts
+    assert all(counter.hit(limit, "a")[0] for _ in range(4))

@@ -51,8 +51,12 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self.scrub(record.getMessage())
         record.args = None
-        for name in record.__dict__.keys() - _STANDARD_ATTRS:
-            record.__dict__[name] = self.scrub_value(record.__dict__[name])
+        fields = {name: record.__dict__[name] for name in record.__dict__.keys() - _STANDARD_ATTRS}
+        # One look at all text fields together: a clean record of plain values (nearly every one) is left as it is.
+        plain = all(value is None or isinstance(value, str | bool | int | float) for value in fields.values())
+        texts = "\0".join(value for value in fields.values() if isinstance(value, str))
+        if not plain or self.scrub(texts) != texts:
+            record.__dict__.update({name: self.scrub_value(value) for name, value in fields.items()})
         if record.exc_info:
             record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None

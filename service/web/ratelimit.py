@@ -1,19 +1,21 @@
-"""Rate limits on `/connect`, counted with the `limits` library's sliding-window counter.
+"""Rate limits on `/connect`, in the `limits` notation ("30/minute"), counted as sliding-window counters.
 
 `RATE_LIMIT_PER_ADDRESS` and `RATE_LIMIT_PER_USER` are flood guards counted in each worker's memory, at no Redis cost.
 `RATE_LIMIT_UPSTREAM_PER_USER`, spent only by a cache miss about to call Ayrshare, protects the Ayrshare quota: it is
-counted in Redis, shared by every worker and instance, and in process memory while Redis is unreachable.
+counted in Redis by the `limits` library, shared by every worker and instance, and in memory while Redis is down.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import threading
 import time
+from collections.abc import Callable
 
 from flask import Flask, request
-from limits import parse_many
-from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits import RateLimitItem, parse_many
+from limits.storage import Storage, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 from ..config import Settings
@@ -22,6 +24,37 @@ from ..errors import RateLimited
 KEY_PREFIX = "connect:ratelimit"
 CONNECT_ENDPOINT = "connect.connect"
 STORAGE_RETRY_SECONDS = 1.0
+
+
+class LocalCounter:
+    """The sliding-window counter of `limits`' `SlidingWindowCounterRateLimiter`, in this process's memory.
+
+    `limits`' own MemoryStorage starts a timer thread every 10 ms while it is in use; this keeps the same arithmetic
+    (the previous window's count, weighted by how much of it the sliding window still covers) in a plain dict.
+    """
+
+    MAX_KEYS = 100_000  # past this, windows that ended are dropped (bounded memory under many addresses)
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._windows: dict[str, tuple[int, int, int]] = {}  # key -> (window number, count in it, count before)
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def hit(self, item: RateLimitItem, key: str) -> tuple[bool, float]:
+        """Count one request if the limit allows it: (allowed, a hint of the seconds to wait when not)."""
+        length = item.get_expiry()
+        now = self._clock()
+        window = int(now // length)
+        with self._lock:
+            number, current, previous = self._windows.get(key, (window, 0, 0))
+            if number != window:
+                current, previous = 0, current if number == window - 1 else 0
+            weighted = previous * (1 - (now % length) / length) + current
+            allowed = weighted + 1 <= item.amount
+            self._windows[key] = (window, current + allowed, previous)
+            if len(self._windows) > self.MAX_KEYS:
+                self._windows = {k: v for k, v in self._windows.items() if v[0] >= window - 1}
+        return allowed, 0.0 if allowed else length - now % length  # a hint: when this window ends
 
 
 class Budget:
@@ -34,8 +67,8 @@ class Budget:
     def __init__(self, limit: str, scope: str, message: str, code: str, storage: Storage | None = None):
         self.limits = parse_many(limit)
         self.scope, self.message, self.code = scope, message, code
-        self._fallback = SlidingWindowCounterRateLimiter(MemoryStorage())
-        self._counter = SlidingWindowCounterRateLimiter(storage) if storage is not None else self._fallback
+        self._local = LocalCounter()
+        self._shared = SlidingWindowCounterRateLimiter(storage) if storage is not None else None
         self._shared_down_until = 0.0
 
     def __call__(self, identity_source: str) -> None:
@@ -43,18 +76,20 @@ class Budget:
         # Counter keys never hold a user id or address in clear.
         identity = hashlib.sha256(identity_source.encode("utf-8", "replace")).hexdigest()[:32]
         for item in self.limits:
-            if not self._on_storage("hit", item, KEY_PREFIX, self.scope, identity):
-                stats = self._on_storage("get_window_stats", item, KEY_PREFIX, self.scope, identity)
-                retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-                raise RateLimited(self.message, code=self.code, retry_after=retry_after)
+            allowed, wait = self._hit(item, identity)
+            if not allowed:
+                raise RateLimited(self.message, code=self.code, retry_after=max(1, math.ceil(wait)))
 
-    def _on_storage(self, method: str, *args):
-        if self._counter is not self._fallback and time.monotonic() >= self._shared_down_until:
+    def _hit(self, item: RateLimitItem, identity: str) -> tuple[bool, float]:
+        if self._shared is not None and time.monotonic() >= self._shared_down_until:
             try:
-                return getattr(self._counter, method)(*args)
+                if self._shared.hit(item, KEY_PREFIX, self.scope, identity):
+                    return True, 0.0
+                reset_at = self._shared.get_window_stats(item, KEY_PREFIX, self.scope, identity).reset_time
+                return False, reset_at - time.time()
             except Exception:  # noqa: BLE001 - storage trouble never becomes a 500
                 self._shared_down_until = time.monotonic() + STORAGE_RETRY_SECONDS
-        return getattr(self._fallback, method)(*args)
+        return self._local.hit(item, f"{self.scope}/{identity}")
 
 
 def shared_storage(settings: Settings) -> Storage | None:
