@@ -1,4 +1,4 @@
-"""Ayrshare emulator: a local, faithful stand-in for Ayrshare's generateJWT API and linking page.
+"""Ayrshare emulator: a local, faithful stand-in for Ayrshare's generateJWT and Link Sessions APIs and linking page.
 
 Development tool only (tests, demos, benchmarks); never on the production path. Start it with
 `python -m emulator --help`, or build the WSGI app in-process with `create_app(EmulatorConfig(...))`.
@@ -23,7 +23,7 @@ def create_app(config: EmulatorConfig) -> Flask:
     # __main__ patches the standard library for gevent (emulator/serving.py), which must happen before Flask loads.
     from flask import Flask
 
-    from emulator import control, jwt_api, linking_page
+    from emulator import control, jwt_api, link_sessions, linking_page
     from emulator.state import EmulatorState
 
     app = Flask(__name__)
@@ -32,6 +32,7 @@ def create_app(config: EmulatorConfig) -> Flask:
     # Keep the vendor's key order (status, title, token, url, ...) instead of alphabetising it.
     app.json.sort_keys = False
     app.register_blueprint(jwt_api.blueprint)
+    app.register_blueprint(link_sessions.blueprint)
     app.register_blueprint(linking_page.blueprint)
     app.register_blueprint(control.blueprint)
     link_path = urlsplit(config.link_base).path if config.link_base else ""

@@ -1,4 +1,4 @@
-"""Emulator-only control endpoints under `/_emulator/` (knobs, stats, reset, health).
+"""Emulator-only control endpoints under `/_emulator/` (knobs, stats, emails, reset, health).
 
 They have no authentication: the emulator is a development tool bound to loopback, never deployed.
 """
@@ -40,6 +40,12 @@ def set_knobs() -> Response | tuple[Response, int]:
 @blueprint.get("/stats")
 def stats() -> Response:
     return jsonify(_state().stats())
+
+
+@blueprint.get("/emails")
+def emails() -> Response:
+    """The Connect Accounts emails the API would have sent, oldest first, each with the linking URL it carries."""
+    return jsonify(_state().emails())
 
 
 @blueprint.post("/reset")

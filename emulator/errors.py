@@ -1,8 +1,8 @@
-"""Ayrshare-style error bodies for the generateJWT endpoint.
+"""Ayrshare-style error bodies for the generateJWT and Link Sessions endpoints.
 
-Shape (vendor docs): `{"action": "JWT", "status": "error", "code": <n>, "message": "..."}`.
-Codes 102, 188, 189 and 434 and their messages come from the vendor's documentation. The docs give no code
-for the other failures, so the emulator picks one and says so below; clients should branch on the HTTP
+Shape (vendor docs): `{"action": "JWT", "status": "error", "code": <n>, "message": "..."}`, with action `linkSession`
+on the Link Sessions endpoints. Codes 102, 188, 189, 333 and 434 come from the vendor's documentation. The docs give no
+code for the other failures, so the emulator picks one and says so below; clients should branch on the HTTP
 status and treat the code as informational.
 """
 
@@ -11,18 +11,24 @@ from __future__ import annotations
 from flask import Response, jsonify
 
 ACTION = "JWT"
+# The action of the Link Sessions not-found body in the vendor's docs; the emulator uses it for all their errors.
+ACTION_LINK_SESSION = "linkSession"
 
 # Documented by the vendor.
 CODE_INVALID_API_KEY = 102  # HTTP 403
 CODE_PARTIAL_TWITTER_KEYS = 188  # HTTP 400
 CODE_JWT_GENERATION = 189  # HTTP 400, private key could not be used
 CODE_DUPLICATE_TWITTER_CREDENTIALS = 434  # HTTP 400
+CODE_EMAIL_NOT_SENT = 333  # HTTP 400, a field the Connect Accounts email needs is missing (social-linking overview)
 
 # Emulator's choice (undocumented): 101 is Ayrshare's generic "missing or incorrect parameters" code in
 # its other endpoints, so every body-validation failure without a documented code uses it.
 CODE_BAD_PARAMETERS = 101
 # Emulator's choice (undocumented): the vendor documents HTTP 429 but no body code; reuse the status.
 CODE_RATE_LIMITED = 429
+# Emulator's choice (undocumented): the vendor documents HTTP 404 and the message for an unknown Link Session, not a
+# code; as for the rate limit, the body repeats the status. Another API key's session gets the same answer.
+CODE_LINK_SESSION_NOT_FOUND = 404
 
 MESSAGE_INVALID_API_KEY = (
     "API Key not valid. Verify the API Key in the Authorization header is the API Key of the Primary "
@@ -37,6 +43,7 @@ MESSAGE_DUPLICATE_TWITTER_CREDENTIALS = (
     "X/Twitter API credentials were provided in both the request headers and the request body. Please use "
     "the headers only. See https://www.ayrshare.com/docs/apis/profiles/generate-jwt"
 )
+MESSAGE_LINK_SESSION_NOT_FOUND = "Link session not found."
 MESSAGE_RATE_LIMITED = (
     "Rate limit exceeded for this User Profile. Wait for the current 5-minute window to end before retrying."
 )
@@ -57,8 +64,8 @@ def bad_parameters(message: str) -> ApiError:
     return ApiError(400, CODE_BAD_PARAMETERS, message)
 
 
-def error_response(error: ApiError) -> Response:
+def error_response(error: ApiError, action: str = ACTION) -> Response:
     """Render an ApiError as the vendor's JSON error body with its HTTP status."""
-    response = jsonify({"action": ACTION, "status": "error", "code": error.code, "message": error.message})
+    response = jsonify({"action": action, "status": "error", "code": error.code, "message": error.message})
     response.status_code = error.http_status
     return response

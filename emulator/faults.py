@@ -1,4 +1,4 @@
-"""What each fault knob does to a generateJWT exchange.
+"""What each fault knob does to a generateJWT or Link Sessions exchange.
 
 Transport faults replace the whole answer (they model a broken upstream or network); token faults tamper
 with an otherwise valid success (they model a buggy or hostile upstream). See knobs.py for the names.
@@ -18,15 +18,17 @@ from emulator.serving import SOCKET_ENVIRON_KEY
 
 HANG_SECONDS = 120
 FOREIGN_LINK_BASE = "https://evil.example/"
+# How far ahead `long_expiry` puts a link's expiry: ten years (3652 days, leap days included).
+LONG_EXPIRY_SECONDS = 3652 * 24 * 3600
 
 _GATEWAY_PAGE = "<html><head><title>{status}</title></head><body><h1>{status}</h1></body></html>"
 
 
-def transport_fault_response(fault: str, rate_limit_max: int) -> Response:
+def transport_fault_response(fault: str, rate_limit_max: int, action: str = ACTION) -> Response:
     """The answer for a transport fault; "drop" returns after closing the socket so nothing is sent."""
     if fault == "429":
         response = jsonify(
-            {"action": ACTION, "status": "error", "code": 429, "message": "Rate limit exceeded (injected)."}
+            {"action": action, "status": "error", "code": 429, "message": "Rate limit exceeded (injected)."}
         )
         response.status_code = 429
         # A real 429 reports a full window; still no Retry-After, as the vendor documents none.
@@ -34,7 +36,7 @@ def transport_fault_response(fault: str, rate_limit_max: int) -> Response:
         response.headers["x-ratelimit-count"] = str(rate_limit_max)
         return response
     if fault == "500":
-        response = jsonify({"action": ACTION, "status": "error", "code": 500, "message": "Internal error (injected)."})
+        response = jsonify({"action": action, "status": "error", "code": 500, "message": "Internal error (injected)."})
         response.status_code = 500
         return response
     if fault in ("502", "503"):
@@ -57,7 +59,7 @@ def transport_fault_response(fault: str, rate_limit_max: int) -> Response:
         # not a number: clients must copy neither into their own errors or logs.
         body = request.get_json(silent=True) or {}
         echoed = f"{body.get('privateKey')} {request.headers.get('Authorization')}"
-        response = jsonify({"action": ACTION, "status": "error", "code": {"echo": echoed}, "message": echoed})
+        response = jsonify({"action": action, "status": "error", "code": {"echo": echoed}, "message": echoed})
         response.status_code = 400
         return response
     raise ValueError(f"not a transport fault: {fault}")
@@ -79,8 +81,9 @@ class SuccessTampering:
 
     use_foreign_key: bool = False
     already_expired: bool = False
+    long_expiry: bool = False
     link_base: str | None = None
-    drop_field: str | None = None
+    drop_field: str | None = None  # "url" or "token" (a Link Session's token field is its sessionId)
 
 
 def tampering_for(fault: str | None) -> SuccessTampering:
@@ -91,6 +94,8 @@ def tampering_for(fault: str | None) -> SuccessTampering:
         return SuccessTampering(use_foreign_key=True)
     if fault == "expired":
         return SuccessTampering(already_expired=True)
+    if fault == "long_expiry":
+        return SuccessTampering(long_expiry=True)
     if fault == "foreign_host":
         return SuccessTampering(link_base=FOREIGN_LINK_BASE)
     if fault == "missing_url":

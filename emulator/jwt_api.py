@@ -6,16 +6,30 @@ the API key, the per-profile rate limit, then the body. Token faults tamper only
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
-from urllib.parse import urlencode
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from emulator.api_common import (
+    DEFAULT_LIFETIME_MINUTES,
+    EmailRequest,
+    allowed_social,
+    bearer_api_key,
+    client_connection,
+    email_request,
+    expires_in_minutes,
+    held_answer,
+    link_url,
+    optional_string,
+    rate_limit_profile,
+    transport_fault,
+    with_rate_headers,
+)
 from emulator.config import EmulatorConfig
 from emulator.errors import (
+    ACTION,
     CODE_DUPLICATE_TWITTER_CREDENTIALS,
     CODE_INVALID_API_KEY,
     CODE_JWT_GENERATION,
@@ -30,9 +44,9 @@ from emulator.errors import (
     bad_parameters,
     error_response,
 )
-from emulator.faults import tampering_for, transport_fault_response
+from emulator.faults import LONG_EXPIRY_SECONDS, tampering_for
 from emulator.keys import PrivateKeyError, foreign_private_key, key_matches, mint_token, parse_private_key
-from emulator.knobs import TOKEN_FAULTS, TRANSPORT_FAULTS
+from emulator.knobs import TOKEN_FAULTS
 from emulator.state import EmulatorState, LinkOptions
 
 blueprint = Blueprint("jwt_api", __name__)
@@ -40,8 +54,6 @@ blueprint = Blueprint("jwt_api", __name__)
 REQUIRED_FIELDS = ("domain", "privateKey", "profileKey")
 TWITTER_HEADERS = ("X-Twitter-OAuth1-Api-Key", "X-Twitter-OAuth1-Api-Secret")
 TWITTER_BODY_FIELDS = ("twitterApiKey", "twitterApiSecret")
-DEFAULT_LIFETIME_MINUTES = 5
-MIN_EXPIRES_IN, MAX_EXPIRES_IN = 1, 2880
 
 
 @dataclass(frozen=True)
@@ -56,46 +68,32 @@ class JwtRequest:
     expires_in_minutes: int | float | None
     redirect: str | None
     allowed_social: tuple[str, ...]
-    email_requested: bool
+    email: EmailRequest | None
 
 
 @blueprint.post("/api/profiles/generateJWT")
 def generate_jwt() -> Response:
     config: EmulatorConfig = current_app.config["EMULATOR_CONFIG"]
     state: EmulatorState = current_app.config["EMULATOR_STATE"]
-    # The latency knob is the upstream's answer time, counted from arrival. The answer is worked out first and held
-    # until then: on this shared machine the emulator's own CPU queue (a burst of 200 RSA signatures is ~0.3 s)
-    # must not be added to the latency a hosted API would show (BENCHMARKS.md, scenarios 2 and 3).
-    answer_at = time.time() + state.knobs.latency_ms / 1000
-    response = _answer(config, state, answer_at)
-    _sleep_until(answer_at)
-    return response
-
-
-def _sleep_until(moment: float) -> None:
-    # Outside the state lock: concurrent slow calls must overlap.
-    time.sleep(max(0.0, moment - time.time()))
+    return held_answer(state, lambda answer_at: _answer(config, state, answer_at))
 
 
 def _answer(config: EmulatorConfig, state: EmulatorState, answer_at: float) -> Response:
     body = request.get_json(silent=True)
-    api_key = _bearer_api_key()
+    api_key = bearer_api_key()
     api_key_ok = api_key is not None and api_key in config.api_keys
-    state.record_generate_call(
-        _log_entry(body, api_key_ok, config), connection=f"{request.remote_addr}:{request.environ.get('REMOTE_PORT')}"
-    )
+    state.record_generate_call(_log_entry(body, api_key_ok, config), connection=client_connection())
 
-    fault = state.take_fault(TRANSPORT_FAULTS)
-    if fault is not None:
-        _sleep_until(answer_at)  # a dropped connection or a hang starts at answer time, not on arrival
-        return transport_fault_response(fault, state.knobs.rate_limit_max)
+    faulted = transport_fault(state, answer_at, ACTION)
+    if faulted is not None:
+        return faulted
 
-    rate_profile = _rate_limit_profile(body, api_key)
+    rate_profile = rate_limit_profile(body.get("profileKey") if isinstance(body, dict) else None, api_key)
     if not api_key_ok:
         # A rejected caller is not the profile's owner, so it must not use up the profile's quota.
         count, limit = state.peek_request_count(rate_profile)
         response = error_response(ApiError(403, CODE_INVALID_API_KEY, MESSAGE_INVALID_API_KEY))
-        return _with_rate_headers(response, count, limit)
+        return with_rate_headers(response, count, limit)
 
     count, limit = state.count_request(rate_profile)
     try:
@@ -105,7 +103,7 @@ def _answer(config: EmulatorConfig, state: EmulatorState, answer_at: float) -> R
         response = jsonify(payload)
     except ApiError as error:
         response = error_response(error)
-    return _with_rate_headers(response, count, limit)
+    return with_rate_headers(response, count, limit)
 
 
 def validate_body(body: object, api_key: str, config: EmulatorConfig) -> JwtRequest:
@@ -129,10 +127,10 @@ def validate_body(body: object, api_key: str, config: EmulatorConfig) -> JwtRequ
     if title is None:
         raise bad_parameters("Profile Key not found. Verify the profileKey of the User Profile.")
 
-    expires_in = _expires_in_minutes(body)
-    redirect = _optional_string(body, "redirect")
-    allowed_social = _allowed_social(body)
-    email_requested = _email_requested(body)
+    expires_in = expires_in_minutes(body)
+    redirect = optional_string(body, "redirect")
+    networks = allowed_social(body)
+    email = email_request(body)
 
     try:
         # Only a literal `true` switches base64 on, as a JSON boolean flag should.
@@ -157,8 +155,8 @@ def validate_body(body: object, api_key: str, config: EmulatorConfig) -> JwtRequ
         private_key=private_key,
         expires_in_minutes=expires_in,
         redirect=redirect,
-        allowed_social=allowed_social,
-        email_requested=email_requested,
+        allowed_social=networks,
+        email=email,
     )
 
 
@@ -169,6 +167,8 @@ def _success_payload(jwt_request: JwtRequest, config: EmulatorConfig, state: Emu
     # The knob shortens lifetimes for time-compressed simulations; off (None) it is the documented value.
     lifetime = knobs.token_lifetime_seconds or int(minutes * 60)
     tampering = tampering_for(state.take_fault(TOKEN_FAULTS))
+    if tampering.long_expiry:
+        lifetime = LONG_EXPIRY_SECONDS
     issued_at = now - lifetime - 60 if tampering.already_expired else now
     token = mint_token(
         foreign_private_key() if tampering.use_foreign_key else jwt_request.private_key,
@@ -179,15 +179,18 @@ def _success_payload(jwt_request: JwtRequest, config: EmulatorConfig, state: Emu
         lifetime_seconds=lifetime,
         issued_at=issued_at,
     )
-    link_base = tampering.link_base or config.link_base or request.host_url
+    link_base = config.link_base or request.host_url
+    url = build_link_url(link_base, jwt_request.domain, token)
     payload = {
         "status": "success",
         "title": jwt_request.title,
         "token": token,
-        "url": build_link_url(link_base, jwt_request.domain, token),
+        "url": build_link_url(tampering.link_base, jwt_request.domain, token) if tampering.link_base else url,
     }
-    if jwt_request.email_requested:
-        payload["emailSent"] = True  # nothing is mailed; the flag is what callers observe
+    if jwt_request.email is not None:
+        # Nothing is mailed: the email is recorded (GET /_emulator/emails) with the URL it would carry.
+        state.record_email(jwt_request.email.record(jwt_request.profile_key, url, now))
+        payload["emailSent"] = True
     if jwt_request.expires_in_minutes is not None:
         payload["expiresIn"] = f"{jwt_request.expires_in_minutes:g}m"
     if tampering.drop_field:
@@ -202,28 +205,7 @@ def _success_payload(jwt_request: JwtRequest, config: EmulatorConfig, state: Emu
 
 def build_link_url(link_base: str, domain: str, token: str) -> str:
     """`<link-base>?domain=<domain>&jwt=<token>`, the shape of the vendor's `url` field."""
-    separator = "&" if "?" in link_base else "?"
-    return f"{link_base}{separator}{urlencode({'domain': domain, 'jwt': token})}"
-
-
-def _bearer_api_key() -> str | None:
-    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not credentials.strip():
-        return None
-    return credentials.strip()
-
-
-def _rate_limit_profile(body: object, api_key: str | None) -> str:
-    # The limit is per User Profile; a body without a usable profileKey counts against the Primary Profile.
-    if isinstance(body, dict) and isinstance(body.get("profileKey"), str) and body["profileKey"]:
-        return body["profileKey"]
-    return f"primary:{api_key or ''}"
-
-
-def _with_rate_headers(response: Response, count: int, limit: int) -> Response:
-    response.headers["x-ratelimit-max"] = str(limit)
-    response.headers["x-ratelimit-count"] = str(count)
-    return response
+    return link_url(link_base, {"domain": domain, "jwt": token})
 
 
 def _present(value: object) -> bool:
@@ -242,47 +224,10 @@ def _check_twitter_credentials(body: dict) -> None:
             raise ApiError(400, CODE_PARTIAL_TWITTER_KEYS, MESSAGE_PARTIAL_TWITTER_KEYS)
 
 
-def _expires_in_minutes(body: dict) -> int | float | None:
-    value = body.get("expiresIn")
-    if value is None:
-        return None
-    # The docs type it as a number; strings such as "30" are refused rather than coerced.
-    is_number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not is_number or not MIN_EXPIRES_IN <= value <= MAX_EXPIRES_IN:
-        raise bad_parameters(f"expiresIn must be a number of minutes from {MIN_EXPIRES_IN} to {MAX_EXPIRES_IN}.")
-    return value
-
-
-def _optional_string(body: dict, name: str) -> str | None:
-    value = body.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise bad_parameters(f"{name} must be a string.")
-    return value
-
-
-def _allowed_social(body: dict) -> tuple[str, ...]:
-    value = body.get("allowedSocial")
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise bad_parameters("allowedSocial must be an array of social network names.")
-    return tuple(value)
-
-
-def _email_requested(body: dict) -> bool:
-    value = body.get("email")
-    if value is None:
-        return False
-    if not isinstance(value, dict) or not isinstance(value.get("to"), str) or not value["to"]:
-        raise bad_parameters("email must be an object with a `to` address.")
-    return True
-
-
 def _log_entry(body: object, api_key_ok: bool, config: EmulatorConfig) -> dict:
     fields = body if isinstance(body, dict) else {}
     return {
+        "endpoint": "generateJWT",
         "profileKey": fields.get("profileKey"),
         "domain": fields.get("domain"),
         "options": {k: v for k, v in fields.items() if k not in REQUIRED_FIELDS},

@@ -14,7 +14,9 @@ DEFAULT_RATE_LIMIT_MAX = 300
 # Faults that replace the whole exchange; they fire before any validation, like a broken upstream would.
 TRANSPORT_FAULTS = frozenset({"429", "500", "502", "503", "malformed", "non_json", "hang", "drop", "echo"})
 # Faults that corrupt an otherwise successful answer; they fire only when the request would succeed.
-TOKEN_FAULTS = frozenset({"missing_url", "missing_token", "unsigned", "expired", "foreign_host"})
+TOKEN_FAULTS = frozenset({"missing_url", "missing_token", "unsigned", "expired", "foreign_host", "long_expiry"})
+# A Link Session has no signature to forge, so "unsigned" does not apply to one: it stays armed for generateJWT.
+SESSION_TOKEN_FAULTS = TOKEN_FAULTS - {"unsigned"}
 ALL_FAULTS = TRANSPORT_FAULTS | TOKEN_FAULTS
 
 # fault_count value meaning "every call until reset".

@@ -1,13 +1,14 @@
-"""The social-account linking page that generated URLs open (`GET <link-base>?domain=...&jwt=...`).
+"""The social-account linking page that generated URLs open (`GET <link-base>?domain=...&jwt=...` or `?session=...`).
 
-It verifies the token the way the vendor's page must: RS256 against the public key registered for
-`domain`, with `exp` enforced. It links nothing; it shows which profile the URL opened and implements the
-documented "Done" behaviour (redirect, or redirect the opener when the redirect carries `origin=true`).
+A JWT is verified the way the vendor's page must (RS256 against the key registered for `domain`, `exp` enforced); a
+Link Session token is looked up, refused once revoked or expired, and each open counted. The page links nothing; it
+shows which profile the URL opened and implements the documented "Done" behaviour (redirect, or the opener's).
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
@@ -85,6 +86,8 @@ def linking_page() -> Response:
     config: EmulatorConfig = current_app.config["EMULATOR_CONFIG"]
     state: EmulatorState = current_app.config["EMULATOR_STATE"]
     domain = request.args.get("domain", "")
+    if "session" in request.args:
+        return _session_page(config, state, domain, request.args.get("session", ""))
     token = request.args.get("jwt", "")
 
     if domain != config.domain or not token:
@@ -109,6 +112,27 @@ def linking_page() -> Response:
     )
 
 
+def _session_page(config: EmulatorConfig, state: EmulatorState, domain: str, token: str) -> Response:
+    if domain != config.domain or not token:
+        return _render(status=401, error="invalid")
+    outcome, session = state.open_session(token, time.time())
+    if outcome == "revoked":
+        return _render(status=410, error="revoked")
+    if outcome == "expired":
+        return _render(status=401, error="expired")
+    if session is None:
+        return _render(status=401, error="invalid")
+    redirect = _safe_redirect(session.redirect)
+    return _render(
+        status=200,
+        profile_key=session.profile_key,
+        title=config.profile_title(session.profile_key) or session.profile_key,
+        allowed_social=session.allowed_social,
+        expires_at=datetime.fromtimestamp(int(session.expires_at), UTC).isoformat(),
+        done_config={"redirect": redirect, "redirectOpener": _redirects_opener(redirect)},
+    )
+
+
 def _safe_redirect(redirect: str | None) -> str | None:
     # The API accepts any string (the docs set no rule), but only web URLs are navigated to, so a
     # `javascript:` redirect cannot turn a demo page into script execution.
@@ -129,7 +153,7 @@ def _render(status: int, **context: object) -> Response:
     context.setdefault("error", None)
     html = render_template_string(PAGE_TEMPLATE, nonce=nonce, **context)
     response = Response(html, status=status, mimetype="text/html")
-    # The URL carries the API key in the token: keep it out of caches and Referer headers.
+    # A JWT URL carries the API key in the token, a session URL a bearer token: keep both out of caches and Referers.
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
     # Social networks refuse to be framed, so the real page only works top-level; mirror that.

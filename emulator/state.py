@@ -1,4 +1,4 @@
-"""Mutable emulator state shared by request threads: counters, request log, rate windows, link options.
+"""Mutable emulator state shared by request threads: counters, request log, rate windows, links, sessions, emails.
 
 One lock guards everything. Nothing slow (sleeping, signing, key parsing) happens while it is held, so
 hundreds of concurrent slow requests do not serialise on it.
@@ -11,7 +11,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from emulator.knobs import UNLIMITED, Knobs, merge_knobs
 
@@ -19,6 +19,10 @@ RATE_WINDOW_SECONDS = 300
 REQUEST_LOG_SIZE = 50
 # Bound on remembered redirect/allowedSocial entries so long benchmarks cannot grow memory without limit.
 MAX_REMEMBERED_LINKS = 10_000
+# Bound on remembered Link Sessions; the oldest is forgotten first (then its id is unknown: 404).
+MAX_REMEMBERED_SESSIONS = 10_000
+# Bound on recorded Connect Accounts emails; the oldest is forgotten first.
+MAX_RECORDED_EMAILS = 1_000
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,34 @@ class LinkOptions:
     redirect: str | None
     allowed_social: tuple[str, ...]
     expires_at: float
+
+
+@dataclass(frozen=True)
+class LinkSession:
+    """One Link Session as the emulator keeps it: its URL token only as a hash, its owner's API key only as a hash."""
+
+    session_id: str
+    token_hash: str
+    owner: str  # token_fingerprint of the API key that created it
+    profile_key: str
+    created_at: float
+    expires_at: float
+    redirect: str | None
+    allowed_social: tuple[str, ...]
+    origin: str | None = None
+    logout: bool = False
+    revoked: bool = False
+    use_count: int = 0
+    first_used_at: float | None = None
+    last_used_at: float | None = None
+
+    def state(self, now: float) -> str:
+        """The vendor's states: revoked stays revoked after expiry; an opened, unexpired session is active."""
+        if self.revoked:
+            return "revoked"
+        if now >= self.expires_at:
+            return "expired"
+        return "active" if self.use_count > 0 else "pending"
 
 
 def token_fingerprint(token: str) -> str:
@@ -52,6 +84,13 @@ class EmulatorState:
         # profile -> (window start, requests in window); fixed windows, as the vendor's headers describe.
         self._rate_windows: dict[str, tuple[float, int]] = {}
         self._links: OrderedDict[str, LinkOptions] = OrderedDict()
+        self._link_session_calls = 0
+        self._session_connections: set[str] = set()
+        self._link_session_reads = 0
+        self._link_session_revokes = 0
+        self._sessions: OrderedDict[str, LinkSession] = OrderedDict()  # session id -> session, oldest first
+        self._session_ids_by_token: dict[str, str] = {}  # token hash -> session id
+        self._emails: deque[dict] = deque(maxlen=MAX_RECORDED_EMAILS)
 
     # --- knobs -------------------------------------------------------------------------------------------
     @property
@@ -85,16 +124,39 @@ class EmulatorState:
         with self._lock:
             self._generate_calls += 1
             self._connections.add(connection)
-            profile_key = entry.get("profileKey")
-            if isinstance(profile_key, str):
-                self._by_profile[profile_key] = self._by_profile.get(profile_key, 0) + 1
-            self._requests.append(entry)
+            self._log_create(entry)
+
+    def record_link_session_call(self, entry: dict, *, connection: str) -> None:
+        """Count one Link Session create that reached the handler, as record_generate_call does for generateJWT."""
+        with self._lock:
+            self._link_session_calls += 1
+            self._session_connections.add(connection)
+            self._log_create(entry)
+
+    def _log_create(self, entry: dict) -> None:
+        # Under the lock. by_profile counts the links asked for per profile, whichever endpoint minted them.
+        profile_key = entry.get("profileKey")
+        if isinstance(profile_key, str):
+            self._by_profile[profile_key] = self._by_profile.get(profile_key, 0) + 1
+        self._requests.append(entry)
+
+    def record_link_session_read(self) -> None:
+        with self._lock:
+            self._link_session_reads += 1
+
+    def record_link_session_revoke(self) -> None:
+        with self._lock:
+            self._link_session_revokes += 1
 
     def stats(self) -> dict:
         with self._lock:
             return {
                 "generate_calls": self._generate_calls,
                 "generate_connections": len(self._connections),
+                "link_session_calls": self._link_session_calls,
+                "link_session_connections": len(self._session_connections),
+                "link_session_reads": self._link_session_reads,
+                "link_session_revokes": self._link_session_revokes,
                 "by_profile": dict(self._by_profile),
                 "faults_served": self._faults_served,
                 "requests": copy.deepcopy(list(self._requests)),
@@ -136,9 +198,63 @@ class EmulatorState:
         with self._lock:
             return self._links.get(token_fingerprint(token))
 
+    # --- link sessions -----------------------------------------------------------------------------------
+    def remember_session(self, session: LinkSession) -> None:
+        with self._lock:
+            while len(self._sessions) >= MAX_REMEMBERED_SESSIONS:
+                _, oldest = self._sessions.popitem(last=False)
+                self._session_ids_by_token.pop(oldest.token_hash, None)
+            self._sessions[session.session_id] = session
+            self._session_ids_by_token[session.token_hash] = session.session_id
+
+    def link_session(self, session_id: str, owner: str) -> LinkSession | None:
+        """The session if it exists and belongs to `owner` (an API key fingerprint), else None."""
+        with self._lock:
+            session = self._sessions.get(session_id)
+            return session if session is not None and session.owner == owner else None
+
+    def revoke_session(self, session_id: str, owner: str) -> LinkSession | None:
+        """Revoke `owner`'s session (again, if it already is); None when there is no such session."""
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None or session.owner != owner:
+                return None
+            session = replace(session, revoked=True)
+            self._sessions[session_id] = session
+            return session
+
+    def open_session(self, token: str, now: float) -> tuple[str, LinkSession | None]:
+        """The linking page opening a session URL: ("invalid", None), ("revoked" | "expired", session) unchanged,
+        or ("open", session) after counting the use."""
+        with self._lock:
+            session_id = self._session_ids_by_token.get(token_fingerprint(token))
+            session = self._sessions.get(session_id) if session_id else None
+            if session is None:
+                return "invalid", None
+            state = session.state(now)
+            if state in ("revoked", "expired"):
+                return state, session
+            session = replace(
+                session,
+                use_count=session.use_count + 1,
+                first_used_at=session.first_used_at if session.first_used_at is not None else now,
+                last_used_at=now,
+            )
+            self._sessions[session.session_id] = session
+            return "open", session
+
+    # --- emails ------------------------------------------------------------------------------------------
+    def record_email(self, entry: dict) -> None:
+        with self._lock:
+            self._emails.append(entry)
+
+    def emails(self) -> list[dict]:
+        with self._lock:
+            return copy.deepcopy(list(self._emails))
+
     # --- reset -------------------------------------------------------------------------------------------
     def reset(self) -> None:
-        """Forget counters, the request log, rate windows, remembered links and knobs."""
+        """Forget counters, the request log, rate windows, remembered links and sessions, emails and knobs."""
         with self._lock:
             self._knobs = Knobs()
             self._reset_counters()

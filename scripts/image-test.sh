@@ -106,12 +106,10 @@ say "service on 127.0.0.1:$SVC_PORT, Redis on 127.0.0.1:$REDIS_PORT"
 $ENGINE run -d --name "$SVC" --network host --read-only --tmpfs /tmp --cap-drop ALL \
   --security-opt no-new-privileges \
   -v "$WORK/secrets/ayrshare_api_key:/run/secrets/ayrshare_api_key:ro" \
-  -v "$WORK/secrets/ayrshare_private_key:/run/secrets/ayrshare_private_key:ro" \
   -v "$WORK/data:/data:ro" \
   -e BIND="127.0.0.1:$SVC_PORT" \
   -e GUNICORN_WORKERS=2 \
   -e AYRSHARE_API_KEY_FILE=/run/secrets/ayrshare_api_key \
-  -e AYRSHARE_PRIVATE_KEY_FILE=/run/secrets/ayrshare_private_key \
   -e AYRSHARE_DOMAIN=CI \
   -e AYRSHARE_BASE_URL="http://127.0.0.1:$EMU_PORT/api" \
   -e LINK_ALLOWED_HOSTS="http://127.0.0.1:$EMU_PORT" \

@@ -35,11 +35,12 @@ def main() -> int:
     check(first.status_code == 302, f"GET /connect/alice (signed) → 302 (got {first.status_code})")
     location = first.headers.get("Location", "")
     check(location.startswith(args.emulator + "/"), "Location is the emulator's linking page")
+    check("session=ayr_ls_" in location and "jwt=" not in location, "the link is a Link Session (the default flow)")
     check(first.headers.get("Cache-Control") == "no-store", "Cache-Control: no-store")
     check(first.headers.get("X-Request-ID") == "image-test-1", "X-Request-ID echoed")
 
     page = requests.get(location, timeout=10)
-    check(page.status_code == 200 and "Alice" in page.text, "the linking page verifies the token and shows Alice")
+    check(page.status_code == 200 and "Alice" in page.text, "the linking page opens the session and shows Alice")
 
     second = requests.get(args.link, headers={"Accept": "application/json"}, timeout=30)
     check(second.status_code == 200 and second.json()["cached"] is True, "second request served from the Redis cache")
@@ -49,7 +50,8 @@ def main() -> int:
 
     metrics = requests.get(args.service + "/metrics", timeout=10)
     check(
-        metrics.status_code == 200 and 'ayrshare_connect_cache_lookups_total{result="hit"} 1.0' in metrics.text,
+        metrics.status_code == 200
+        and 'ayrshare_connect_cache_lookups_total{flow="session",result="hit"} 1.0' in metrics.text,
         "/metrics counts the cache hit",
     )
     return 0

@@ -31,10 +31,10 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
 
     from .auth import Authenticator
     from .config.checks import weakened_settings
-    from .links import ConnectService, LinkBroker
+    from .links import ConnectService, LinkBroker, UserLinks
     from .profiles import JsonFileDirectory
     from .upstream import AyrshareClient, CircuitBreaker
-    from .web import cli, errors, headers, health, logs, metrics, pages, ratelimit, routes
+    from .web import cli, errors, headers, health, internal, logs, metrics, pages, ratelimit, routes
 
     try:
         settings = load_settings(environ)
@@ -56,12 +56,17 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
 
     store = _build_store(settings)
     spend_request, spend_upstream = ratelimit.user_budgets(settings)
+    profiles = JsonFileDirectory(settings.profile_keys_file)
+    client = AyrshareClient(settings)
+    breaker = CircuitBreaker(
+        settings.circuit_threshold, settings.circuit_cooldown, on_state_change=metrics.set_circuit_state
+    )
     app.extensions["link_store"] = store
     app.extensions["connect"] = ConnectService(
         settings=settings,
         authenticator=Authenticator(settings),
-        profiles=JsonFileDirectory(settings.profile_keys_file),
-        client=AyrshareClient(settings),
+        profiles=profiles,
+        client=client,
         broker=LinkBroker(
             store=store,
             min_remaining=settings.link_min_remaining,
@@ -70,12 +75,13 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
             request_seconds=settings.request_deadline_seconds,
             on_event=metrics.broker_event,
         ),
-        breaker=CircuitBreaker(
-            settings.circuit_threshold, settings.circuit_cooldown, on_state_change=metrics.set_circuit_state
-        ),
+        breaker=breaker,
         spend_request_budget=spend_request,
         spend_upstream_budget=spend_upstream,
         observe_upstream=metrics.observe_upstream_call,
+    )
+    app.extensions["user_links"] = UserLinks(
+        settings, profiles, client, store, breaker, spend_email_budget=ratelimit.connect_email_budget(settings)
     )
 
     errors.init_app(app)
@@ -84,6 +90,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     cli.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(routes.bp)
+    app.register_blueprint(internal.bp)
     app.register_blueprint(pages.bp)
     headers.init_app(app, settings)
     ratelimit.init_app(app, settings)

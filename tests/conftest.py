@@ -106,9 +106,29 @@ def profiles_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def settings_env(keypair, emulator, profiles_file, redis_url, redis_client) -> dict[str, str]:
+def link_flow() -> str:
+    """The AYRSHARE_LINK_FLOW the service runs with (see `pytest_generate_tests` for modules that run both)."""
+    return "session"
+
+
+LINK_FLOWS = ("session", "jwt")
+
+
+def pytest_generate_tests(metafunc):
+    """A module that sets `RUN_IN_BOTH_LINK_FLOWS = True` runs each of its tests that builds the service once per
+    flow (parametrized, not copied)."""
+    if not getattr(metafunc.module, "RUN_IN_BOTH_LINK_FLOWS", False) or "link_flow" not in metafunc.fixturenames:
+        return
+    if any("link_flow" in str(marker.args[0]) for marker in metafunc.definition.iter_markers("parametrize")):
+        return  # the test chooses its flows itself (cases that exist in one flow only)
+    metafunc.parametrize("link_flow", LINK_FLOWS)
+
+
+@pytest.fixture
+def settings_env(keypair, emulator, profiles_file, redis_url, redis_client, link_flow) -> dict[str, str]:
     """A complete, valid configuration pointing at the real emulator and the test Redis."""
     return {
+        "AYRSHARE_LINK_FLOW": link_flow,
         "AYRSHARE_API_KEY": API_KEY,
         "AYRSHARE_PRIVATE_KEY": keypair["private_pem"],
         "AYRSHARE_DOMAIN": DOMAIN,

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import time
+from datetime import datetime
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import jwt
 import pytest
+import requests
 
 from service.auth import sign, signed_path
 from tests.conftest import API_KEY, INTERNAL_TOKEN, PROFILES, SIGNING_SECRET
+
+RUN_IN_BOTH_LINK_FLOWS = True  # each test that builds the service runs once per AYRSHARE_LINK_FLOW
 
 JSON = {"Accept": "application/json"}
 
@@ -22,15 +26,24 @@ def token_of(url: str) -> str:
     return parse_qs(urlsplit(url).query)["jwt"][0]
 
 
-def test_redirects_to_the_linking_page_of_the_users_profile(client, emulator, keypair):
+def linking_page(url: str) -> tuple[str, float]:
+    """Open the URL at the emulator, as the user's browser would: (the profile key it shows, when it expires)."""
+    page = requests.get(url, timeout=5)
+    assert page.status_code == 200
+    profile_key = re.search(r'id="profile-key">([^<]+)<', page.text).group(1)
+    expires = re.search(r'id="expires-at" datetime="([^"]+)"', page.text).group(1)
+    return profile_key, datetime.fromisoformat(expires).timestamp()
+
+
+def test_redirects_to_the_linking_page_of_the_users_profile(client, emulator, link_flow):
     response = client.get(signed("alice"))
 
     assert response.status_code == 302
     location = response.headers["Location"]
     assert location.startswith(emulator.origin)
-    claims = jwt.decode(token_of(location), keypair["public_pem"], algorithms=["RS256"], options={"verify_aud": False})
-    assert claims["profileKey"] == PROFILES["alice"]
+    assert linking_page(location)[0] == PROFILES["alice"]
     assert emulator.calls() == 1
+    assert ("jwt" if link_flow == "jwt" else "session") in parse_qs(urlsplit(location).query)
 
 
 def test_every_link_response_forbids_caching_and_referrers(client, emulator):
@@ -49,8 +62,8 @@ def test_json_mode_returns_url_expiry_and_cache_flag(client, emulator):
     assert first.json["url"] == second.json["url"]
     expires_at = first.json["expiresAt"]
     assert expires_at.endswith("Z")
-    claims = jwt.decode(token_of(first.json["url"]), options={"verify_signature": False})
-    assert time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(claims["exp"])) == expires_at[:19]
+    _, page_expiry = linking_page(first.json["url"])
+    assert time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(page_expiry)) == expires_at[:19]
 
 
 def test_browser_accept_header_gets_the_redirect(client, emulator):
@@ -69,10 +82,11 @@ def test_second_request_is_served_from_cache_without_an_upstream_call(client, em
 
 def test_cache_entry_in_redis_holds_no_secret_in_its_key(client, emulator, redis_client):
     client.get(signed("alice"))
-    # Rate-limit counters (prefix LIMITS:) share the Redis; this test is about the link cache entry.
-    keys = [key.decode() for key in redis_client.keys("*") if not key.startswith(b"LIMITS:")]
-    assert len(keys) == 1 and keys[0].startswith("connect:link:v1:")
-    assert PROFILES["alice"] not in keys[0] and API_KEY not in keys[0]
+    # Rate-limit counters (prefix LIMITS:) share the Redis; this test is about the link cache entry and the
+    # user's index of links handed out (connect:user:v1:...), which revoke reads.
+    keys = sorted(key.decode() for key in redis_client.keys("*") if not key.startswith(b"LIMITS:"))
+    assert len(keys) == 2 and keys[0].startswith("connect:link:v1:") and keys[1].startswith("connect:user:v1:")
+    assert not any(PROFILES["alice"] in key or API_KEY in key or "alice" in key for key in keys)
     ttl = redis_client.pttl(keys[0]) / 1000
     assert 300 - 15 - 5 < ttl <= 300 - 15  # kept until LINK_STALE_MIN_SECONDS before the token's exp
 
@@ -97,9 +111,8 @@ def test_exp_from_the_token_is_the_truth_not_the_requested_expires_in(settings_e
     emulator.set_knobs(token_lifetime_seconds=200)  # upstream ignores our expiresIn of 30 minutes
     client = create_app({**settings_env, "AYRSHARE_EXPIRES_IN": "30"}).test_client()
     body = client.get(signed("alice"), headers=JSON).json
-    claims = jwt.decode(token_of(body["url"]), options={"verify_signature": False})
-    assert claims["exp"] - time.time() < 201
-    (key,) = redis_client.keys("connect:link:*")
+    assert linking_page(body["url"])[1] - time.time() < 201
+    (key,) = redis_client.keys("connect:link:v1:*")
     assert redis_client.pttl(key) / 1000 <= 200 - 15
     assert emulator.stats()["requests"][-1]["options"]["expiresIn"] == 30
 

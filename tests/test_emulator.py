@@ -143,9 +143,29 @@ def test_crlf_line_endings_are_accepted(generate, private_pem):
     assert generate(privateKey=private_pem.replace("\n", "\r\n")).status_code == 200
 
 
-def test_email_reports_email_sent(generate):
-    assert generate(email={"to": "user@example.com"}).json()["emailSent"] is True
-    _assert_error(generate(email={"company": "no recipient"}), 400)
+EMAIL = {
+    "to": "user@example.com",
+    "contactEmail": "support@app.example",
+    "company": "App Inc.",
+    "termsUrl": "https://app.example/terms",
+    "privacyUrl": "https://app.example/privacy",
+}
+
+
+def test_email_is_recorded_with_the_jwt_url_and_reports_email_sent(emulator, generate):
+    body = generate(email=EMAIL).json()
+    assert body["emailSent"] is True
+    (sent,) = emulator.emails()
+    assert sent == {**EMAIL, "profileKey": PROFILE_KEY, "url": body["url"], "sentAt": sent["sentAt"]}
+    assert requests.get(sent["url"], timeout=10).status_code == 200
+    emulator.reset()
+    assert emulator.emails() == []
+
+
+def test_email_without_recipient_is_101_and_without_a_sender_field_is_333(emulator, generate):
+    _assert_error(generate(email={"company": "no recipient"}), 400, 101)
+    assert "termsUrl" in _assert_error(generate(email={**EMAIL, "termsUrl": ""}), 400, 333)["message"]
+    assert emulator.emails() == []
 
 
 # --- generateJWT: documented errors ---
@@ -356,6 +376,13 @@ def test_foreign_host_fault(emulator, generate):
     assert generate().json()["url"].startswith("https://evil.example/")
 
 
+def test_long_expiry_fault_mints_a_token_valid_for_ten_years(emulator, generate, registered_key):
+    emulator.set_knobs(fault="long_expiry")
+    claims = _claims(generate(expiresIn=30).json()["token"], registered_key)
+    assert claims["exp"] - claims["iat"] >= 10 * 365 * 24 * 3600
+    assert emulator.knobs()["fault"] is None  # consumed
+
+
 def test_drop_fault_closes_connection(emulator, generate):
     emulator.set_knobs(fault="drop")
     with pytest.raises(requests.ConnectionError):
@@ -434,6 +461,7 @@ def test_stats_count_calls_and_record_requests_without_secrets(emulator, generat
     assert stats["by_profile"] == {PROFILE_KEY: 2, OTHER_PROFILE_KEY: 1}
     assert stats["faults_served"] == 1
     faulted, wrong_api_key, wrong_private_key = stats["requests"]
+    assert {entry["endpoint"] for entry in stats["requests"]} == {"generateJWT"}
     assert faulted["options"] == {"redirect": "https://app.example/"}
     assert faulted["private_key_matches"] is True and faulted["api_key_ok"] is True
     assert wrong_api_key["api_key_ok"] is False
@@ -445,6 +473,10 @@ def test_stats_count_calls_and_record_requests_without_secrets(emulator, generat
     assert emulator.stats() == {
         "generate_calls": 0,
         "generate_connections": 0,
+        "link_session_calls": 0,
+        "link_session_connections": 0,
+        "link_session_reads": 0,
+        "link_session_revokes": 0,
         "by_profile": {},
         "faults_served": 0,
         "requests": [],

@@ -52,7 +52,7 @@ def test_waiters_of_a_new_attempt_wait_for_it_past_an_earlier_holders_failure(st
 
     def second_holder_succeeds():
         time.sleep(0.3)
-        store.write("k", "https://profile.ayrshare.com/?jwt=new", time.time() + 300, ttl_seconds=200)
+        store.write("k", Link("https://profile.ayrshare.com/?jwt=new", time.time() + 300), ttl_seconds=200)
         second_holder.release()
 
     thread = threading.Thread(target=second_holder_succeeds)
@@ -107,7 +107,7 @@ def test_a_whole_request_is_bounded_by_its_deadline_even_behind_a_stuck_holder(s
 
 
 def test_a_stuck_holder_is_answered_with_a_stale_link_when_one_is_left(store):
-    store.write("k", "https://profile.ayrshare.com/?jwt=old", time.time() + 40, ttl_seconds=30)
+    store.write("k", Link("https://profile.ayrshare.com/?jwt=old", time.time() + 40), ttl_seconds=30)
     store.lock("k", ttl_seconds=30).acquire()
     link = broker(store, request_seconds=0.5, lock_ttl=30).get_link("k", lambda deadline: fresh_link())
     assert link.source == "stale" and link.url.endswith("old")

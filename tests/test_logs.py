@@ -36,7 +36,7 @@ def test_one_json_line_per_request_with_the_documented_fields(start_service, emu
     assert [cold.status_code, warm.status_code, generated.status_code] == [302, 200, 302]
     assert unknown.status_code == 404 and forged.status_code in (401, 403)
     location = cold.headers["Location"]
-    token = parse_qs(urlsplit(location).query)["jwt"][0]
+    token = parse_qs(urlsplit(location).query)["session"][0]  # the ayr_ls_ token of the default flow
     signature = parse_qs(urlsplit(link).query)["signature"][0]
 
     assert service.stop() == 0  # SIGTERM; everything the workers printed is now in the log
@@ -58,12 +58,13 @@ def test_one_json_line_per_request_with_the_documented_fields(start_service, emu
         assert line["method"] == "GET"
         assert line["user"] == "alice"
         assert line["auth"] == "signed"
+        assert line["link_flow"] == "session"
         assert isinstance(line["latency_ms"], int | float) and line["latency_ms"] >= 0
     assert (first["status"], first["cache"]) == (302, "upstream")
     assert isinstance(first["upstream_ms"], int | float) and first["upstream_ms"] >= 0
     assert (second["status"], second["cache"], second["upstream_ms"]) == (200, "cache", None)
     assert by_id["req-404"][0]["status"] == 404
-    assert by_id["req-404"][0]["cache"] is None
+    assert by_id["req-404"][0]["cache"] is None and by_id["req-404"][0]["link_flow"] is None
     assert by_id["req-404"][0]["auth"] is None  # `auth` names how a served link was admitted; no link here
     assert by_id["req-forged"][0]["auth"] is None
     assert by_id["req-forged"][0]["status"] == forged.status_code

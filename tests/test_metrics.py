@@ -16,6 +16,8 @@ from service.web import metrics
 from tests.conftest import INTERNAL_TOKEN
 from tests.support.processes import free_port, wait_until
 
+RUN_IN_BOTH_LINK_FLOWS = True  # each test that builds the service runs once per AYRSHARE_LINK_FLOW
+
 BEARER = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
 CONNECT_ROUTE = "/connect/<user>"
 P = "ayrshare_connect_"
@@ -30,7 +32,9 @@ def samples(text: str) -> dict[tuple[str, frozenset], float]:
 
 
 def value(scraped: dict, name: str, **labels: str) -> float:
-    return scraped.get((name, frozenset(labels.items())), 0.0)
+    """The sum of `name`'s samples whose labels include `labels` (e.g. over both link flows)."""
+    wanted = frozenset(labels.items())
+    return sum(v for (sample, have), v in scraped.items() if sample == name and wanted <= have)
 
 
 def scrape(base_url: str) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
@@ -20,11 +21,14 @@ from service.auth import sign, signed_path
 from tests.conftest import API_KEY, INTERNAL_TOKEN, SIGNING_SECRET
 from tests.support.processes import RedisServer
 
+RUN_IN_BOTH_LINK_FLOWS = True  # each test that builds the service runs once per AYRSHARE_LINK_FLOW
+
 JWT_SECRET = "JWT-HS-SECRET-LEAKCHECK-4f9a2c7e1b3d5f7a9c1e"
 CACHE_KEY = Fernet.generate_key().decode()
 ISSUER, AUDIENCE = "https://id.example.com/", "connect"
 JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}")
-UPSTREAM_FAULTS = ["429", "500", "malformed", "non_json", "missing_url", "unsigned", "expired", "foreign_host"]
+UPSTREAM_FAULTS = ["429", "500", "malformed", "non_json", "missing_url", "expired", "foreign_host", "long_expiry"]
+JWT_ONLY_FAULTS = ["unsigned"]  # a session answer carries no token to sign
 JSON = {"Accept": "application/json"}
 
 
@@ -40,7 +44,9 @@ def leak_redis():
     server.stop()
 
 
-def test_no_secret_jwt_or_linking_url_in_any_log_line_or_error_body(start_service, emulator, keypair, leak_redis):
+def test_no_secret_jwt_or_linking_url_in_any_log_line_or_error_body(
+    start_service, emulator, keypair, leak_redis, link_flow
+):
     service = start_service(
         workers=2,
         REDIS_URL=leak_redis.url,
@@ -75,6 +81,17 @@ def test_no_secret_jwt_or_linking_url_in_any_log_line_or_error_body(start_servic
     call(signed_path("alice", SIGNING_SECRET), 200)
     call(signed_path("alice", SIGNING_SECRET), 200)  # cache hit (encrypted entry)
 
+    # The internal API's answers and refusals (status, revoke) carry nothing secret either.
+    for method, path in (
+        ("get", "/internal/v1/users/alice/link-session"),
+        ("delete", "/internal/v1/users/alice/links"),
+    ):
+        for token, expect in ((API_KEY, 401), (INTERNAL_TOKEN, {"session": 200, "jwt": 404}[link_flow])):
+            headers = {**JSON, "Authorization": f"Bearer {token}"}
+            response = requests.request(method, base + path, headers=headers, timeout=30)
+            assert response.status_code == (200 if method == "delete" and expect == 404 else expect), path
+            error_bodies.append(response.text)
+
     # Authentication failures, each carrying something secret-shaped the service must not echo.
     now = int(time.time())
     call("/connect/alice", 401)
@@ -98,7 +115,7 @@ def test_no_secret_jwt_or_linking_url_in_any_log_line_or_error_body(start_servic
     call("/connect/nobody", 404, headers=internal)
 
     # Every upstream fault, each on a user with nothing cached.
-    for number, fault in enumerate(UPSTREAM_FAULTS):
+    for number, fault in enumerate(UPSTREAM_FAULTS + (JWT_ONLY_FAULTS if link_flow == "jwt" else [])):
         emulator.set_knobs(fault=fault, fault_count=-1)
         expected = 503 if fault in ("429", "500") else 502
         call(f"/connect/user{number}", expected, headers=internal)
@@ -129,9 +146,9 @@ def test_no_secret_jwt_or_linking_url_in_any_log_line_or_error_body(start_servic
     secrets = [API_KEY, SIGNING_SECRET, INTERNAL_TOKEN, JWT_SECRET, CACHE_KEY, leak_redis.url]
     pem_lines = [line for line in keypair["private_pem"].splitlines() if line and not line.startswith("-----")]
     assert len(pem_lines) > 10
-    tokens = [url.split("jwt=")[1].split("&")[0] for url in linking_urls]
+    tokens = [parse_qs(urlsplit(url).query)[link_flow][0] for url in linking_urls]  # the jwt or ayr_ls_ token
     for text, where in [(log, "log")] + [(body, "error body") for body in error_bodies]:
         for secret in secrets + pem_lines + linking_urls + tokens:
             assert secret not in text, f"a secret reached the {where}"
         assert JWT_SHAPE.search(text) is None, f"a JWT reached the {where}"
-        assert "jwt=" not in text, f"a linking URL reached the {where}"
+        assert "jwt=" not in text and "ayr_ls_" not in text, f"a linking URL reached the {where}"

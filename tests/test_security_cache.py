@@ -12,6 +12,8 @@ from service.auth import signed_path
 from service.links import FernetCodec
 from tests.conftest import API_KEY, SIGNING_SECRET
 
+RUN_IN_BOTH_LINK_FLOWS = True  # each test that builds the service runs once per AYRSHARE_LINK_FLOW
+
 KEY_1, KEY_2 = Fernet.generate_key().decode(), Fernet.generate_key().decode()
 
 

@@ -15,7 +15,9 @@ from tests.support.processes import ServiceProcess
 
 @pytest.fixture
 def env(keypair, profiles_file) -> dict[str, str]:
+    # The jwt flow, so the private key's checks are exercised; tests of the default flow remove the two settings.
     return {
+        "AYRSHARE_LINK_FLOW": "jwt",
         "AYRSHARE_API_KEY": API_KEY,
         "AYRSHARE_PRIVATE_KEY": keypair["private_pem"],
         "AYRSHARE_DOMAIN": "ACME",
@@ -33,6 +35,27 @@ def test_a_complete_configuration_loads_with_documented_defaults(env):
     assert settings.redis_url is None
 
 
+def test_the_session_flow_is_the_default_and_needs_no_private_key(env):
+    del env["AYRSHARE_LINK_FLOW"], env["AYRSHARE_PRIVATE_KEY"]
+    settings = load_settings(env)
+    assert settings.link_flow == "session" and settings.signing_key is None
+
+
+def test_the_jwt_flow_without_a_private_key_names_the_missing_setting(env):
+    del env["AYRSHARE_PRIVATE_KEY"]
+    with pytest.raises(ConfigError, match=r"^AYRSHARE_PRIVATE_KEY: is required when AYRSHARE_LINK_FLOW=jwt$"):
+        load_settings(env)
+
+
+def test_the_jwt_flow_warns_at_every_start_that_links_expose_the_api_key(env):
+    from service.config.checks import weakened_settings
+
+    jwt_warnings = [w for w in weakened_settings(load_settings(env)) if "AYRSHARE_LINK_FLOW=jwt" in w]
+    assert len(jwt_warnings) == 1 and "API key" in jwt_warnings[0]
+    del env["AYRSHARE_LINK_FLOW"]
+    assert not [w for w in weakened_settings(load_settings(env)) if "LINK_FLOW" in w]
+
+
 # (setting changed, value or None to remove it, the setting the error must name)
 BAD_SETTINGS = [
     ("AYRSHARE_API_KEY", None, "AYRSHARE_API_KEY"),
@@ -44,6 +67,10 @@ BAD_SETTINGS = [
         "AYRSHARE_PRIVATE_KEY",
     ),
     ("AYRSHARE_DOMAIN", None, "AYRSHARE_DOMAIN"),
+    ("AYRSHARE_LINK_FLOW", "oauth-SECRETVALUE", "AYRSHARE_LINK_FLOW"),
+    ("CONNECT_EMAIL_PER_USER", "lots-SECRETVALUE", "CONNECT_EMAIL_PER_USER"),
+    ("CONNECT_EMAIL_TERMS_URL", "http://example.com/SECRETVALUE", "CONNECT_EMAIL_TERMS_URL"),
+    ("CONNECT_EMAIL_CONTACT_EMAIL", "SECRETVALUE", "CONNECT_EMAIL_CONTACT_EMAIL"),
     ("AYRSHARE_BASE_URL", "ftp//nope SECRETVALUE", "AYRSHARE_BASE_URL"),
     ("PROFILE_KEYS_FILE", None, "PROFILE_KEYS_FILE"),
     ("PROFILE_KEYS_FILE", "/nonexistent/SECRETVALUE.json", "PROFILE_KEYS_FILE"),

@@ -11,6 +11,8 @@ from service.auth import signed_path
 from tests.conftest import SIGNING_SECRET
 from tests.support.processes import RedisServer
 
+RUN_IN_BOTH_LINK_FLOWS = True  # each test that builds the service runs once per AYRSHARE_LINK_FLOW
+
 
 def burst(url: str, count: int, headers: dict | None = None) -> list[requests.Response]:
     with ThreadPoolExecutor(max_workers=count) as pool:

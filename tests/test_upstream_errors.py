@@ -10,6 +10,8 @@ from service import create_app
 from service.auth import signed_path
 from tests.conftest import API_KEY, SIGNING_SECRET
 
+RUN_IN_BOTH_LINK_FLOWS = True  # each test that builds the service runs once per AYRSHARE_LINK_FLOW
+
 JSON = {"Accept": "application/json"}
 
 # (emulator fault, expected status, expected error code)
@@ -26,11 +28,18 @@ FAULTS = [
     ("unsigned", 502, "upstream_malformed"),
     ("expired", 502, "upstream_malformed"),
     ("foreign_host", 502, "upstream_malformed"),
+    ("long_expiry", 502, "upstream_malformed"),
 ]
+# A token signed with another key only exists in the jwt flow (a session answer carries no token).
+SESSION_FAULTS = [fault for fault in FAULTS if fault[0] != "unsigned"]
 
 
-@pytest.mark.parametrize(("fault", "status", "code"), FAULTS, ids=[f[0] for f in FAULTS])
-def test_upstream_fault_maps_to_its_status(client, emulator, fault, status, code):
+@pytest.mark.parametrize(
+    ("link_flow", "fault", "status", "code"),
+    [("session", *fault) for fault in SESSION_FAULTS] + [("jwt", *fault) for fault in FAULTS],
+    ids=[f"session-{f[0]}" for f in SESSION_FAULTS] + [f"jwt-{f[0]}" for f in FAULTS],
+)
+def test_upstream_fault_maps_to_its_status(client, emulator, link_flow, fault, status, code):
     emulator.set_knobs(fault=fault, fault_count=-1)
     response = client.get(signed_path("alice", SIGNING_SECRET), headers=JSON)
 
@@ -122,24 +131,41 @@ def test_an_answer_that_echoes_our_request_is_not_copied_into_errors_or_logs(cap
     assert not any(line in output for line in pem_lines)
 
 
-@pytest.mark.parametrize(
-    ("fault", "reason"),
-    [
+MALFORMED_REASONS = {
+    "jwt": [
         ("unsigned", "token_not_ours"),
         ("expired", "token_expired"),
+        ("long_expiry", "expiry_beyond_request"),
         ("foreign_host", "url_host_not_allowed"),
         ("missing_url", "missing_url"),
         ("non_json", "non_json"),
     ],
+    "session": [
+        ("missing_token", "missing_session_id"),
+        ("expired", "link_expired"),
+        ("long_expiry", "expiry_beyond_request"),
+        ("foreign_host", "url_host_not_allowed"),
+        ("missing_url", "missing_url"),
+        ("non_json", "non_json"),
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("link_flow", "fault", "reason"),
+    [(flow, *case) for flow, cases in MALFORMED_REASONS.items() for case in cases],
 )
-def test_a_malformed_answer_is_logged_and_counted_with_what_was_wrong(capsys, client, emulator, fault, reason):
+def test_a_malformed_answer_is_logged_and_counted_with_what_was_wrong(
+    capsys, client, emulator, link_flow, fault, reason
+):
     emulator.set_knobs(fault=fault, fault_count=-1)
     assert client.get(signed_path("alice", SIGNING_SECRET), headers=JSON).status_code == 502
     lines = [line for line in capsys.readouterr().out.splitlines() if "ayrshare answer unusable" in line]
     assert len(lines) == 1 and f'"reason":"{reason}"' in lines[0]
     from prometheus_client import REGISTRY
 
-    assert REGISTRY.get_sample_value("ayrshare_connect_upstream_calls_total", {"outcome": reason}) >= 1
+    labels = {"flow": link_flow, "outcome": reason}
+    assert REGISTRY.get_sample_value("ayrshare_connect_upstream_calls_total", labels) >= 1
 
 
 def test_the_proxy_environment_is_read_once_and_honoured(settings_env, emulator, monkeypatch):

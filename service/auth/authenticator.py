@@ -12,7 +12,7 @@ import ipaddress
 import time
 
 from ..config import Settings
-from ..errors import Unauthenticated
+from ..errors import Forbidden, Unauthenticated
 from .caller import Caller, PresentedCredentials
 from .session_jwt import SessionTokenVerifier
 from .signed_links import check_signature
@@ -23,6 +23,18 @@ def bearer_token(authorization: str | None) -> str | None:
         return None
     scheme, _, token = authorization.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def require_internal_token(authorization: str | None, internal_token: str | None) -> None:
+    """The only way into `/internal/v1/`: the bearer `INTERNAL_API_TOKEN` (signed links, session JWTs and proxy
+    headers never open it)."""
+    if not internal_token:
+        raise Forbidden("The internal API is off: set INTERNAL_API_TOKEN to use it.", code="internal_api_disabled")
+    token = bearer_token(authorization)
+    if token is None:
+        raise Unauthenticated("This endpoint needs the internal API token as a bearer token.", code="auth_required")
+    if not hmac.compare_digest(token.encode("utf-8", "replace"), internal_token.encode()):
+        raise Unauthenticated("The bearer token is not the internal API token.", code="bad_token")
 
 
 def parse_networks(entries: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

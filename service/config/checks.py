@@ -56,7 +56,12 @@ def check(data: dict[str, Any]) -> None:
                 f"entry {position} must be an exact origin such as https://app.example.com (no wildcard, no path)",
                 "CORS_ALLOWED_ORIGINS",
             )
-    for name in ("RATE_LIMIT_PER_ADDRESS", "RATE_LIMIT_PER_USER", "RATE_LIMIT_UPSTREAM_PER_USER"):
+    for name in (
+        "RATE_LIMIT_PER_ADDRESS",
+        "RATE_LIMIT_PER_USER",
+        "RATE_LIMIT_UPSTREAM_PER_USER",
+        "CONNECT_EMAIL_PER_USER",
+    ):
         try:
             parse_many(data[name.lower()])
         except ValueError:
@@ -120,6 +125,11 @@ def redis_is_remote(redis_url: str | None) -> bool:
 def weakened_settings(settings) -> list[str]:
     """One line per setting that loosens a safe default (values never included)."""
     warnings = []
+    if settings.link_flow == "jwt":
+        warnings.append(
+            "AYRSHARE_LINK_FLOW=jwt: every linking URL carries the team's API key as a readable token claim, so each "
+            "user who opens one can read it. Use the default, AYRSHARE_LINK_FLOW=session, unless you must."
+        )
     if "none" in settings.connect_auth:
         warnings.append("CONNECT_AUTH includes 'none': anyone can open any user's linking page. Local demo only.")
     if "header" in settings.connect_auth:
@@ -153,8 +163,8 @@ def weakened_settings(settings) -> list[str]:
     if redis_is_remote(settings.redis_url):
         if not settings.cache_encryption_key:
             warnings.append(
-                "REDIS_URL points at another host and CACHE_ENCRYPTION_KEY is not set: cached linking URLs (which "
-                "carry the API key) are stored in clear."
+                "REDIS_URL points at another host and CACHE_ENCRYPTION_KEY is not set: cached linking URLs (each "
+                "opens a user's linking page) are stored in clear."
             )
         if not settings.redis_url.startswith("rediss://"):
             warnings.append("REDIS_URL points at another host without TLS (redis://): use rediss:// where possible.")

@@ -18,6 +18,7 @@ from . import checks
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 AUTH_MODES = ("signed", "jwt", "header", "none")
+LINK_FLOWS = ("session", "jwt")
 # Networks Ayrshare's linking page can show (names as used by `allowedSocial`).
 SUPPORTED_NETWORKS = frozenset(
     {
@@ -64,7 +65,11 @@ class SettingsSchema(Schema):
         unknown = EXCLUDE
 
     api_key = fields.String(data_key="AYRSHARE_API_KEY", required=True, validate=validate.Length(min=1))
-    private_key = fields.String(data_key="AYRSHARE_PRIVATE_KEY", required=True, validate=validate.Length(min=1))
+    # "session" (Link Sessions, the default): no private key, revocable. "jwt" (generateJWT): needs the private key.
+    link_flow = fields.String(
+        data_key="AYRSHARE_LINK_FLOW", load_default="session", validate=validate.OneOf(LINK_FLOWS)
+    )
+    private_key = fields.String(data_key="AYRSHARE_PRIVATE_KEY", load_default=None, validate=validate.Length(min=1))
     domain = fields.String(data_key="AYRSHARE_DOMAIN", required=True, validate=validate.Length(min=1, max=253))
     base_url = fields.Url(data_key="AYRSHARE_BASE_URL", load_default="https://api.ayrshare.com/api", require_tld=False)
     twitter_api_key = fields.String(data_key="AYRSHARE_TWITTER_API_KEY", load_default=None)
@@ -135,6 +140,14 @@ class SettingsSchema(Schema):
     rate_limit_upstream_per_user = fields.String(
         data_key="RATE_LIMIT_UPSTREAM_PER_USER", load_default="10 per 5 minutes"
     )
+    connect_email_per_user = fields.String(data_key="CONNECT_EMAIL_PER_USER", load_default="3 per hour")
+    # Defaults for the Connect Accounts email's optional fields (Ayrshare needs them all for the email to go out).
+    connect_email_contact = fields.Email(data_key="CONNECT_EMAIL_CONTACT_EMAIL", load_default=None)
+    connect_email_company = fields.String(
+        data_key="CONNECT_EMAIL_COMPANY", load_default=None, validate=validate.Length(1, 200)
+    )
+    connect_email_terms_url = fields.Url(data_key="CONNECT_EMAIL_TERMS_URL", load_default=None, schemes={"https"})
+    connect_email_privacy_url = fields.Url(data_key="CONNECT_EMAIL_PRIVACY_URL", load_default=None, schemes={"https"})
     cache_encryption_key = fields.String(data_key="CACHE_ENCRYPTION_KEY", load_default=None)
     log_level = fields.String(
         data_key="LOG_LEVEL",
@@ -181,6 +194,8 @@ class SettingsSchema(Schema):
                 raise ValidationError(
                     "must be at least 32 characters (e.g. openssl rand -hex 32)", "CONNECT_SIGNING_SECRET"
                 )
+        if data["link_flow"] == "jwt" and not data.get("private_key"):
+            raise ValidationError("is required when AYRSHARE_LINK_FLOW=jwt", "AYRSHARE_PRIVATE_KEY")
         token = data.get("internal_api_token")
         if token is not None and len(token) < 24:
             raise ValidationError("must be at least 24 characters when set", "INTERNAL_API_TOKEN")

@@ -38,10 +38,11 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class Settings:
     api_key: str = field(repr=False)
-    signing_key: SigningKey = field(repr=False)
     domain: str
     base_url: str
     profile_keys_file: str
+    signing_key: SigningKey | None = field(repr=False, default=None)  # only with link_flow "jwt"
+    link_flow: str = "session"
     twitter_api_key: str | None = field(repr=False, default=None)
     twitter_api_secret: str | None = field(repr=False, default=None)
     default_allowed_social: tuple[str, ...] = ()
@@ -80,6 +81,11 @@ class Settings:
     rate_limit_per_address: str = "120/minute"
     rate_limit_per_user: str = "30/minute"
     rate_limit_upstream_per_user: str = "10 per 5 minutes"
+    connect_email_per_user: str = "3 per hour"
+    connect_email_contact: str | None = None
+    connect_email_company: str | None = None
+    connect_email_terms_url: str | None = None
+    connect_email_privacy_url: str | None = None
     cache_encryption_key: str | None = field(repr=False, default=None)
     log_level: str = "INFO"
     demo: bool = False
@@ -102,7 +108,7 @@ class Settings:
         """Every secret value, for the log redactor and for tests that prove none leaks."""
         values = [
             self.api_key,
-            self.signing_key.pem,
+            self.signing_key.pem if self.signing_key else None,
             self.signing_secret,
             self.internal_api_token,
             self.twitter_api_key,
@@ -136,8 +142,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         data = SettingsSchema().load(raw)
     except ValidationError as error:
         raise ConfigError(_first_problem(error.normalized_messages())) from None
+    private_key = data.pop("private_key")
     try:
-        signing_key = load_signing_key(data.pop("private_key"))
+        # Ignored in the session flow: a key left over from the jwt flow must not make the start fail.
+        signing_key = load_signing_key(private_key) if data["link_flow"] == "jwt" else None
     except KeyFormatError as error:
         raise ConfigError(f"AYRSHARE_PRIVATE_KEY: {error}") from None
     _check_profile_keys_file(data["profile_keys_file"])

@@ -4,8 +4,10 @@ from .broker import LinkBroker
 from .connect import ConnectService, Timings, UpstreamFetch, validate_user
 from .crypto import FernetCodec
 from .store import MemoryLinkStore, RedisLinkStore, StoreUnavailable, cache_key
+from .user_links import ConnectEmailSchema, UserLinks
 
 __all__ = [
+    "ConnectEmailSchema",
     "ConnectService",
     "FernetCodec",
     "LinkBroker",
@@ -14,6 +16,7 @@ __all__ = [
     "StoreUnavailable",
     "Timings",
     "UpstreamFetch",
+    "UserLinks",
     "cache_key",
     "validate_user",
 ]

@@ -20,7 +20,7 @@ from ..upstream import AyrshareClient, CircuitBreaker, Link, LinkOptions
 from ..urls import RedirectAllowlist
 from .broker import LinkBroker
 from .options import resolve_options
-from .store import cache_key
+from .store import cache_key, user_scope
 
 # Conservative on purpose: ids appear in signed strings ("<user>:<expires>"), cache keys and logs.
 USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
@@ -42,7 +42,7 @@ class Timings:
     upstream_seconds: float | None = None
 
 
-UpstreamObserver = Callable[[str, float], None]  # (outcome, seconds) of each call to Ayrshare
+UpstreamObserver = Callable[[str, str, float], None]  # (flow, outcome, seconds) of each call for a link
 
 
 class ConnectService:
@@ -70,9 +70,9 @@ class ConnectService:
         # Ayrshare call now (RATE_LIMIT_UPSTREAM_PER_USER).
         self.spend_request_budget = spend_request_budget or _unlimited
         self.spend_upstream_budget = spend_upstream_budget or _unlimited
-        self.observe_upstream = observe_upstream or (lambda outcome, seconds: None)
+        self.observe_upstream = observe_upstream or (lambda flow, outcome, seconds: None)
         self.redirects = RedirectAllowlist.parse(settings.redirect_allowed_hosts)
-        self._credential_fingerprint = _fingerprint(settings)
+        self._credential_fingerprint = credential_fingerprint(settings)
 
     def link_for(
         self,
@@ -91,8 +91,12 @@ class ConnectService:
         options = resolve_options(query, self.settings, self.redirects)
         # Counted only now: a request refused for its credentials or its input never counts against the user it names.
         self.spend_request_budget(user)
-        key = cache_key(self._credential_fingerprint, self.settings.domain, profile_key, options)
+        key = cache_key(self.scope_of(profile_key), options)
         return caller, self.broker.get_link(key, UpstreamFetch(self, user, profile_key, options, timings))
+
+    def scope_of(self, profile_key: str) -> str:
+        """The name of this profile's keys in the store (its cached links and its index of links handed out)."""
+        return user_scope(self._credential_fingerprint, self.settings.domain, profile_key)
 
 
 @dataclass
@@ -127,7 +131,7 @@ class UpstreamFetch:
             raise
         finally:
             seconds = time.perf_counter() - started
-            self.service.observe_upstream(outcome, seconds)
+            self.service.observe_upstream(self.service.settings.link_flow, outcome, seconds)
             if self.timings is not None:
                 self.timings.upstream_seconds = seconds
 
@@ -136,9 +140,16 @@ def _unlimited(user: str) -> None:
     """No per-user limit (rate limiting switched off)."""
 
 
-def _fingerprint(settings: Settings) -> str:
-    """Changes when the credentials change, so rotating a key never serves links minted with the old one."""
+def credential_fingerprint(settings: Settings) -> str:
+    """Changes when the credentials or the flow change, so a rotated key or a switch of AYRSHARE_LINK_FLOW never
+    serves links made the old way."""
     material = "\0".join(
-        [settings.api_key, settings.signing_key.pem, settings.twitter_api_key or "", settings.twitter_api_secret or ""]
+        [
+            settings.link_flow,
+            settings.api_key,
+            settings.signing_key.pem if settings.signing_key else "",
+            settings.twitter_api_key or "",
+            settings.twitter_api_secret or "",
+        ]
     )
     return hashlib.sha256(material.encode()).hexdigest()[:32]

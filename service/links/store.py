@@ -1,7 +1,8 @@
 """Where linking URLs are kept between requests: `RedisLinkStore` in production, `MemoryLinkStore` for one process.
 
-Both keep a link record under its cache key with a TTL, a short-lived failure marker beside it, and a fetch lock per
-key (redis-py's `Lock` on Redis). Any Redis error raises `StoreUnavailable`, after which the store is skipped for
+Both keep a link record under its cache key with a TTL, a short-lived failure marker beside it, a fetch lock per key
+(redis-py's `Lock` on Redis), and per user the index of links handed out (so they can be dropped and revoked) with
+tombstones for revoked sessions. Any Redis error raises `StoreUnavailable`, after which the store is skipped for
 `retry_interval` seconds, so a dead or paused Redis costs one timeout per interval instead of one per request.
 """
 
@@ -14,6 +15,7 @@ import logging
 import secrets
 import threading
 import time
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -24,11 +26,14 @@ from redis.exceptions import LockError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from ..upstream import LinkOptions
+from ..upstream import Link, LinkOptions
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "connect:link:v1:"
+USER_PREFIX = "connect:user:v1:"
+INDEX_TTL_SECONDS = 2880 * 60 + 3600  # the longest link Ayrshare makes (48 h), plus an hour
+TOMBSTONE_EXTRA_SECONDS = 60
 Record = tuple[str, float]  # (url, expires_at)
 
 
@@ -36,10 +41,56 @@ class StoreUnavailable(Exception):
     """The store cannot be used right now; callers go straight to Ayrshare."""
 
 
-def cache_key(credential_fingerprint: str, domain: str, profile_key: str, options: LinkOptions) -> str:
-    """Covers everything that changes the URL; hashed so no profile key or secret appears in Redis in clear."""
-    material = "\0".join([credential_fingerprint, domain, profile_key, options.fingerprint()])
-    return KEY_PREFIX + hashlib.sha256(material.encode()).hexdigest()
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def user_scope(credential_fingerprint: str, domain: str, profile_key: str) -> str:
+    """Names one user's keys (their links, their index); hashed so no profile key or secret appears in Redis."""
+    return _digest("\0".join([credential_fingerprint, domain, profile_key]))
+
+
+def cache_key(scope: str, options: LinkOptions) -> str:
+    """Covers everything that changes the URL. `{scope}` is a Redis Cluster hash tag: a user's keys share a node."""
+    return f"{KEY_PREFIX}{{{scope}}}:{_digest(options.fingerprint())}"
+
+
+def scope_of(key: str) -> str:
+    """The user scope inside a cache key's hash tag (a key without one is its own scope)."""
+    start, end = key.find("{"), key.find("}")
+    return key[start + 1 : end] if 0 <= start < end else key
+
+
+@dataclass(frozen=True)
+class HandedOut:
+    """One link given to a user, as the user's index remembers it: its session (if any) and where it is cached."""
+
+    session_id: str | None
+    cache_key: str | None
+    expires_at: float
+    created_at: float
+
+    @property
+    def field(self) -> str:
+        return _digest(self.session_id or self.cache_key or "")
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {"s": self.session_id, "k": self.cache_key, "e": self.expires_at, "c": self.created_at}
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> HandedOut:
+        item = json.loads(data)
+        return cls(item["s"], item["k"], float(item["e"]), float(item["c"]))
+
+
+def _index_key(scope: str) -> str:
+    return f"{USER_PREFIX}{{{scope}}}:links"
+
+
+def _tombstone_key(scope: str, session_id: str) -> str:
+    return f"{USER_PREFIX}{{{scope}}}:revoked:{_digest(session_id)}"
 
 
 class Codec(Protocol):
@@ -90,12 +141,59 @@ class RedisLinkStore:
         raw, marker = self._call(pipe.execute)
         return _decode_record(self.codec, raw), marker.decode() if marker else None
 
-    def write(self, key: str, url: str, expires_at: float, ttl_seconds: float) -> None:
-        payload = self.codec.encode(json.dumps({"u": url, "e": expires_at}).encode())
-        self._call(self.client.set, key, payload, px=max(1, int(ttl_seconds * 1000)))
+    def write(self, key: str, link: Link, ttl_seconds: float) -> bool:
+        """Cache the link and add it to its user's index; False when its session was revoked meanwhile (not kept).
+
+        One pipeline on the user's node, in this order: index, link, tombstone check. A revoke writes its tombstones
+        before it deletes the cached links, so one of the two always removes a link revoked while it was written.
+        """
+        scope = scope_of(key)
+        handed_out = HandedOut(link.session_id, key, link.expires_at, time.time())
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(_index_key(scope), handed_out.field, self.codec.encode(handed_out.to_json()))
+        pipe.expire(_index_key(scope), INDEX_TTL_SECONDS)
+        pipe.set(
+            key, self.codec.encode(json.dumps({"u": link.url, "e": link.expires_at}).encode()), px=_ms(ttl_seconds)
+        )
+        if link.session_id:
+            pipe.exists(_tombstone_key(scope, link.session_id))
+        results = self._call(pipe.execute)
+        if link.session_id and results[-1]:
+            self._call(self.client.delete, key)
+            return False
+        return True
 
     def write_marker(self, key: str, marker: str, ttl_seconds: float) -> None:
-        self._call(self.client.set, f"{key}:error", marker, px=max(1, int(ttl_seconds * 1000)))
+        self._call(self.client.set, f"{key}:error", marker, px=_ms(ttl_seconds))
+
+    def remember(self, scope: str, handed_out: HandedOut) -> None:
+        """Add an uncached link (e.g. one sent by email) to the user's index."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(_index_key(scope), handed_out.field, self.codec.encode(handed_out.to_json()))
+        pipe.expire(_index_key(scope), INDEX_TTL_SECONDS)
+        self._call(pipe.execute)
+
+    def handed_out(self, scope: str) -> list[HandedOut]:
+        """The user's links that have not expired, oldest first."""
+        raw = self._call(self.client.hgetall, _index_key(scope))
+        return _live(_decode_index(self.codec, raw.values()))
+
+    def drop(self, scope: str, links: list[HandedOut]) -> None:
+        """Tombstone the sessions, then delete the cached links (the order `write` relies on)."""
+        pipe = self.client.pipeline(transaction=False)
+        for item in links:
+            if item.session_id:
+                ttl = item.expires_at - time.time() + TOMBSTONE_EXTRA_SECONDS
+                pipe.set(_tombstone_key(scope, item.session_id), b"1", px=_ms(ttl))
+        for item in links:
+            if item.cache_key:
+                pipe.delete(item.cache_key)
+        self._call(pipe.execute)
+
+    def forget(self, scope: str, links: list[HandedOut]) -> None:
+        """Remove links from the user's index (revoked, or nothing left to revoke)."""
+        if links:
+            self._call(self.client.hdel, _index_key(scope), *(item.field for item in links))
 
     def lock(self, key: str, ttl_seconds: float) -> FetchLock:
         return _RedisFetchLock(self, self.client.lock(f"{key}:lock", timeout=ttl_seconds, thread_local=False))
@@ -183,11 +281,41 @@ class MemoryLinkStore:
     def read_with_marker(self, key: str) -> tuple[Record | None, str | None]:
         return self.read(key), self._get(f"{key}:error")  # type: ignore[return-value]
 
-    def write(self, key: str, url: str, expires_at: float, ttl_seconds: float) -> None:
-        self._set(key, (url, expires_at), ttl_seconds)
+    def write(self, key: str, link: Link, ttl_seconds: float) -> bool:
+        scope = scope_of(key)
+        with self._mutex:  # the same order as RedisLinkStore.write, made atomic by the mutex
+            handed_out = HandedOut(link.session_id, key, link.expires_at, time.time())
+            self._index_unlocked(scope)[handed_out.field] = handed_out
+            if link.session_id and self._get_unlocked(_tombstone_key(scope, link.session_id)) is not None:
+                return False
+            self._set_unlocked(key, (link.url, link.expires_at), ttl_seconds)
+        return True
 
     def write_marker(self, key: str, marker: str, ttl_seconds: float) -> None:
         self._set(f"{key}:error", marker, ttl_seconds)
+
+    def remember(self, scope: str, handed_out: HandedOut) -> None:
+        with self._mutex:
+            self._index_unlocked(scope)[handed_out.field] = handed_out
+
+    def handed_out(self, scope: str) -> list[HandedOut]:
+        with self._mutex:
+            return _live(list(self._index_unlocked(scope).values()))
+
+    def drop(self, scope: str, links: list[HandedOut]) -> None:
+        with self._mutex:
+            for item in links:
+                if item.session_id:
+                    ttl = item.expires_at - time.time() + TOMBSTONE_EXTRA_SECONDS
+                    self._set_unlocked(_tombstone_key(scope, item.session_id), True, ttl)
+                if item.cache_key:
+                    self._items.pop(item.cache_key, None)
+
+    def forget(self, scope: str, links: list[HandedOut]) -> None:
+        with self._mutex:
+            index = self._index_unlocked(scope)
+            for item in links:
+                index.pop(item.field, None)
 
     def lock(self, key: str, ttl_seconds: float) -> FetchLock:
         return _MemoryFetchLock(self, f"{key}:lock", ttl_seconds)
@@ -197,24 +325,37 @@ class MemoryLinkStore:
 
     def _get(self, key: str) -> object | None:
         with self._mutex:
-            item = self._items.get(key)
-            if item is None:
-                return None
-            if item[1] <= time.monotonic():
-                del self._items[key]
-                return None
-            return item[0]
+            return self._get_unlocked(key)
+
+    def _get_unlocked(self, key: str) -> object | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        if item[1] <= time.monotonic():
+            del self._items[key]
+            return None
+        return item[0]
 
     def _set(self, key: str, value: object, ttl_seconds: float, only_if_absent: bool = False) -> bool:
         with self._mutex:
-            now = time.monotonic()
-            current = self._items.get(key)
-            if only_if_absent and current is not None and current[1] > now:
-                return False
-            self._items[key] = (value, now + ttl_seconds)
-            if len(self._items) > self.MAX_ITEMS:  # bound memory: drop expired entries
-                self._items = {k: v for k, v in self._items.items() if v[1] > now}
-            return True
+            return self._set_unlocked(key, value, ttl_seconds, only_if_absent)
+
+    def _set_unlocked(self, key: str, value: object, ttl_seconds: float, only_if_absent: bool = False) -> bool:
+        now = time.monotonic()
+        current = self._items.get(key)
+        if only_if_absent and current is not None and current[1] > now:
+            return False
+        self._items[key] = (value, now + ttl_seconds)
+        if len(self._items) > self.MAX_ITEMS:  # bound memory: drop expired entries
+            self._items = {k: v for k, v in self._items.items() if v[1] > now}
+        return True
+
+    def _index_unlocked(self, scope: str) -> dict[str, HandedOut]:
+        index = self._get_unlocked(_index_key(scope))
+        if index is None:
+            index = {}
+            self._set_unlocked(_index_key(scope), index, INDEX_TTL_SECONDS)
+        return index  # type: ignore[return-value]
 
     def _delete_if(self, key: str, value: object) -> None:
         with self._mutex:
@@ -233,6 +374,25 @@ class _MemoryFetchLock:
 
     def release(self) -> None:
         self._store._delete_if(self._name, self._token)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def _live(items: list[HandedOut]) -> list[HandedOut]:
+    now = time.time()
+    return sorted((item for item in items if item.expires_at > now), key=lambda item: item.created_at)
+
+
+def _decode_index(codec: Codec, values) -> list[HandedOut]:
+    items = []
+    for raw in values:
+        try:
+            items.append(HandedOut.from_json(codec.decode(raw)))
+        except Exception:  # noqa: BLE001, S112 - an unreadable entry (old format, rotated-out key) is skipped
+            continue
+    return items
 
 
 def _decode_record(codec: Codec, raw: bytes | None) -> Record | None:

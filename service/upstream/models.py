@@ -7,6 +7,8 @@ import json
 import time
 from dataclasses import dataclass, field
 
+DEFAULT_EXPIRES_IN_MINUTES = 5  # both flows, when `expiresIn` is not sent
+
 
 @dataclass(frozen=True)
 class LinkOptions:
@@ -26,6 +28,10 @@ class LinkOptions:
             fields["expiresIn"] = self.expires_in
         return fields
 
+    def lifetime_minutes(self) -> int:
+        """What the link is asked to live for: `expiresIn`, or Ayrshare's documented default of 5 minutes."""
+        return self.expires_in or DEFAULT_EXPIRES_IN_MINUTES
+
     def fingerprint(self) -> str:
         return json.dumps([sorted(self.allowed_social), self.redirect, self.expires_in], separators=(",", ":"))
 
@@ -37,6 +43,7 @@ class Link:
     url: str = field(repr=False)  # a secret: never log it
     expires_at: float  # Unix seconds, from the verified answer
     source: str = "upstream"  # upstream | cache | shared | stale | direct
+    session_id: str | None = field(default=None, repr=False)  # the Link Session's id (session flow only)
 
     @property
     def cached(self) -> bool:

@@ -19,7 +19,8 @@ from .cli import invoked_from_flask_cli
 
 _JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
 # Signed-link signatures and linking-URL tokens in any URL a library logs (gunicorn logs request URIs on errors).
-_SIGNED_QUERY_VALUE = re.compile(r"\b(signature|jwt)=[^&\s\"'#]+", re.IGNORECASE)
+_SIGNED_QUERY_VALUE = re.compile(r"\b(signature|jwt|session)=[^&\s\"'#]+", re.IGNORECASE)
+_SESSION_TOKEN = re.compile(r"ayr_ls_[A-Za-z0-9_-]+")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -27,7 +28,8 @@ request_log = logging.getLogger("ayrshare_connect.request")
 
 
 class RedactingFilter(logging.Filter):
-    """Replaces secret values, JWT-shaped text and signed-link query values in every field of a record."""
+    """Replaces secret values, JWT-shaped text, Link Session tokens and signed-link query values in every field of a
+    record."""
 
     def __init__(self, secrets: list[str]):
         super().__init__()
@@ -40,6 +42,7 @@ class RedactingFilter(logging.Filter):
         if self._secrets is not None:
             text = self._secrets.sub("[redacted]", text)
         text = _SIGNED_QUERY_VALUE.sub(r"\1=[redacted]", text)
+        text = _SESSION_TOKEN.sub("[redacted-session]", text)
         return _JWT_SHAPE.sub("[redacted-jwt]", text)
 
     def scrub_value(self, value: object) -> object:
@@ -114,7 +117,7 @@ def init_app(app: Flask) -> None:
         g.started = time.perf_counter()
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else os.urandom(16).hex()
-        g.cache_outcome = g.upstream_seconds = g.user = g.auth = None
+        g.cache_outcome = g.upstream_seconds = g.user = g.auth = g.link_flow = None
 
     @app.after_request
     def _log_request(response: Response) -> Response:
@@ -132,6 +135,7 @@ def init_app(app: Flask) -> None:
                 "status": response.status_code,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 2) if started is not None else None,
                 "cache": g.get("cache_outcome"),
+                "link_flow": g.get("link_flow"),
                 "upstream_ms": None if upstream_seconds is None else round(upstream_seconds * 1000, 1),
                 "user": g.get("user"),
                 "auth": g.get("auth"),

@@ -30,19 +30,23 @@ REQUEST_SECONDS = Histogram(
 CACHE = Counter(
     f"{PREFIX}_cache_lookups",
     "Linking URLs served, by how they were obtained: hit (from the cache), miss (this request called Ayrshare), "
-    "shared (another request's call), stale (stale-if-error), bypass (Redis unavailable, called Ayrshare directly).",
-    ["result"],
+    "shared (another request's call), stale (stale-if-error), bypass (Redis unavailable, called Ayrshare directly); "
+    "and by the link flow that made them (session or jwt).",
+    ["flow", "result"],
 )
 SINGLE_FLIGHT_WAITS = Counter(
     f"{PREFIX}_single_flight_waits", "Requests that waited for another request's Ayrshare call instead of making one."
 )
 REDIS_ERRORS = Counter(f"{PREFIX}_redis_errors", "Redis operations that failed or timed out (the service carried on).")
 UPSTREAM_CALLS = Counter(
-    f"{PREFIX}_upstream_calls", "Calls to Ayrshare generateJWT, by outcome (ok or the error code).", ["outcome"]
+    f"{PREFIX}_upstream_calls",
+    "Calls to Ayrshare for a new linking URL (a Link Session or generateJWT, by flow), by outcome (ok or the error "
+    "code).",
+    ["flow", "outcome"],
 )
 UPSTREAM_SECONDS = Histogram(
     f"{PREFIX}_upstream_call_duration_seconds",
-    "Duration of calls to Ayrshare generateJWT (retries included), whatever their outcome.",
+    "Duration of calls to Ayrshare for a new linking URL (retries included), whatever their outcome.",
     buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30),
 )
 # One-hot per state, combined with max over live workers: state="open" is 1 while any worker's breaker is open.
@@ -75,8 +79,8 @@ def broker_event(event: str) -> None:
         counter.inc()
 
 
-def observe_upstream_call(outcome: str, seconds: float) -> None:
-    UPSTREAM_CALLS.labels(outcome).inc()
+def observe_upstream_call(flow: str, outcome: str, seconds: float) -> None:
+    UPSTREAM_CALLS.labels(flow, outcome).inc()
     UPSTREAM_SECONDS.observe(seconds)
 
 
@@ -88,11 +92,13 @@ def set_circuit_state(state: str) -> None:
         CIRCUIT_STATE.labels(name).set(1 if name == state else 0)
 
 
-def observe_request(route: str, status: int, seconds: float, cache_outcome: str | None) -> None:
+def observe_request(
+    route: str, status: int, seconds: float, cache_outcome: str | None, flow: str | None = None
+) -> None:
     REQUESTS.labels(route, str(status)).inc()
     REQUEST_SECONDS.labels(route).observe(seconds)
     if cache_outcome is not None:
-        CACHE.labels(CACHE_RESULTS.get(cache_outcome, cache_outcome)).inc()
+        CACHE.labels(flow or "", CACHE_RESULTS.get(cache_outcome, cache_outcome)).inc()
 
 
 # -- Flask wiring ---------------------------------------------------------------------------------------------
@@ -116,5 +122,5 @@ def init_app(app: Flask) -> None:
         route = request.url_rule.rule if request.url_rule else "unmatched"
         started = g.get("started")  # set by the request log's before_request hook (runs first)
         seconds = time.perf_counter() - started if started is not None else 0.0
-        observe_request(route, response.status_code, seconds, g.get("cache_outcome"))
+        observe_request(route, response.status_code, seconds, g.get("cache_outcome"), g.get("link_flow"))
         return response

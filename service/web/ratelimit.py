@@ -119,6 +119,19 @@ def user_budgets(settings: Settings) -> tuple[Budget | None, Budget | None]:
     return requests, upstream
 
 
+def connect_email_budget(settings: Settings) -> Budget | None:
+    """`CONNECT_EMAIL_PER_USER`: each Connect Accounts email, shared across instances (None when limits are off)."""
+    if not settings.rate_limit_enabled:
+        return None
+    return Budget(
+        settings.connect_email_per_user,
+        "email",
+        "This user has been sent the Connect Accounts email too often. Wait before sending another.",
+        "email_budget_spent",
+        storage=shared_storage(settings),
+    )
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     """Spend the per-address limit before every /connect request (refused ones included)."""
     if not settings.rate_limit_enabled:

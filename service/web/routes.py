@@ -26,14 +26,13 @@ def connect(user: str) -> Response:
         caller, link = service.link_for(user, PresentedCredentials.from_request(request), request.args, timings)
     finally:
         g.upstream_seconds = timings.upstream_seconds
-    g.user, g.auth, g.cache_outcome = user, caller.kind, link.source
+    g.user, g.auth, g.cache_outcome, g.link_flow = user, caller.kind, link.source, service.settings.link_flow
     return link_response(link)
 
 
 def link_response(link: Link) -> Response:
     if wants_json():
-        expires = datetime.fromtimestamp(link.expires_at, UTC).isoformat().replace("+00:00", "Z")
-        response = jsonify(url=link.url, expiresAt=expires, cached=link.cached)
+        response = jsonify(url=link.url, expiresAt=iso_time(link.expires_at), cached=link.cached)
     else:
         response = link_redirect(link.url)
     response.headers.update(NO_STORE_HEADERS)
@@ -45,3 +44,8 @@ def link_redirect(url: str) -> Response:
     response = Response(status=302, headers={"Location": url})
     del response.headers["Content-Type"]
     return response
+
+
+def iso_time(seconds: float) -> str:
+    """`2026-09-02T08:03:26Z`: Unix seconds as the ISO 8601 UTC time the JSON answers use."""
+    return datetime.fromtimestamp(int(seconds), UTC).isoformat().replace("+00:00", "Z")  # whole seconds, rounded down

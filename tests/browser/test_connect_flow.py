@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, expect
 
-from tests.conftest import API_KEY, PROFILES, SIGNING_SECRET
+from tests.conftest import API_KEY, LINK_FLOWS, PROFILES, SIGNING_SECRET
 
 pytestmark = pytest.mark.browser
 
@@ -36,8 +36,9 @@ def visited(popup: Page) -> list[str]:
     return urls
 
 
+@pytest.mark.parametrize("link_flow", LINK_FLOWS)  # the other tests run in the default, session
 def test_click_opens_linking_popup_and_done_closes_it_and_notifies_the_opener(
-    page, context, demo_service, emulator, shot
+    page, context, demo_service, emulator, shot, link_flow
 ):
     service = demo_service()
     console: list[str] = []
@@ -50,6 +51,7 @@ def test_click_opens_linking_popup_and_done_closes_it_and_notifies_the_opener(
     urls = visited(popup)
     expect(popup.locator("#profile-key")).to_have_text(PROFILES["alice"])
     assert popup.url.startswith(emulator.origin + "/")
+    assert ("session=ayr_ls_" in popup.url) == (link_flow == "session")
     expect(page.locator("#status")).to_have_attribute("data-state", "waiting")
     shot(popup, "02-linking-page-in-popup")
 

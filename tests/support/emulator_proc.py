@@ -211,10 +211,26 @@ class EmulatorProcess:
         return self._control("get", "stats")
 
     def calls(self) -> int:
-        """generateJWT requests that reached the emulator's handler, faulted ones included."""
-        return self.stats()["generate_calls"]
+        """Link-minting requests (generateJWT and Link Session creates) that reached the emulator, faulted ones
+        included: the number of linking URLs asked for, whichever flow the service uses."""
+        stats = self.stats()
+        return stats["generate_calls"] + stats["link_session_calls"]
 
-    def _control(self, method: str, name: str, **kwargs: object) -> dict:
+    def session_stats(self) -> dict:
+        """Link Session requests that reached the emulator: `{"creates": n, "reads": n, "revokes": n}`."""
+        stats = self.stats()
+        return {
+            "creates": stats["link_session_calls"],
+            "reads": stats["link_session_reads"],
+            "revokes": stats["link_session_revokes"],
+        }
+
+    def emails(self) -> list[dict]:
+        """The Connect Accounts emails "sent", oldest first: to, contactEmail, company, termsUrl, privacyUrl, bcc (when
+        given), profileKey, url (the linking URL the email carries) and sentAt."""
+        return self._control("get", "emails")
+
+    def _control(self, method: str, name: str, **kwargs: object) -> dict | list:
         response = requests.request(
             method, f"{self.origin}/_emulator/{name}", timeout=CONTROL_TIMEOUT_SECONDS, **kwargs
         )

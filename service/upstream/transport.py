@@ -1,0 +1,208 @@
+"""Talking HTTP to Ayrshare: one pooled session, retries on transient faults within a deadline, and the mapping of
+Ayrshare's refusals onto our errors.
+
+Nothing from Ayrshare's answer body is copied into errors or logs: upstream messages can echo request fields.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import time
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError, ReadTimeoutError
+
+from ..config import Settings
+from ..errors import UpstreamRefused, UpstreamTimeout, UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+# Ayrshare error codes whose fix is a setting of ours: the message names the setting to check.
+_REFUSAL_HINTS = {
+    102: ("bad_api_key", "Ayrshare rejected the API key: check AYRSHARE_API_KEY."),
+    189: ("bad_private_key", "Ayrshare could not use the private key: check AYRSHARE_PRIVATE_KEY."),
+    188: (
+        "bad_twitter_keys",
+        "Ayrshare needs both X/Twitter keys: check AYRSHARE_TWITTER_API_KEY and _SECRET.",
+    ),
+    434: (
+        "bad_twitter_keys",
+        "Ayrshare got X/Twitter keys twice: check AYRSHARE_TWITTER_API_KEY and _SECRET.",
+    ),
+    333: ("email_not_sent", "Ayrshare could not send the Connect Accounts email: check its fields."),
+}
+RATE_LIMIT_RETRY_AFTER_CAP = 60  # seconds told to our caller; Ayrshare's reset header can point minutes ahead
+RETRY_WAIT_CAP = 3.0  # seconds a worker may sleep between attempts inside one request
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRIES = {"connect": 2, "read": 1, "status": 1}  # repeats allowed per kind of fault
+MAX_ATTEMPTS = 3
+BACKOFF_SECONDS = 0.25
+BACKOFF_MAX_SECONDS = 2.0
+POOL_SIZE = 128  # connections kept per worker: as many as the default GUNICORN_THREADS can have in flight
+
+
+class MalformedAnswer(UpstreamRefused):
+    code = "upstream_malformed"
+    message = "Ayrshare answered with something the service cannot use. Try again; if it persists, check the logs."
+
+    def __init__(self, reason: str):
+        super().__init__()
+        self.reason = reason  # a fixed slug for logs and metrics, never upstream text
+
+
+class UpstreamNotFound(UpstreamRefused):
+    """Ayrshare answered 404: the thing asked about does not exist (or no longer does)."""
+
+    status = 404
+    code = "not_found"
+    message = "Ayrshare has no such item."
+
+
+class AyrshareTransport:
+    """Sends one request to Ayrshare with the API key and our retry rules; answers the JSON object of a success."""
+
+    def __init__(self, settings: Settings, session: requests.Session | None = None):
+        self.base_url = settings.base_url.rstrip("/")
+        self.timeout = (settings.connect_timeout, settings.read_timeout)
+        self.deadline_seconds = settings.deadline_seconds
+        self._headers = {"Authorization": f"Bearer {settings.api_key}"}
+        if settings.twitter_api_key:
+            self._headers["X-Twitter-OAuth1-Api-Key"] = settings.twitter_api_key
+            self._headers["X-Twitter-OAuth1-Api-Secret"] = settings.twitter_api_secret or ""
+        self.session = session or build_session(self.base_url)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict | None = None,
+        profile_key: str | None = None,
+        deadline: float | None = None,
+    ) -> dict:
+        """The answer object of a success, or one of our upstream errors. Every call here is safe to repeat."""
+        headers = dict(self._headers)
+        if profile_key is not None:
+            headers["Profile-Key"] = profile_key
+        response = self._send(method, self.base_url + path, body, headers, deadline)
+        return _answer_of(response)
+
+    def _send(self, method: str, url: str, body: dict | None, headers: dict, deadline: float | None):
+        """Send with retries on transient faults, finished by `deadline` (monotonic; default: our own deadline).
+
+        A dropped or timed-out answer and a 429/5xx status are each repeated once (every 429 counts toward Ayrshare's
+        suspension limit), a failed connection twice; no attempt starts that could not finish by `deadline`.
+        """
+        started = time.monotonic()
+        deadline = min(deadline or started + self.deadline_seconds, started + self.deadline_seconds)
+        connect_timeout = self.timeout[0]
+        read_timeout = min(self.timeout[1], deadline - started - connect_timeout)
+        if read_timeout < 0.1:  # the request spent its time waiting for another caller's attempt
+            raise UpstreamTimeout()
+        retries_left = dict(RETRIES)
+        for attempt in itertools.count():
+            try:
+                response = self.session.request(
+                    method, url, json=body, headers=headers, timeout=(connect_timeout, read_timeout)
+                )
+            except requests.RequestException as error:
+                kind, outcome, wait = _fault_kind(error), error, _backoff(attempt)
+            else:
+                if response.status_code not in RETRY_STATUSES:
+                    return response
+                kind, outcome = "status", response
+                wait = min(_rate_limit_wait(response.headers) or _backoff(attempt), RETRY_WAIT_CAP)
+            out_of_time = time.monotonic() + wait + connect_timeout + read_timeout > deadline
+            if attempt + 1 >= MAX_ATTEMPTS or not retries_left[kind] or out_of_time:
+                if isinstance(outcome, requests.Response):
+                    return outcome
+                raise _transport_error(outcome) from None
+            retries_left[kind] -= 1
+            time.sleep(wait)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _answer_of(response: requests.Response) -> dict:
+    if response.status_code == 429:
+        raise UpstreamUnavailable(
+            "Ayrshare is rate-limiting this service. Try again in a minute.",
+            code="upstream_rate_limited",
+            retry_after=_retry_after(response),
+        )
+    if response.status_code >= 500:
+        raise UpstreamUnavailable()
+    try:
+        answer = response.json()
+    except ValueError:
+        raise MalformedAnswer("non_json") from None
+    if not isinstance(answer, dict):
+        raise MalformedAnswer("not_an_object")
+    if response.status_code == 404:
+        raise UpstreamNotFound()
+    if response.status_code >= 400 or answer.get("status") == "error":
+        code = answer.get("code")
+        # Only a plain number is taken from the answer: anything else could carry echoed request text.
+        code = code if isinstance(code, int) and not isinstance(code, bool) else None
+        slug, message = _REFUSAL_HINTS.get(code, ("upstream_refused", None))
+        log.warning("ayrshare refused", extra={"http_status": response.status_code, "ayrshare_code": code})
+        raise UpstreamRefused(message or f"Ayrshare refused the request (Ayrshare code {code}).", code=slug)
+    return answer
+
+
+def _transport_error(error: requests.RequestException) -> UpstreamTimeout | UpstreamUnavailable:
+    """No answer at all: a timeout (504) or an unreachable Ayrshare (503). Retries exhausted on a read timeout
+    surface from requests as a ConnectionError wrapping MaxRetryError, so look at the root cause."""
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    if isinstance(error, requests.Timeout) or isinstance(reason, ReadTimeoutError):
+        log.warning("ayrshare timed out", extra={"error_type": type(error).__name__})
+        return UpstreamTimeout()
+    log.warning("ayrshare unreachable", extra={"error_type": type(reason or error).__name__})
+    return UpstreamUnavailable()
+
+
+def _retry_after(response: requests.Response) -> int:
+    """Seconds a caller should wait, from Retry-After or Ayrshare's `x-ratelimit-reset`, capped."""
+    wait = _rate_limit_wait(response.headers)
+    return int(min(max(wait if wait is not None else 30, 1), RATE_LIMIT_RETRY_AFTER_CAP))
+
+
+def _rate_limit_wait(headers) -> float | None:
+    """Retry-After (seconds) or Ayrshare's `x-ratelimit-reset` (epoch milliseconds), as seconds from now."""
+    value = headers.get("Retry-After")
+    if value and value.strip().isdigit():
+        return float(value)
+    reset = headers.get("x-ratelimit-reset")
+    try:
+        return max(float(reset) / 1000 - time.time(), 0.0) if reset else None
+    except ValueError:
+        return None
+
+
+def _fault_kind(error: requests.RequestException) -> str:
+    """Which retry allowance a failed attempt spends: "connect" (no connection made) or "read" (no usable answer)."""
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    if isinstance(error, requests.ConnectTimeout) or isinstance(reason, NewConnectionError):
+        return "connect"
+    return "read"
+
+
+def _backoff(attempt: int) -> float:
+    """0.25 s, then 0.5 s, ... at most 2 s, with up to 25 % jitter so retries from many workers spread out."""
+    return min(BACKOFF_SECONDS * 2**attempt, BACKOFF_MAX_SECONDS) * (1 + random.uniform(0, 0.25))
+
+
+def build_session(url: str) -> requests.Session:
+    """A pooled session for calls to `url` that reads the proxy and CA bundle environment (`HTTPS_PROXY`, `NO_PROXY`,
+    `REQUESTS_CA_BUNDLE`) once, at start, and ignores `~/.netrc`, which would replace the API key's header."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    settled = session.merge_environment_settings(url, {}, None, None, None)
+    session.proxies = settled["proxies"]
+    session.verify = settled["verify"]
+    session.trust_env = False
+    return session
