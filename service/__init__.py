@@ -55,7 +55,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         log.warning("REDIS_URL is not set: using an in-process cache (one process only, no shared single-flight).")
 
     store = _build_store(settings)
-    spend_request, spend_upstream = ratelimit.user_budgets(settings)
+    spend_request, spend_upstream = ratelimit.user_budgets(settings, on_refused=metrics.rate_limited)
     profiles = JsonFileDirectory(settings.profile_keys_file)
     client = AyrshareClient(settings)
     breaker = CircuitBreaker(
@@ -81,7 +81,12 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         observe_upstream=metrics.observe_upstream_call,
     )
     app.extensions["user_links"] = UserLinks(
-        settings, profiles, client, store, breaker, spend_email_budget=ratelimit.connect_email_budget(settings)
+        settings,
+        profiles,
+        client,
+        store,
+        breaker,
+        spend_email_budget=ratelimit.connect_email_budget(settings, metrics.rate_limited),
     )
 
     errors.init_app(app)
@@ -93,7 +98,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(internal.bp)
     app.register_blueprint(pages.bp)
     headers.init_app(app, settings)
-    ratelimit.init_app(app, settings)
+    ratelimit.init_app(app, settings, on_refused=metrics.rate_limited)
     if settings.trusted_proxy_count:
         # Client address and scheme from X-Forwarded-For/-Proto, trusting exactly that many proxies in front.
         n = settings.trusted_proxy_count

@@ -145,6 +145,7 @@ def settings_env(keypair, emulator, profiles_file, redis_url, redis_client, link
         "RATE_LIMIT_PER_ADDRESS": "100000/minute",
         "RATE_LIMIT_PER_USER": "100000/minute",
         "RATE_LIMIT_UPSTREAM_PER_USER": "100000 per 5 minutes",
+        "RATE_LIMIT_UPSTREAM_GLOBAL": "100000 per 5 minutes",
     }
 
 

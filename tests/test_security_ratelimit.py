@@ -27,6 +27,7 @@ def test_defaults_are_the_documented_ones(limited_env):
     assert settings.rate_limit_per_address == "120/minute"
     assert settings.rate_limit_per_user == "30/minute"
     assert settings.rate_limit_upstream_per_user == "10 per 5 minutes"
+    assert settings.rate_limit_upstream_global == "300 per 5 minutes"
 
 
 def test_per_address_limit_answers_429_with_retry_after_in_our_shape(limited_env, emulator):
@@ -175,3 +176,58 @@ def test_the_local_counter_weighs_the_previous_window_as_limits_does():
     assert [counter.hit(limit, "a")[0] for _ in range(2)] == [True, False]
     now[0] = 1030.0  # two windows later: nothing earlier counts
     assert all(counter.hit(limit, "a")[0] for _ in range(4))
+
+
+def test_the_account_wide_upstream_budget_refuses_new_links_but_never_a_cache_hit(limited_env, emulator):
+    from prometheus_client import REGISTRY
+
+    refused_before = REGISTRY.get_sample_value("ayrshare_connect_rate_limited_total", {"limit": "upstream-global"})
+    client = create_app({**limited_env, "RATE_LIMIT_UPSTREAM_GLOBAL": "3 per 5 minutes"}).test_client()
+    for user in ("alice", "bob", "user1"):  # three different users: each under their own per-user limit
+        assert client.get(f"/connect/{user}", headers=INTERNAL).status_code == 200
+    refused = client.get("/connect/user2", headers=INTERNAL)
+    assert refused.status_code == 503 and refused.json["error"]["code"] == "upstream_budget_global"
+    assert int(refused.headers["Retry-After"]) > 0
+    assert client.get("/connect/alice", headers=INTERNAL).json["cached"] is True  # a hit is never refused
+    assert emulator.calls() == 3
+    refused_after = REGISTRY.get_sample_value("ayrshare_connect_rate_limited_total", {"limit": "upstream-global"})
+    assert refused_after == (refused_before or 0) + 1
+
+
+def test_the_account_wide_budget_is_shared_across_processes(limited_env, emulator):
+    env = {**limited_env, "RATE_LIMIT_UPSTREAM_GLOBAL": "2 per 5 minutes"}
+    first, second = create_app(env).test_client(), create_app(env).test_client()
+    assert first.get("/connect/alice", headers=INTERNAL).status_code == 200
+    assert second.get("/connect/bob", headers=INTERNAL).status_code == 200
+    assert first.get("/connect/user3", headers=INTERNAL).status_code == 503
+    assert emulator.calls() == 2
+
+
+@pytest.mark.parametrize(
+    ("address", "counted_as"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("not an address", "not an address"),
+        (None, "unknown"),
+    ],
+)
+def test_ipv6_clients_are_limited_by_their_64(address, counted_as):
+    from service.web.ratelimit import address_key
+
+    assert address_key(address) == counted_as
+
+
+def test_one_ipv6_host_cannot_dodge_the_address_limit_by_rotating_addresses(limited_env, emulator):
+    client = create_app({**limited_env, "RATE_LIMIT_PER_ADDRESS": "3/minute"}).test_client()
+    statuses = [
+        client.get("/connect/alice", headers=JSON, environ_base={"REMOTE_ADDR": f"2001:db8:7:7::{n}"}).status_code
+        for n in range(1, 6)
+    ]
+    assert statuses == [401, 401, 401, 429, 429]
+    other = client.get("/connect/alice", headers=JSON, environ_base={"REMOTE_ADDR": "2001:db8:7:8::1"})
+    assert other.status_code == 401  # the next /64 is another client

@@ -140,6 +140,8 @@ class SettingsSchema(Schema):
     rate_limit_upstream_per_user = fields.String(
         data_key="RATE_LIMIT_UPSTREAM_PER_USER", load_default="10 per 5 minutes"
     )
+    # Every Ayrshare call for a new link, whoever it is for, across instances: a bound on what one account can spend.
+    rate_limit_upstream_global = fields.String(data_key="RATE_LIMIT_UPSTREAM_GLOBAL", load_default="300 per 5 minutes")
     connect_email_per_user = fields.String(data_key="CONNECT_EMAIL_PER_USER", load_default="3 per hour")
     # Defaults for the Connect Accounts email's optional fields (Ayrshare needs them all for the email to go out).
     connect_email_contact = fields.Email(data_key="CONNECT_EMAIL_CONTACT_EMAIL", load_default=None)

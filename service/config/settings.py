@@ -81,6 +81,7 @@ class Settings:
     rate_limit_per_address: str = "120/minute"
     rate_limit_per_user: str = "30/minute"
     rate_limit_upstream_per_user: str = "10 per 5 minutes"
+    rate_limit_upstream_global: str = "300 per 5 minutes"
     connect_email_per_user: str = "3 per hour"
     connect_email_contact: str | None = None
     connect_email_company: str | None = None

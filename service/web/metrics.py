@@ -49,6 +49,12 @@ UPSTREAM_SECONDS = Histogram(
     "Duration of calls to Ayrshare for a new linking URL (retries included), whatever their outcome.",
     buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30),
 )
+RATE_LIMITED = Counter(
+    f"{PREFIX}_rate_limited",
+    "Requests refused by a rate limit, by limit: addr, user, upstream (per user), upstream-global (the account), "
+    "email.",
+    ["limit"],
+)
 # One-hot per state, combined with max over live workers: state="open" is 1 while any worker's breaker is open.
 CIRCUIT_STATE = Gauge(
     f"{PREFIX}_circuit_state",
@@ -82,6 +88,10 @@ def broker_event(event: str) -> None:
 def observe_upstream_call(flow: str, outcome: str, seconds: float) -> None:
     UPSTREAM_CALLS.labels(flow, outcome).inc()
     UPSTREAM_SECONDS.observe(seconds)
+
+
+def rate_limited(limit: str) -> None:
+    RATE_LIMITED.labels(limit).inc()
 
 
 def set_circuit_state(state: str) -> None:

@@ -1,13 +1,15 @@
 """Rate limits on `/connect`, in the `limits` notation ("30/minute"), counted as sliding-window counters.
 
 `RATE_LIMIT_PER_ADDRESS` and `RATE_LIMIT_PER_USER` are flood guards counted in each worker's memory, at no Redis cost.
-`RATE_LIMIT_UPSTREAM_PER_USER`, spent only by a cache miss about to call Ayrshare, protects the Ayrshare quota: it is
-counted in Redis by the `limits` library, shared by every worker and instance, and in memory while Redis is down.
+`RATE_LIMIT_UPSTREAM_PER_USER` and `RATE_LIMIT_UPSTREAM_GLOBAL`, spent only by a cache miss about to call Ayrshare,
+protect the Ayrshare quota: they are counted in Redis by the `limits` library, shared by every worker and instance, and
+in memory while Redis is down. IPv6 clients are counted by their /64, which one host usually holds whole.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 import threading
 import time
@@ -19,7 +21,7 @@ from limits.storage import Storage, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 from ..config import Settings
-from ..errors import RateLimited
+from ..errors import RateLimited, UpstreamUnavailable
 
 KEY_PREFIX = "connect:ratelimit"
 CONNECT_ENDPOINT = "connect.connect"
@@ -64,9 +66,18 @@ class Budget:
     counting carries on in this process's memory and the storage is tried again after `STORAGE_RETRY_SECONDS`.
     """
 
-    def __init__(self, limit: str, scope: str, message: str, code: str, storage: Storage | None = None):
+    def __init__(
+        self,
+        limit: str,
+        scope: str,
+        message: str,
+        code: str,
+        storage: Storage | None = None,
+        error: type[RateLimited] | type[UpstreamUnavailable] = RateLimited,
+        on_refused: Callable[[str], None] = lambda scope: None,
+    ):
         self.limits = parse_many(limit)
-        self.scope, self.message, self.code = scope, message, code
+        self.scope, self.message, self.code, self.error, self.on_refused = scope, message, code, error, on_refused
         self._local = LocalCounter()
         self._shared = SlidingWindowCounterRateLimiter(storage) if storage is not None else None
         self._shared_down_until = 0.0
@@ -78,7 +89,8 @@ class Budget:
         for item in self.limits:
             allowed, wait = self._hit(item, identity)
             if not allowed:
-                raise RateLimited(self.message, code=self.code, retry_after=max(1, math.ceil(wait)))
+                self.on_refused(self.scope)
+                raise self.error(self.message, code=self.code, retry_after=max(1, math.ceil(wait)))
 
     def _hit(self, item: RateLimitItem, identity: str) -> tuple[bool, float]:
         if self._shared is not None and time.monotonic() >= self._shared_down_until:
@@ -102,24 +114,46 @@ def shared_storage(settings: Settings) -> Storage | None:
     )
 
 
-def user_budgets(settings: Settings) -> tuple[Budget | None, Budget | None]:
-    """(requests per user, upstream calls per user), or (None, None) when rate limiting is off."""
+def user_budgets(
+    settings: Settings, on_refused: Callable[[str], None] = lambda scope: None
+) -> tuple[Budget | None, Callable[[str], None] | None]:
+    """(requests per user, upstream calls per user and for the whole account), or (None, None) when limits are off."""
     if not settings.rate_limit_enabled:
         return None, None
     requests = Budget(
-        settings.rate_limit_per_user, "user", "Too many requests for this user. Wait a moment.", "rate_limited"
+        settings.rate_limit_per_user,
+        "user",
+        "Too many requests for this user. Wait a moment.",
+        "rate_limited",
+        on_refused=on_refused,
     )
-    upstream = Budget(
+    storage = shared_storage(settings)
+    per_user = Budget(
         settings.rate_limit_upstream_per_user,
         "upstream",
         "This user has asked Ayrshare for new links too often. Wait a few minutes and try again.",
         "upstream_budget_spent",
-        storage=shared_storage(settings),
+        storage=storage,
+        on_refused=on_refused,
     )
-    return requests, upstream
+    account = Budget(
+        settings.rate_limit_upstream_global,
+        "upstream-global",
+        "The service has asked Ayrshare for many new links in a short time and is pausing. Try again shortly.",
+        "upstream_budget_global",
+        storage=storage,
+        error=UpstreamUnavailable,
+        on_refused=on_refused,
+    )
+
+    def spend_upstream(user: str) -> None:
+        per_user(user)  # first: one user's flood must not spend everyone's budget
+        account("account")
+
+    return requests, spend_upstream
 
 
-def connect_email_budget(settings: Settings) -> Budget | None:
+def connect_email_budget(settings: Settings, on_refused: Callable[[str], None] = lambda scope: None) -> Budget | None:
     """`CONNECT_EMAIL_PER_USER`: each Connect Accounts email, shared across instances (None when limits are off)."""
     if not settings.rate_limit_enabled:
         return None
@@ -129,16 +163,32 @@ def connect_email_budget(settings: Settings) -> Budget | None:
         "This user has been sent the Connect Accounts email too often. Wait before sending another.",
         "email_budget_spent",
         storage=shared_storage(settings),
+        on_refused=on_refused,
     )
 
 
-def init_app(app: Flask, settings: Settings) -> None:
+def address_key(address: str | None) -> str:
+    """What the per-address limit counts: the IPv4 address, or the /64 an IPv6 address belongs to."""
+    try:
+        parsed = ipaddress.ip_address((address or "").split("%", 1)[0])
+    except ValueError:
+        return address or "unknown"  # a unix socket peer or other non-IP value
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
+
+
+def init_app(app: Flask, settings: Settings, on_refused: Callable[[str], None] = lambda scope: None) -> None:
     """Spend the per-address limit before every /connect request (refused ones included)."""
     if not settings.rate_limit_enabled:
         return
-    per_address = Budget(settings.rate_limit_per_address, "addr", RateLimited.message, "rate_limited")
+    per_address = Budget(
+        settings.rate_limit_per_address, "addr", RateLimited.message, "rate_limited", on_refused=on_refused
+    )
 
     @app.before_request
     def _spend_address_budget() -> None:
         if request.endpoint == CONNECT_ENDPOINT and request.method != "OPTIONS":
-            per_address(request.remote_addr or "unknown")
+            per_address(address_key(request.remote_addr))
