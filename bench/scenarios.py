@@ -3,16 +3,31 @@
 Each function runs against a fresh stack (bench/stack.py), returns a JSON-able dict with a `checks` section (the
 issue's targets, each with the measured value and whether it was met), and leaves a table, a JSON file and a chart.
 `quick=True` is the smoke version used by the tests: same code paths, seconds instead of minutes.
+
+The service runs in the default link flow (Link Sessions, no private key); the cold burst runs in both flows, session
+and jwt, and checks its targets in each.
 """
 
 from __future__ import annotations
 
+import itertools
 import statistics
 
 from . import report
 from .instructions import count_instructions
 from .loadgen import latency_summary, run_client, run_wrk
-from .stack import API_KEY, BARE_APP, DOMAIN, SERVICE_APP, Stack, cpu_seconds, load_average, user_name
+from .stack import (
+    BARE_APP,
+    DEFAULT_FLOW,
+    FLOWS,
+    SERVICE_APP,
+    Stack,
+    counter_by,
+    cpu_seconds,
+    link_token,
+    load_average,
+    user_name,
+)
 
 CONNECTIONS = 32  # the concurrency of the cache-hit comparison
 HIT_RATIO_TARGET = 0.6  # service req/s >= 0.6 x bare, the median of the interleaved rounds
@@ -180,35 +195,58 @@ def _mean_by_level(results: list) -> list[tuple[int, float]]:
 
 # -- 2. cold burst -------------------------------------------------------------------------------------------------
 def cold_burst(quick: bool = False) -> dict:
+    """The bursts run in each link flow (FLOWS: the default, session, then jwt), each against its own service and
+    with users nobody asked for before; every target is checked per flow."""
     latency_ms = 200 if quick else 500
     sizes = [50] if quick else [25, 50, 100, 200]
     rounds_at_max = 1 if quick else 3
     plan = [(size, 1) for size in sizes[:-1]] + [(sizes[-1], r + 1) for r in range(rounds_at_max)]
     load_before = load_average()
     bursts = []
-    with Stack(users=len(plan) + 1) as stack:
-        service = stack.start_service()
-        gunicorn = service.gunicorn
+    per_flow: dict[str, dict] = {}
+    alone: dict[str, dict] = {}
+    users = (user_name(i) for i in itertools.count())
+    with Stack(users=len(plan) * len(FLOWS) + 1) as stack:
         stack.emulator.set_knobs(latency_ms=latency_ms)
-        for index, (size, round_no) in enumerate(plan):
-            path = stack.signed_path(user_name(index))
-            calls_before = stack.upstream_calls()
-            answer = run_client(
-                {"base_url": service.url, "mode": "burst", "requests": [{"path": path}] * size, "timeout": 30},
-                timeout=120,
-            )
-            burst = _burst(size, round_no, answer["results"], stack.upstream_calls() - calls_before, 302)
-            burst["upstream_call_at_ms"] = _upstream_call_at_ms(stack, answer["results"], burst["upstream_calls"])
-            bursts.append(burst)
-        # Diagnostic, not the headline: the same burst against the service with rate limiting off.
+        for flow in FLOWS:
+            service = stack.start_service(flow=flow)
+            gunicorn = service.gunicorn
+            stats_before = stack.emulator.stats()
+            for size, round_no in plan:
+                path = stack.signed_path(next(users))
+                calls_before = stack.upstream_calls()
+                answer = run_client(
+                    {"base_url": service.url, "mode": "burst", "requests": [{"path": path}] * size, "timeout": 30},
+                    timeout=120,
+                )
+                burst = _burst(size, round_no, answer["results"], stack.upstream_calls() - calls_before, 302, flow)
+                burst["upstream_call_at_ms"] = _upstream_call_at_ms(stack, answer["results"], burst["upstream_calls"])
+                bursts.append(burst)
+            stats_after = stack.emulator.stats()
+            per_flow[flow] = {
+                # Which endpoint the flow's calls went to, as the emulator counted them, and the service's own count
+                # of its calls and lookups from /metrics (both counters carry a `flow` label).
+                "emulator_calls": {
+                    name: stats_after[name] - stats_before[name] for name in ("link_session_calls", "generate_calls")
+                },
+                "metrics_upstream_calls": counter_by(service, "ayrshare_connect_upstream_calls", "flow"),
+                "metrics_cache_lookups": counter_by(service, "ayrshare_connect_cache_lookups", "flow"),
+            }
+            stack.stop_service(service)
+        # Diagnostic, not the headline: the same burst against the service (default flow) with rate limiting off.
         diagnostic = None
         if not quick:
             variant = stack.start_service(RATE_LIMIT_ENABLED="0")
-            requests = [{"path": stack.signed_path(user_name(len(plan)))}] * sizes[-1]
+            requests = [{"path": stack.signed_path(next(users))}] * sizes[-1]
             calls_before = stack.upstream_calls()
             answer = run_client({"base_url": variant.url, "mode": "burst", "requests": requests}, timeout=120)
             diagnostic = _burst(
-                sizes[-1], "rate limiting off", answer["results"], stack.upstream_calls() - calls_before, 302
+                sizes[-1],
+                "rate limiting off",
+                answer["results"],
+                stack.upstream_calls() - calls_before,
+                302,
+                DEFAULT_FLOW,
             )
             stack.stop_service(variant)
         # The floor of this stack: the bare endpoint under the same gunicorn, every request sleeping the upstream's
@@ -220,50 +258,74 @@ def cold_burst(quick: bool = False) -> dict:
                 {"base_url": bare.url, "mode": "burst", "requests": [{"path": "/connect/floor"}] * sizes[-1]},
                 timeout=120,
             )
-            floor = _burst(sizes[-1], f"bare endpoint, sleeps {latency_ms} ms", answer["results"], 0, 302)
+            floor = _burst(sizes[-1], f"bare endpoint, sleeps {latency_ms} ms", answer["results"], 0, 302, None)
             stack.stop_service(bare)
-        # What the client, the emulator and this machine add on their own: the same burst straight to the emulator.
-        direct = [
-            {
-                "path": "/api/profiles/generateJWT",
-                "method": "POST",
-                "headers": {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
-                "json": {"domain": DOMAIN, "privateKey": stack.private_pem, "profileKey": f"PK-DIRECT-{i}"},
-            }
-            for i in range(sizes[-1])
-        ]
-        calls_before = stack.upstream_calls()
-        answer = run_client({"base_url": stack.emulator.origin, "mode": "burst", "requests": direct}, timeout=120)
-        alone = _burst(sizes[-1], "upstream alone", answer["results"], stack.upstream_calls() - calls_before, 200)
-    top = [b for b in bursts if b["concurrency"] == sizes[-1]]
+        # What the client, the emulator and this machine add on their own: the same burst straight to the emulator,
+        # at the endpoint each flow calls.
+        for flow in FLOWS:
+            direct = [stack.direct_mint_request(flow, f"PK-DIRECT-{flow.upper()}-{i}") for i in range(sizes[-1])]
+            calls_before = stack.upstream_calls()
+            answer = run_client({"base_url": stack.emulator.origin, "mode": "burst", "requests": direct}, timeout=120)
+            alone[flow] = _burst(
+                sizes[-1], "upstream alone", answer["results"], stack.upstream_calls() - calls_before, 200, flow
+            )
     limit = latency_ms + BURST_P99_ALLOWANCE_MS
-    checks = [
-        check(
-            f"upstream calls per burst of {sizes[-1]}",
-            [b["upstream_calls"] for b in top],
-            "1 each",
-            all(b["upstream_calls"] == 1 for b in top),
-        ),
-        check(
-            "same URL for every request",
-            [b["distinct_urls"] for b in top],
-            "1 distinct",
-            all(b["distinct_urls"] == 1 and b["answered_302"] == sizes[-1] for b in top),
-        ),
-        check("p99 ms", [b["p99_ms"] for b in top], f"<= {limit}", all(b["p99_ms"] <= limit for b in top)),
-    ]
-    checks.append(
-        check(
-            f"upstream alone: p99 of {sizes[-1]} direct calls", alone["p99_ms"], "context: client+emulator cost", True
+    checks = []
+    for flow in FLOWS:
+        top = [b for b in bursts if b["flow"] == flow and b["concurrency"] == sizes[-1]]
+        mine = [b for b in bursts if b["flow"] == flow]
+        counts = per_flow[flow]
+        own, other = (
+            ("link_session_calls", "generate_calls") if flow == "session" else ("generate_calls", "link_session_calls")
         )
-    )
+        calls = sum(b["upstream_calls"] for b in mine)
+        answered = sum(b["answered_302"] for b in mine)
+        flow_checks = [
+            check(
+                f"[{flow}] upstream calls per burst of {sizes[-1]}",
+                [b["upstream_calls"] for b in top],
+                "1 each",
+                all(b["upstream_calls"] == 1 for b in top),
+            ),
+            check(
+                f"[{flow}] same URL for every request",
+                [b["distinct_urls"] for b in top],
+                f"1 distinct, a {flow} link",
+                all(b["distinct_urls"] == 1 and b["answered_302"] == b["flow_links"] == sizes[-1] for b in top),
+            ),
+            check(
+                f"[{flow}] p99 ms", [b["p99_ms"] for b in top], f"<= {limit}", all(b["p99_ms"] <= limit for b in top)
+            ),
+            check(
+                f"[{flow}] calls at the flow's endpoint; service metrics (flow label) agree",
+                f"emulator {own} {counts['emulator_calls'][own]}, {other} {counts['emulator_calls'][other]};"
+                f" metrics upstream {_counts_text(counts['metrics_upstream_calls'])},"
+                f" lookups {_counts_text(counts['metrics_cache_lookups'])}",
+                f"{calls} calls, {answered} lookups, all flow={flow}",
+                counts["emulator_calls"] == {own: calls, other: 0}
+                and counts["metrics_upstream_calls"] == {flow: calls}
+                and counts["metrics_cache_lookups"] == {flow: answered},
+            ),
+            check(
+                f"[{flow}] upstream alone: p99 of {sizes[-1]} direct calls",
+                alone[flow]["p99_ms"],
+                "context: client+emulator cost",
+                True,
+            ),
+        ]
+        counts["met"] = all(item["met"] for item in flow_checks)
+        counts["upstream_calls_per_top_burst"] = [b["upstream_calls"] for b in top]
+        counts["distinct_urls_per_top_burst"] = [b["distinct_urls"] for b in top]
+        counts["p99_ms_per_top_burst"] = [b["p99_ms"] for b in top]
+        checks += flow_checks
     if floor:
         checks.append(
             check(f"bare endpoint floor: p99 of {sizes[-1]}", floor["p99_ms"], "context: gunicorn+client cost", True)
         )
     report.table(
-        f"2. cold burst (one uncached user, emulator {latency_ms} ms)",
+        f"2. cold burst (one uncached user, emulator {latency_ms} ms), per link flow",
         [
+            "flow",
             "concurrency",
             "round",
             "302s",
@@ -277,6 +339,7 @@ def cold_burst(quick: bool = False) -> dict:
         ],
         [
             [
+                b["flow"],
                 b["concurrency"],
                 b["round"],
                 b["answered_302"],
@@ -288,7 +351,7 @@ def cold_burst(quick: bool = False) -> dict:
                 b["p99_ms"],
                 b["max_ms"],
             ]
-            for b in [*bursts, *([diagnostic] if diagnostic else []), *([floor] if floor else []), alone]
+            for b in [*bursts, *([diagnostic] if diagnostic else []), *([floor] if floor else []), *alone.values()]
         ],
     )
     _print_checks(checks)
@@ -296,7 +359,9 @@ def cold_burst(quick: bool = False) -> dict:
         "gunicorn": gunicorn,
         "emulator_latency_ms": latency_ms,
         "load_average_at_start": load_before,
+        "flows": list(FLOWS),
         "bursts": bursts,
+        "by_flow": per_flow,
         "upstream_alone": alone,
         "bare_endpoint_floor": floor,
         "diagnostic_rate_limiting_off": diagnostic,
@@ -306,30 +371,47 @@ def cold_burst(quick: bool = False) -> dict:
     report.chart(
         "cold_burst",
         quick,
-        f"cold burst, upstream {latency_ms} ms: one upstream call per burst",
+        f"cold burst, upstream {latency_ms} ms: one upstream call per burst, in each link flow",
         latency={
-            f"burst of {b['concurrency']} (round {b['round']})": report.cdf_points(b["latencies_ms"])
+            f"{b['flow']}: burst of {b['concurrency']} (round {b['round']})": report.cdf_points(b["latencies_ms"])
             for b in bursts
             if b["concurrency"] == sizes[-1] or quick
         }
-        | {f"upstream alone, {sizes[-1]} at once": report.cdf_points(alone["latencies_ms"])},
+        | {
+            f"{flow}: upstream alone, {sizes[-1]} at once": report.cdf_points(result["latencies_ms"])
+            for flow, result in alone.items()
+        },
         throughput={
-            "answers/s over the burst": [(b["concurrency"], b["throughput_rps"]) for b in bursts if b["round"] == 1]
+            f"{flow}: answers/s over the burst": [
+                (b["concurrency"], b["throughput_rps"]) for b in bursts if b["round"] == 1 and b["flow"] == flow
+            ]
+            for flow in FLOWS
         },
     )
     return data
 
 
-def _burst(size: int, round_no: object, results: list[dict], upstream_calls: int, ok_status: int) -> dict:
+def _counts_text(counts: dict[str, float]) -> str:
+    return ", ".join(f"{label}={value:g}" for label, value in sorted(counts.items())) or "none"
+
+
+def _burst(
+    size: int, round_no: object, results: list[dict], upstream_calls: int, ok_status: int, flow: str | None
+) -> dict:
+    """One burst's answers summed up; `flow` is the link flow that served it (None: the bare endpoint)."""
     ok = [r for r in results if r.get("status") == ok_status]
     first_start = min(r["start"] for r in results)
     last_end = max(r["start"] + r["latency_ms"] / 1000 for r in results)
+    redirects = ok_status == 302 and flow is not None
     return {
+        "flow": flow,
         "concurrency": size,
         "round": round_no,
         "answered_302": len(ok),
         "errors": len(results) - len(ok),
         "distinct_urls": len({r.get("location") for r in ok}) if ok_status == 302 else None,
+        # Answers whose Location is a linking URL of the flow (`?session=ayr_ls_...` or `?jwt=...`, this domain).
+        "flow_links": sum(1 for r in ok if link_token(r.get("location"), flow)) if redirects else None,
         "upstream_calls": upstream_calls,
         "burst_seconds": round(last_end - first_start, 3),
         "throughput_rps": round(len(ok) / (last_end - first_start), 1),
@@ -340,7 +422,7 @@ def _burst(size: int, round_no: object, results: list[dict], upstream_calls: int
 
 def _upstream_call_at_ms(stack: Stack, results: list[dict], upstream_calls: int) -> float | None:
     """When the emulator logged the burst's one upstream call, in ms after the burst's first request was sent (the
-    emulator logs a call once it has read it and checked its private key: a few ms after the service sent it).
+    emulator logs a call once it has read it: a few ms after the service sent it, whichever endpoint it was).
 
     A burst's p99 follows this closely (p99 ~ this + upstream latency + the time 200 answers take to go out), so it
     tells the time spent before the call from the time spent after it."""

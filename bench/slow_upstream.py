@@ -12,7 +12,7 @@ from __future__ import annotations
 from . import report
 from .loadgen import latency_summary, run_client
 from .scenarios import _print_checks, check
-from .stack import API_KEY, DOMAIN, Stack, load_average, rss_kib, user_name
+from .stack import DEFAULT_FLOW, Stack, load_average, rss_kib, user_name
 
 THROUGHPUT_TARGET = 0.8  # of `concurrency` / upstream latency: 160 req/s at 200 concurrent and a 1 s upstream
 
@@ -40,18 +40,11 @@ def slow_upstream(quick: bool = False, models: list[dict] | None = None) -> dict
     with Stack(users=per_level * sum(levels)) as stack:
         shipped = stack.default_gunicorn()
         stack.emulator.set_knobs(latency_ms=latency_ms)
-        # The ceiling of the stack: the same generateJWT calls sent straight to the emulator by the same client.
+        # The ceiling of the stack: the same calls the service makes (its default flow's: Link Session creates), sent
+        # straight to the emulator by the same client.
         for level in levels:
             count = per_level * level
-            direct = [
-                {
-                    "path": "/api/profiles/generateJWT",
-                    "method": "POST",
-                    "headers": {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
-                    "json": {"domain": DOMAIN, "privateKey": stack.private_pem, "profileKey": f"PK-DIRECT-{i}"},
-                }
-                for i in range(count)
-            ]
+            direct = [stack.direct_mint_request(DEFAULT_FLOW, f"PK-DIRECT-{level}-{i}") for i in range(count)]
             calls_before = stack.upstream_calls()
             answer = run_client(
                 {

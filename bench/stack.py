@@ -22,10 +22,12 @@ import socket
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.auth import signed_path
 from service.config import load_settings
@@ -38,6 +40,12 @@ INTERNAL_TOKEN = "BENCH-INTERNAL-TOKEN-5f1e9d3c7b2a"
 DOMAIN = "ACME"
 SERVICE_APP = "service:create_app()"
 BARE_APP = "bench.bare_app:create_app()"
+# AYRSHARE_LINK_FLOW: every scenario runs the default, Link Sessions; cold burst and the simulated day run both.
+DEFAULT_FLOW = "session"
+FLOWS = ("session", "jwt")
+# The emulator endpoint each flow mints its linking URLs at, and the query parameter that carries the URL's token.
+MINT_PATHS = {"session": "/api/profiles/link-sessions", "jwt": "/api/profiles/generateJWT"}
+URL_TOKEN_PARAMS = {"session": "session", "jwt": "jwt"}
 
 
 def user_name(index: int, prefix: str = "user") -> str:
@@ -196,11 +204,14 @@ class Stack:
         self.stop()
 
     # -- the service -----------------------------------------------------------------------------------------
-    def service_env(self, **overrides: str) -> dict[str, str]:
-        """The production configuration pointed at this stack; every feature on, as deployed."""
+    def service_env(self, flow: str = DEFAULT_FLOW, **overrides: str) -> dict[str, str]:
+        """The production configuration pointed at this stack; every feature on, as deployed. The private key goes
+        in for the jwt flow only: the session flow runs without one, which shows it needs none."""
+        if flow not in FLOWS:
+            raise ValueError(f"unknown link flow {flow!r}; expected one of {', '.join(FLOWS)}")
         env = {
             "AYRSHARE_API_KEY": API_KEY,
-            "AYRSHARE_PRIVATE_KEY": self.private_pem,
+            "AYRSHARE_LINK_FLOW": flow,
             "AYRSHARE_DOMAIN": DOMAIN,
             "AYRSHARE_BASE_URL": self.emulator.base_url,
             "LINK_ALLOWED_HOSTS": self.emulator.origin,
@@ -215,6 +226,8 @@ class Stack:
             "RATE_LIMIT_PER_USER": "100000000/minute",
             "RATE_LIMIT_UPSTREAM_PER_USER": "100000 per 5 minutes",
         }
+        if flow == "jwt":
+            env["AYRSHARE_PRIVATE_KEY"] = self.private_pem
         env.update(overrides)
         return env
 
@@ -224,11 +237,12 @@ class Stack:
         workers: int | None = None,
         threads: int | None = None,
         app: str = SERVICE_APP,
+        flow: str = DEFAULT_FLOW,
         **env_overrides: str,
     ) -> AppProcess:
-        """Start `app` under gunicorn with config/gunicorn.conf.py, and wait until every worker serves; None keeps
-        the setting's default."""
-        env = self.service_env(**env_overrides)
+        """Start `app` under gunicorn with config/gunicorn.conf.py in link flow `flow`, and wait until every worker
+        serves; None keeps the setting's default."""
+        env = self.service_env(flow, **env_overrides)
         if worker_class:
             env["GUNICORN_WORKER_CLASS"] = worker_class
         if workers:
@@ -255,7 +269,18 @@ class Stack:
         return signed_path(user, SIGNING_SECRET, ttl_seconds=ttl_seconds)
 
     def upstream_calls(self) -> int:
+        """Linking URLs the emulator was asked for, at either endpoint (generateJWT and Link Session creates)."""
         return self.emulator.calls()
+
+    def direct_mint_request(self, flow: str, profile_key: str) -> dict:
+        """A bench/client.py request asking the emulator itself for a linking URL the way `flow` does, for the
+        "upstream alone" baselines: a Link Session create (API key and Profile-Key header only) or a generateJWT call
+        (with the private key)."""
+        headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+        if flow == "session":
+            return {"path": MINT_PATHS[flow], "method": "POST", "headers": {**headers, "Profile-Key": profile_key}}
+        body = {"domain": DOMAIN, "privateKey": self.private_pem, "profileKey": profile_key}
+        return {"path": MINT_PATHS[flow], "method": "POST", "headers": headers, "json": body}
 
     def warm(self, service: AppProcess, users: list[str]) -> dict[str, str]:
         """Fetch each user's link once (cache fill); returns user → linking URL."""
@@ -267,6 +292,39 @@ class Stack:
                     raise RuntimeError(f"warm-up of {user}: HTTP {response.status_code}: {response.text[:200]}")
                 urls[user] = response.headers["Location"]
         return urls
+
+
+def link_token(url: str | None, flow: str) -> str | None:
+    """The token a linking URL of `flow` carries: `?session=ayr_ls_...&domain=...` or `?domain=...&jwt=...`; None when
+    the URL is not one of that flow's."""
+    if not url:
+        return None
+    values = parse_qs(urlsplit(url).query)
+    token = values.get(URL_TOKEN_PARAMS[flow], [None])[0]
+    if not token or values.get("domain") != [DOMAIN] or (flow == "session" and not token.startswith("ayr_ls_")):
+        return None
+    return token
+
+
+def scrape_counters(service: AppProcess, name: str) -> list[tuple[dict[str, str], float]]:
+    """The samples of counter `name` (e.g. `ayrshare_connect_upstream_calls`) on the service's /metrics, summed over
+    its workers by the service: (labels, value) pairs, whatever labels the counter has (`flow` among them)."""
+    response = requests.get(service.url + "/metrics", timeout=10)
+    response.raise_for_status()
+    return [
+        (dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == f"{name}_total"
+    ]
+
+
+def counter_by(service: AppProcess, name: str, label: str) -> dict[str, float]:
+    """Counter `name` summed by one of its labels, the other labels added up: `{"session": 3.0, ...}`."""
+    totals: dict[str, float] = {}
+    for labels, value in scrape_counters(service, name):
+        totals[labels.get(label, "")] = totals.get(labels.get(label, ""), 0.0) + value
+    return totals
 
 
 def gunicorn_settings(env: dict[str, str]) -> dict[str, object]:

@@ -47,8 +47,8 @@ def test_upstream_fault_maps_to_its_status(client, emulator, link_flow, fault, s
     assert response.json["error"]["code"] == code
     body = response.get_data(as_text=True)
     assert "eyJ" not in body and API_KEY not in body and emulator.origin not in body
-    if status == 503:
-        assert 1 <= int(response.headers["Retry-After"]) <= 60
+    if status == 503:  # a 429 holds the link off for Ayrshare's 5-minute window; other outages are retried sooner
+        assert 1 <= int(response.headers["Retry-After"]) <= (300 if fault == "429" else 60)
     assert emulator.calls() >= 1
 
 
@@ -59,16 +59,27 @@ def test_transient_5xx_is_retried_and_the_user_still_gets_a_link(client, emulato
     assert emulator.calls() == 2
 
 
-def test_rate_limit_answer_is_retried_once_then_reported(client, emulator):
-    # 1,000 429s in 24 h suspend an Ayrshare profile: one repeat after a backoff, never a hammering loop.
+def test_a_429_is_never_repeated_and_holds_the_user_off_across_instances(settings_env, emulator, redis_client):
+    # 1,000 429s in 24 h suspend an Ayrshare profile: after one, no call for that link until the window has passed.
     emulator.set_knobs(fault="429", fault_count=-1)
-    response = client.get(signed_path("alice", SIGNING_SECRET), headers=JSON)
-    assert response.status_code == 503 and response.json["error"]["code"] == "upstream_rate_limited"
-    assert emulator.calls() == 2
+    first, second = create_app(settings_env).test_client(), create_app(settings_env).test_client()
+    answers = [client.get(signed_path("alice", SIGNING_SECRET), headers=JSON) for client in [first, second] * 20]
+    assert {(a.status_code, a.json["error"]["code"]) for a in answers} == {(503, "upstream_rate_limited")}
+    assert emulator.calls() == 1  # 40 requests on two "instances", one upstream 429
+    assert 1 <= int(answers[-1].headers["Retry-After"]) <= 300  # what is left of the 5-minute window
+    assert first.get(signed_path("bob", SIGNING_SECRET), headers=JSON).status_code == 503
+    assert emulator.calls() == 2  # another profile is asked (and here refused) on its own
 
 
-def test_a_single_429_is_absorbed_by_the_retry(client, emulator):
+def test_a_429_hold_ends_with_the_reset_ayrshare_gives(settings_env, emulator, redis_client):
+    from service.links.broker import _hold_in
+
     emulator.set_knobs(fault="429", fault_count=1)
+    client = create_app(settings_env).test_client()
+    assert client.get(signed_path("alice", SIGNING_SECRET), headers=JSON).status_code == 503
+    (marker,) = [key for key in redis_client.keys("connect:link:v1:*:error")]
+    assert 290 < redis_client.pttl(marker) / 1000 <= 300 and _hold_in(redis_client.get(marker).decode()) is not None
+    redis_client.delete(marker)  # as if the window had passed
     assert client.get(signed_path("alice", SIGNING_SECRET)).status_code == 302
     assert emulator.calls() == 2
 

@@ -111,6 +111,11 @@ class LinkBroker:
                 record, marker = self.store.read_with_marker(key)
                 if attempt == 0:
                     first_marker = marker  # an earlier attempt's failure: not the news a waiter waits for
+                    held = _hold_in(marker)
+                    if held is not None:  # Ayrshare rate-limited this link: no call until its hold ends
+                        if acquired:
+                            _release(lock)
+                        return self._stale_or_raise(key, held)
                 link = self._usable(record, self.min_remaining)
                 if link is not None or (marker != first_marker):
                     if acquired:
@@ -142,8 +147,11 @@ class LinkBroker:
         try:
             link = replace(fetch(deadline), source=source)
         except _UPSTREAM_FAILURES as error:
-            marker = json.dumps({**error.public_fields(), "attempt": secrets.token_hex(8)})
-            self._quietly(self.store.write_marker, key, marker, ERROR_MARKER_SECONDS)
+            hold = getattr(error, "hold_seconds", None)  # a 429: the marker holds every caller off until it ends
+            fields = {**error.public_fields(), "attempt": secrets.token_hex(8)}
+            if hold:
+                fields["hold_until"] = time.time() + hold
+            self._quietly(self.store.write_marker, key, json.dumps(fields), hold or ERROR_MARKER_SECONDS)
             return self._stale_or_raise(key, error)
         ttl = link.remaining() - self.stale_min  # kept while it can still serve as a stale link
         if ttl > 0:
@@ -192,6 +200,22 @@ def _failure_in(marker: str | None) -> ServiceError:
         return ServiceError.from_public_fields(json.loads(marker or ""))
     except (ValueError, AttributeError):  # unreadable (e.g. an older format): a plain outage
         return UpstreamUnavailable()
+
+
+def _hold_in(marker: str | None) -> ServiceError | None:
+    """The error to answer while a rate-limit hold is on (Retry-After: what is left of it), else None."""
+    if not marker:
+        return None
+    try:
+        fields = json.loads(marker)
+        left = float(fields["hold_until"]) - time.time()
+    except (ValueError, KeyError, TypeError):
+        return None
+    if left <= 0:
+        return None
+    error = _failure_in(marker)
+    error.retry_after = max(1, int(left + 0.999))
+    return error
 
 
 def _own_copy(error: BaseException) -> BaseException:

@@ -34,9 +34,10 @@ _REFUSAL_HINTS = {
     ),
     333: ("email_not_sent", "Ayrshare could not send the Connect Accounts email: check its fields."),
 }
-RATE_LIMIT_RETRY_AFTER_CAP = 60  # seconds told to our caller; Ayrshare's reset header can point minutes ahead
+RATE_LIMIT_HOLD_SECONDS = 300  # after a 429 without a reset time: Ayrshare's documented 5-minute window
 RETRY_WAIT_CAP = 3.0  # seconds a worker may sleep between attempts inside one request
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Not 429: every 429 counts toward Ayrshare's suspension of the profile (1,000 in 24 h), so it is never repeated.
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
 RETRIES = {"connect": 2, "read": 1, "status": 1}  # repeats allowed per kind of fault
 MAX_ATTEMPTS = 3
 BACKOFF_SECONDS = 0.25
@@ -93,8 +94,8 @@ class AyrshareTransport:
     def _send(self, method: str, url: str, body: dict | None, headers: dict, deadline: float | None):
         """Send with retries on transient faults, finished by `deadline` (monotonic; default: our own deadline).
 
-        A dropped or timed-out answer and a 429/5xx status are each repeated once (every 429 counts toward Ayrshare's
-        suspension limit), a failed connection twice; no attempt starts that could not finish by `deadline`.
+        A dropped or timed-out answer and a 5xx status are each repeated once, a failed connection twice, a 429 never;
+        no attempt starts that could not finish by `deadline`.
         """
         started = time.monotonic()
         deadline = min(deadline or started + self.deadline_seconds, started + self.deadline_seconds)
@@ -114,7 +115,7 @@ class AyrshareTransport:
                 if response.status_code not in RETRY_STATUSES:
                     return response
                 kind, outcome = "status", response
-                wait = min(_rate_limit_wait(response.headers) or _backoff(attempt), RETRY_WAIT_CAP)
+                wait = min(_backoff(attempt), RETRY_WAIT_CAP)
             out_of_time = time.monotonic() + wait + connect_timeout + read_timeout > deadline
             if attempt + 1 >= MAX_ATTEMPTS or not retries_left[kind] or out_of_time:
                 if isinstance(outcome, requests.Response):
@@ -125,13 +126,21 @@ class AyrshareTransport:
         raise AssertionError("unreachable")  # the loop returns or raises
 
 
+class RateLimitedUpstream(UpstreamUnavailable):
+    """Ayrshare answered 429: no call for this link may be made for `hold_seconds` (by any worker or instance)."""
+
+    code = "upstream_rate_limited"
+    message = "Ayrshare is rate-limiting this user's profile. Try again later."
+
+    def __init__(self, hold_seconds: float):
+        super().__init__(retry_after=max(1, int(hold_seconds + 0.999)))
+        self.hold_seconds = hold_seconds
+
+
 def _answer_of(response: requests.Response) -> dict:
     if response.status_code == 429:
-        raise UpstreamUnavailable(
-            "Ayrshare is rate-limiting this service. Try again in a minute.",
-            code="upstream_rate_limited",
-            retry_after=_retry_after(response),
-        )
+        wait = _rate_limit_wait(response.headers)
+        raise RateLimitedUpstream(wait if wait else RATE_LIMIT_HOLD_SECONDS)
     if response.status_code >= 500:
         raise UpstreamUnavailable()
     try:
@@ -161,12 +170,6 @@ def _transport_error(error: requests.RequestException) -> UpstreamTimeout | Upst
         return UpstreamTimeout()
     log.warning("ayrshare unreachable", extra={"error_type": type(reason or error).__name__})
     return UpstreamUnavailable()
-
-
-def _retry_after(response: requests.Response) -> int:
-    """Seconds a caller should wait, from Retry-After or Ayrshare's `x-ratelimit-reset`, capped."""
-    wait = _rate_limit_wait(response.headers)
-    return int(min(max(wait if wait is not None else 30, 1), RATE_LIMIT_RETRY_AFTER_CAP))
 
 
 def _rate_limit_wait(headers) -> float | None:
