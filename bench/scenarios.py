@@ -224,6 +224,7 @@ def cold_burst(quick: bool = False) -> dict:
                 bursts.append(burst)
             stats_after = stack.emulator.stats()
             per_flow[flow] = {
+                "private_key_passed": "AYRSHARE_PRIVATE_KEY" in service.env,  # jwt only: session needs none
                 # Which endpoint the flow's calls went to, as the emulator counted them, and the service's own count
                 # of its calls and lookups from /metrics (both counters carry a `flow` label).
                 "emulator_calls": {
@@ -422,7 +423,8 @@ def _burst(
 
 def _upstream_call_at_ms(stack: Stack, results: list[dict], upstream_calls: int) -> float | None:
     """When the emulator logged the burst's one upstream call, in ms after the burst's first request was sent (the
-    emulator logs a call once it has read it: a few ms after the service sent it, whichever endpoint it was).
+    emulator logs a call once it has read it, and for generateJWT checked its private key: a few ms after the
+    service sent it).
 
     A burst's p99 follows this closely (p99 ~ this + upstream latency + the time 200 answers take to go out), so it
     tells the time spent before the call from the time spent after it."""

@@ -225,6 +225,8 @@ class Stack:
             "RATE_LIMIT_PER_ADDRESS": "100000000/minute",
             "RATE_LIMIT_PER_USER": "100000000/minute",
             "RATE_LIMIT_UPSTREAM_PER_USER": "100000 per 5 minutes",
+            # The account-wide upstream budget likewise: scenario 3 alone makes 1,000 misses in seconds.
+            "RATE_LIMIT_UPSTREAM_GLOBAL": "100000000 per 5 minutes",
         }
         if flow == "jwt":
             env["AYRSHARE_PRIVATE_KEY"] = self.private_pem

@@ -74,6 +74,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
             lock_ttl=settings.deadline_seconds + 1,
             request_seconds=settings.request_deadline_seconds,
             on_event=metrics.broker_event,
+            url_ok=client.servable,
         ),
         breaker=breaker,
         spend_request_budget=spend_request,
@@ -108,11 +109,14 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
 
 def _build_store(settings: Settings):
     from .links import FernetCodec, MemoryLinkStore, RedisLinkStore
+    from .web import metrics
 
     if not settings.redis_url:
         return MemoryLinkStore()
     try:
-        codec = FernetCodec(settings.cache_encryption_key) if settings.cache_encryption_key else None
-        return RedisLinkStore.from_url(settings.redis_url, timeout=settings.redis_timeout, codec=codec)
+        codec = FernetCodec.for_settings(settings.cache_encryption_key, settings.api_key)
+        return RedisLinkStore.from_url(
+            settings.redis_url, timeout=settings.redis_timeout, codec=codec, on_rejected=metrics.cache_rejected
+        )
     except ValueError:  # a malformed host list, port or sentinel path; the message could echo part of the URL
         raise ConfigError("REDIS_URL: not a valid Redis URL (see docs/configuration.md)") from None

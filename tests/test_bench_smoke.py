@@ -12,6 +12,7 @@ from bench import report
 from bench.economy import footprint, minimum_calls, upstream_economy
 from bench.scenarios import cache_hit, cold_burst
 from bench.slow_upstream import UPSTREAM_ALONE, WORKER_MODELS, slow_upstream
+from bench.stack import DEFAULT_FLOW, FLOWS
 
 
 @pytest.fixture(autouse=True)
@@ -45,14 +46,31 @@ def test_cache_hit_serves_only_from_cache_after_warm_up(results_dir):
     assert data["instructions_per_hit"]["service"] > data["instructions_per_hit"]["bare"] > 10_000
 
 
-def test_cold_burst_costs_one_upstream_call_and_one_url(results_dir):
+def test_cold_burst_costs_one_upstream_call_and_one_url_in_each_flow(results_dir):
     data = cold_burst(quick=True)
+    assert data["flows"] == list(FLOWS) and FLOWS[0] == DEFAULT_FLOW == "session"
+    assert {burst["flow"] for burst in data["bursts"]} == set(FLOWS)
     for burst in data["bursts"]:
         assert burst["upstream_calls"] == 1
-        assert burst["answered_302"] == burst["concurrency"]
+        assert burst["answered_302"] == burst["concurrency"] == burst["flow_links"]  # every Location a link of the flow
         assert burst["distinct_urls"] == 1
         # The one call was logged by the emulator after the burst started and before its last answer.
         assert 0 <= burst["upstream_call_at_ms"] <= burst["max_ms"]
+    for flow, counts in data["by_flow"].items():
+        bursts = [burst for burst in data["bursts"] if burst["flow"] == flow]
+        calls, answered = len(bursts), sum(burst["answered_302"] for burst in bursts)
+        # The flow's calls reached its own endpoint only, and the service counted them under its flow label.
+        own, other = (
+            ("link_session_calls", "generate_calls") if flow == "session" else ("generate_calls", "link_session_calls")
+        )
+        assert counts["emulator_calls"] == {own: calls, other: 0}
+        assert counts["metrics_upstream_calls"] == {flow: calls}
+        assert counts["metrics_cache_lookups"] == {flow: answered}
+        assert counts["upstream_calls_per_top_burst"] == [1] and counts["distinct_urls_per_top_burst"] == [1]
+        # The session service ran without a private key (it needs none); only jwt was given one.
+        assert counts["private_key_passed"] is (flow == "jwt")
+        assert data["upstream_alone"][flow]["upstream_calls"] == data["upstream_alone"][flow]["answered_302"] > 0
+    assert {item["check"].split("]")[0] + "]" for item in data["checks"]} == {f"[{flow}]" for flow in FLOWS}
     _written(results_dir, "cold_burst")
 
 
@@ -67,13 +85,24 @@ def test_slow_upstream_makes_one_call_per_distinct_user_in_every_worker_model(re
     _written(results_dir, "slow_upstream")
 
 
-def test_upstream_economy_counts_calls_against_the_minimum(results_dir):
+def test_upstream_economy_counts_calls_against_the_minimum_in_each_flow(results_dir):
     data = upstream_economy(quick=True)
-    assert data["theoretical_minimum"] > 0 and data["idealised_minimum"] > 0
-    assert len(data["per_user"]) == data["users"]
-    assert data["upstream_calls"] == sum(user["upstream_calls"] for user in data["per_user"])
-    assert data["wasted_calls"] == 0 and data["stale_answers"] == 0
-    assert all(item["met"] for item in data["checks"] if item["check"].startswith(("answered", "upstream calls (")))
+    assert data["flows"] == list(FLOWS) and set(data["by_flow"]) == set(FLOWS)
+    for flow, day in data["by_flow"].items():
+        assert day["flow"] == flow
+        assert day["theoretical_minimum"] > 0 and day["idealised_minimum"] > 0
+        assert len(day["per_user"]) == data["users"]
+        assert all(user["user"].startswith(flow) for user in day["per_user"])  # each flow's own users
+        assert day["answered"] == day["clicks"] > 0
+        assert day["upstream_calls"] == sum(user["upstream_calls"] for user in day["per_user"]) == day["endpoint_calls"]
+        assert day["service_metrics"]["upstream_calls"] == {flow: day["upstream_calls"]}
+        assert day["service_metrics"]["cache_lookups"] == {flow: day["answered"]}
+        assert day["wasted_calls"] == 0 and day["stale_answers"] == 0
+        # A generateJWT link's expiry is a whole second; a Link Session's is known to within its create call.
+        assert day["expiry_uncertainty_ms_max"] == 0 if flow == "jwt" else day["expiry_uncertainty_ms_max"] < 1000
+    prefixes = ("answered", "upstream calls (", "calls at the flow")
+    assert all(item["met"] for item in data["checks"] if item["check"].split("] ", 1)[1].startswith(prefixes))
+    assert {item["check"].split("]")[0] + "]" for item in data["checks"]} == {f"[{flow}]" for flow in FLOWS}
     _written(results_dir, "upstream_economy")
 
 
@@ -100,6 +129,7 @@ def test_footprint_reads_worker_rss_and_redis_bytes_per_link(results_dir):
     assert len(data["worker_pss_loaded_kib"]) == len(data["worker_rss_loaded_kib"])
     assert all(kib > 1_000 for kib in data["worker_pss_loaded_kib"])
     assert data["redis_memory_usage_per_link_bytes"] > data["stored_value_bytes_mean"] > 100
+    assert data["user_indexes"] == data["users"] and data["redis_memory_usage_per_user_index_bytes"] > 100
     _written(results_dir, "footprint")
 
 

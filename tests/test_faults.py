@@ -14,7 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from service.auth import signed_path
-from tests.conftest import SIGNING_SECRET
+from service.links import FernetCodec
+from service.links.crypto import derived_cache_key
+from tests.conftest import API_KEY, SIGNING_SECRET
 from tests.support.processes import RedisServer, ServiceProcess, free_port, wait_until
 
 
@@ -225,8 +227,9 @@ def test_sigterm_lets_in_flight_requests_finish_and_leaves_nothing_half_written(
     assert [getattr(o, "status_code", o) for o in outcomes] == [302] * 10
     assert exit_code == 0 and time.monotonic() - started < 30  # within the graceful timeout
     assert redis_client.keys("connect:link:v1:*:lock") == []
+    codec = FernetCodec(derived_cache_key(API_KEY))  # every cached value is a Fernet token
     for key in redis_client.keys("connect:link:v1:*"):
-        record = json.loads(redis_client.get(key))
+        record = json.loads(codec.decode(redis_client.get(key)))
         assert set(record) == {"u", "e"} and record["e"] > time.time()
 
 

@@ -1,8 +1,11 @@
-"""Secrets at rest: cached linking URLs are Fernet-encrypted in Redis with CACHE_ENCRYPTION_KEY, with rotation."""
+"""Secrets at rest and a cache that is not trusted on read: every cached value is a Fernet token (CACHE_ENCRYPTION_KEY,
+with rotation, or a key derived from the API key), and a value that fails to decrypt or holds a URL that fails the
+linking-URL check is a miss, never a redirect and never a 500."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from cryptography.fernet import Fernet
@@ -31,10 +34,59 @@ def test_cache_values_are_encrypted_and_still_served(settings_env, emulator, red
     assert FernetCodec(KEY_1).decode(value).startswith(b"{")
 
 
-def test_without_a_key_values_are_plain(settings_env, emulator, redis_client):
-    create_app(settings_env).test_client().get(signed_path("alice", SIGNING_SECRET))
+def test_without_a_key_values_are_still_encrypted_with_a_key_derived_from_the_api_key(
+    settings_env, emulator, redis_client
+):
+    from service.links.crypto import derived_cache_key
+
+    client = create_app(settings_env).test_client()
+    first = client.get(signed_path("alice", SIGNING_SECRET))
+    assert client.get(signed_path("alice", SIGNING_SECRET)).headers["Location"] == first.headers["Location"]
     (value,) = link_values(redis_client)
-    assert b"http" in value  # what encryption prevents
+    assert b"http" not in value and b"ayr_ls_" not in value and b"eyJ" not in value
+    assert FernetCodec(derived_cache_key(API_KEY)).decode(value).startswith(b"{")
+
+
+FORGED_URLS = [
+    "https://evil.example/phish",
+    "javascript:alert(document.domain)",
+    "http://127.0.0.1:1/\r\nSet-Cookie: x=1",
+    "https://profile.ayrshare.com/?session=ayr_ls_x\r\nX-Injected: 1",
+]
+
+
+@pytest.mark.parametrize("encryption_key", [None, KEY_1], ids=["derived-key", "CACHE_ENCRYPTION_KEY"])
+@pytest.mark.parametrize("forged_url", FORGED_URLS)
+def test_a_value_written_by_someone_else_is_a_miss_never_a_redirect(
+    settings_env, emulator, redis_client, encryption_key, forged_url
+):
+    from prometheus_client import REGISTRY
+
+    env = {**settings_env, **({"CACHE_ENCRYPTION_KEY": encryption_key} if encryption_key else {})}
+    client = create_app(env).test_client()
+    client.get(signed_path("alice", SIGNING_SECRET))
+    (key,) = [k for k in redis_client.keys("connect:link:v1:*") if not k.endswith((b":lock", b":error"))]
+    forged = json.dumps({"u": forged_url, "e": time.time() + 3600}).encode()
+    rejected = REGISTRY.get_sample_value("ayrshare_connect_cache_rejected_total") or 0
+    redis_client.set(key, forged, ex=3600)  # what anyone who can write to Redis can do
+
+    second = client.get(signed_path("alice", SIGNING_SECRET))
+    assert second.status_code == 302 and second.headers["Location"].startswith(emulator.origin)
+    assert emulator.calls() == 2  # a miss: the forged value was not served
+    assert REGISTRY.get_sample_value("ayrshare_connect_cache_rejected_total") > rejected  # (each read counts)
+
+
+@pytest.mark.parametrize("forged_url", FORGED_URLS)
+def test_a_well_encrypted_value_with_a_bad_url_is_still_a_miss(settings_env, emulator, redis_client, forged_url):
+    # Even with the key (a leaked CACHE_ENCRYPTION_KEY), a stored URL passes the same check as Ayrshare's answers.
+    client = create_app({**settings_env, "CACHE_ENCRYPTION_KEY": KEY_1}).test_client()
+    client.get(signed_path("alice", SIGNING_SECRET))
+    (key,) = [k for k in redis_client.keys("connect:link:v1:*") if not k.endswith((b":lock", b":error"))]
+    forged = FernetCodec(KEY_1).encode(json.dumps({"u": forged_url, "e": time.time() + 3600}).encode())
+    redis_client.set(key, forged, ex=3600)
+    answer = client.get(signed_path("alice", SIGNING_SECRET))
+    assert answer.status_code == 302 and answer.headers["Location"].startswith(emulator.origin)
+    assert emulator.calls() == 2
 
 
 def test_rotation_new_key_first_old_entries_still_read(settings_env, emulator, redis_client):
@@ -62,14 +114,12 @@ def test_bad_keys_stop_the_start_without_echoing_them(settings_env, value):
     assert value not in str(caught.value) and "not-a-key" not in str(caught.value)
 
 
-def test_remote_redis_without_encryption_warns_at_start(settings_env, capsys):
+def test_remote_redis_without_tls_warns_at_start(settings_env, capsys):
     remote = "redis://cache.internal.example:6379/0"
     create_app({**settings_env, "REDIS_URL": remote})
-    assert "CACHE_ENCRYPTION_KEY is not set" in _warnings(capsys)
-    create_app({**settings_env, "REDIS_URL": remote, "CACHE_ENCRYPTION_KEY": KEY_1})
-    assert "CACHE_ENCRYPTION_KEY" not in _warnings(capsys)
+    assert "without TLS" in _warnings(capsys) and "CACHE_ENCRYPTION_KEY" not in _warnings(capsys)
     create_app(settings_env)  # loopback Redis: nothing to warn about
-    assert "CACHE_ENCRYPTION_KEY" not in _warnings(capsys)
+    assert "REDIS_URL" not in _warnings(capsys)
 
 
 def _readable(key: str, value: bytes) -> bool:

@@ -160,14 +160,8 @@ def weakened_settings(settings) -> list[str]:
         warnings.append("CORS_ALLOWED_ORIGINS lists plain http origins: their pages can be altered in transit.")
     if not settings.rate_limit_enabled:
         warnings.append("RATE_LIMIT_ENABLED is off: nothing stops a caller from spending the Ayrshare quota.")
-    if redis_is_remote(settings.redis_url):
-        if not settings.cache_encryption_key:
-            warnings.append(
-                "REDIS_URL points at another host and CACHE_ENCRYPTION_KEY is not set: cached linking URLs (each "
-                "opens a user's linking page) are stored in clear."
-            )
-        if not settings.redis_url.startswith("rediss://"):
-            warnings.append("REDIS_URL points at another host without TLS (redis://): use rediss:// where possible.")
+    if redis_is_remote(settings.redis_url) and not settings.redis_url.startswith("rediss://"):
+        warnings.append("REDIS_URL points at another host without TLS (redis://): use rediss:// where possible.")
     if settings.demo:
         warnings.append("DEMO_MODE is on: demo pages and defaults are enabled. Never in production.")
     return warnings

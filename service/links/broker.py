@@ -56,7 +56,8 @@ class LinkBroker:
 
     `min_remaining`: seconds a cached link must have left to be served; `stale_min`: the least a stale link may have;
     `lock_ttl`: how long a crashed holder can block others; `request_seconds`: the bound on a whole request, waiting
-    included; `on_event`: hears "wait", "redis_error" and "stale" (for metrics).
+    included; `on_event`: hears "wait", "redis_error", "stale" and "cache_rejected" (for metrics); `url_ok`: the check a
+    stored URL must pass to be served (else it is a miss).
     """
 
     store: LinkStore
@@ -65,6 +66,7 @@ class LinkBroker:
     lock_ttl: float
     request_seconds: float = 30.0
     on_event: Callable[[str], None] = lambda event: None
+    url_ok: Callable[[str], bool] = lambda url: True
     _flights: dict[str, _Flight] = field(default_factory=dict)
     _flights_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -176,9 +178,11 @@ class LinkBroker:
             return None
         return self._usable(record, min_left)
 
-    @staticmethod
-    def _usable(record: Record | None, min_left: float) -> Link | None:
+    def _usable(self, record: Record | None, min_left: float) -> Link | None:
         if record is None or record[1] - time.time() <= min_left:
+            return None
+        if not self.url_ok(record[0]):
+            self.on_event("cache_rejected")
             return None
         return Link(url=record[0], expires_at=record[1], source="cache")
 

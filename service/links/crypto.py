@@ -1,14 +1,25 @@
-"""Encryption at rest for cached linking URLs (`CACHE_ENCRYPTION_KEY`): each record stored as a Fernet token.
+"""Authenticated encryption at rest for cached values: each record stored as a Fernet token, always.
 
-The first key encrypts and every key decrypts (`MultiFernet`), so keys rotate by putting a new one first. An entry no
-key can decrypt is a cache miss, never an error.
+The keys are `CACHE_ENCRYPTION_KEY`'s (the first encrypts, every one decrypts, so keys rotate by putting a new one
+first) or, without it, one derived from the API key. Either way a value someone else wrote to Redis cannot be read, so
+it is a cache miss, never a redirect and never an error.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+
 from cryptography.fernet import InvalidToken, MultiFernet
 
 from ..config.keys import parse_fernet_keys
+
+
+def derived_cache_key(api_key: str) -> str:
+    """A Fernet key only this deployment can make: an HMAC of a fixed label under the API key it already holds."""
+    digest = hmac.new(api_key.encode(), b"ayrshare-connect cache values v1", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode()
 
 
 class FernetCodec:
@@ -16,6 +27,10 @@ class FernetCodec:
 
     def __init__(self, value: str):
         self._fernet = MultiFernet(parse_fernet_keys(value))
+
+    @classmethod
+    def for_settings(cls, cache_encryption_key: str | None, api_key: str) -> FernetCodec:
+        return cls(cache_encryption_key) if cache_encryption_key else cls(derived_cache_key(api_key))
 
     def encode(self, data: bytes) -> bytes:
         return self._fernet.encrypt(data)

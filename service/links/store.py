@@ -15,6 +15,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
@@ -120,18 +121,33 @@ class RedisLinkStore:
 
     name = "redis"
 
-    def __init__(self, client: redis.Redis, codec: Codec | None = None, retry_interval: float = 1.0):
+    def __init__(
+        self,
+        client: redis.Redis,
+        codec: Codec | None = None,
+        retry_interval: float = 1.0,
+        on_rejected: Callable[[], None] = lambda: None,
+    ):
         self.client = client
         self.codec = codec or PlainCodec()
         self.retry_interval = retry_interval
+        self.on_rejected = on_rejected  # hears every value that failed to decode (forged, or from another key)
         self._down_until = 0.0
 
     @classmethod
-    def from_url(cls, url: str, timeout: float, codec: Codec | None = None) -> RedisLinkStore:
-        return cls(redis_client_from_url(url, timeout), codec)
+    def from_url(
+        cls, url: str, timeout: float, codec: Codec | None = None, on_rejected: Callable[[], None] = lambda: None
+    ) -> RedisLinkStore:
+        return cls(redis_client_from_url(url, timeout), codec, on_rejected=on_rejected)
 
     def read(self, key: str) -> Record | None:
-        return _decode_record(self.codec, self._call(self.client.get, key))
+        return self._decode(self._call(self.client.get, key))
+
+    def _decode(self, raw: bytes | None) -> Record | None:
+        record = _decode_record(self.codec, raw)
+        if raw is not None and record is None:
+            self.on_rejected()
+        return record
 
     def read_with_marker(self, key: str) -> tuple[Record | None, str | None]:
         """The record and the failure marker beside it, in one round trip."""
@@ -139,7 +155,7 @@ class RedisLinkStore:
         pipe.get(key)
         pipe.get(f"{key}:error")
         raw, marker = self._call(pipe.execute)
-        return _decode_record(self.codec, raw), marker.decode() if marker else None
+        return self._decode(raw), marker.decode() if marker else None
 
     def write(self, key: str, link: Link, ttl_seconds: float) -> bool:
         """Cache the link and add it to its user's index; False when its session was revoked meanwhile (not kept).

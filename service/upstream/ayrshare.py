@@ -69,6 +69,13 @@ class AyrshareClient:
     def session(self) -> requests.Session:
         return self.transport.session
 
+    def servable(self, url: str) -> bool:
+        """The check every URL passes before it is served, fresh or cached: on an allowed linking host (https unless
+        an http emulator origin is listed), no control characters or spaces, and in the jwt flow exactly one `jwt`."""
+        if not self.link_hosts.allows(url) or any(ord(char) < 33 or ord(char) == 127 for char in url):
+            return False
+        return self.flow != "jwt" or len(parse_qs(urlsplit(url).query).get("jwt", [])) == 1
+
     def generate_link(self, profile_key: str, options: LinkOptions, deadline: float | None = None) -> Link:
         """One new linking URL for the profile, retries included, finished by `deadline` (monotonic)."""
         try:
@@ -129,9 +136,9 @@ class AyrshareClient:
             raise MalformedAnswer("token_not_ours") from None
         if claims.get("profileKey") != profile_key:
             raise MalformedAnswer("token_for_other_profile")
-        if not self.link_hosts.allows(url):
-            raise MalformedAnswer("url_host_not_allowed")
-        if parse_qs(urlsplit(url).query).get("jwt", [token]) != [token]:
+        if not self.servable(url):
+            raise MalformedAnswer("url_host_not_allowed" if not self.link_hosts.allows(url) else "url_not_servable")
+        if parse_qs(urlsplit(url).query).get("jwt") != [token]:
             raise MalformedAnswer("url_token_mismatch")
         return Link(url=url, expires_at=_checked_expiry(float(claims["exp"]), options))
 
@@ -141,8 +148,8 @@ class AyrshareClient:
             raise MalformedAnswer("missing_url")
         if not isinstance(session_id, str) or not session_id:
             raise MalformedAnswer("missing_session_id")
-        if not self.link_hosts.allows(url):
-            raise MalformedAnswer("url_host_not_allowed")
+        if not self.servable(url):
+            raise MalformedAnswer("url_host_not_allowed" if not self.link_hosts.allows(url) else "url_not_servable")
         expires_at = _timestamp(answer.get("expiresAt"))
         if expires_at is None:
             raise MalformedAnswer("missing_expiry")

@@ -49,6 +49,11 @@ UPSTREAM_SECONDS = Histogram(
     "Duration of calls to Ayrshare for a new linking URL (retries included), whatever their outcome.",
     buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30),
 )
+CACHE_REJECTED = Counter(
+    f"{PREFIX}_cache_rejected",
+    "Cached values not used: unreadable (written by someone else, or under another key) or holding a URL that fails "
+    "the linking-URL check. Each is a miss; any count means something else writes to this Redis.",
+)
 RATE_LIMITED = Counter(
     f"{PREFIX}_rate_limited",
     "Requests refused by a rate limit, by limit: addr, user, upstream (per user), upstream-global (the account), "
@@ -63,7 +68,7 @@ CIRCUIT_STATE = Gauge(
     multiprocess_mode="livemax",
 )
 
-_BROKER_EVENTS = {"wait": SINGLE_FLIGHT_WAITS, "redis_error": REDIS_ERRORS}
+_BROKER_EVENTS = {"wait": SINGLE_FLIGHT_WAITS, "redis_error": REDIS_ERRORS, "cache_rejected": CACHE_REJECTED}
 
 bp = Blueprint("metrics", __name__)
 
@@ -88,6 +93,10 @@ def broker_event(event: str) -> None:
 def observe_upstream_call(flow: str, outcome: str, seconds: float) -> None:
     UPSTREAM_CALLS.labels(flow, outcome).inc()
     UPSTREAM_SECONDS.observe(seconds)
+
+
+def cache_rejected() -> None:
+    CACHE_REJECTED.inc()
 
 
 def rate_limited(limit: str) -> None:
