@@ -146,10 +146,11 @@ class UserLinks:
     def send_connect_email(self, user: str, body: object) -> EmailSent:
         """Validate the request, fill in the defaults, and have Ayrshare send the email (one email per call)."""
         email = self._email_fields(body)
-        scope = self._scope(user)
+        profile_key = self._profile_key(user)
+        scope = user_scope(self._fingerprint, self.settings.domain, profile_key)
         self.spend_email_budget(user)
         options = resolve_options({}, self.settings, self.redirects)
-        sent = self.breaker.call(lambda: self.client.send_connect_email(self._profile_key(user), email, options))
+        sent = self.breaker.call(lambda: self.client.send_connect_email(profile_key, email, options))
         if not sent.email_sent:
             raise UpstreamRefused("Ayrshare did not send the Connect Accounts email.", code="email_not_sent")
         if sent.session_id:

@@ -65,10 +65,6 @@ class AyrshareClient:
         self.public_key = settings.signing_key.public_key if settings.signing_key else None
         self._private_key_pem = settings.signing_key.pem if settings.signing_key else None
 
-    @property
-    def session(self) -> requests.Session:
-        return self.transport.session
-
     def servable(self, url: str) -> bool:
         """The check every URL passes before it is served, fresh or cached: on an allowed linking host (https unless
         an http emulator origin is listed), no control characters or spaces, and in the jwt flow exactly one `jwt`."""
@@ -112,6 +108,10 @@ class AyrshareClient:
         self._call("DELETE", f"/profiles/link-sessions/{quote(session_id, safe='')}")
 
     # -- internals -------------------------------------------------------------------------------------------
+    def _check_servable(self, url: str) -> None:
+        if not self.servable(url):
+            raise MalformedAnswer("url_host_not_allowed" if not self.link_hosts.allows(url) else "url_not_servable")
+
     def _call(self, method, path, body=None, deadline=None, profile_key=None) -> dict:
         return self.transport.call(method, path, body=body, profile_key=profile_key, deadline=deadline)
 
@@ -136,8 +136,7 @@ class AyrshareClient:
             raise MalformedAnswer("token_not_ours") from None
         if claims.get("profileKey") != profile_key:
             raise MalformedAnswer("token_for_other_profile")
-        if not self.servable(url):
-            raise MalformedAnswer("url_host_not_allowed" if not self.link_hosts.allows(url) else "url_not_servable")
+        self._check_servable(url)
         if parse_qs(urlsplit(url).query).get("jwt") != [token]:
             raise MalformedAnswer("url_token_mismatch")
         return Link(url=url, expires_at=_checked_expiry(float(claims["exp"]), options))
@@ -148,8 +147,7 @@ class AyrshareClient:
             raise MalformedAnswer("missing_url")
         if not isinstance(session_id, str) or not session_id:
             raise MalformedAnswer("missing_session_id")
-        if not self.servable(url):
-            raise MalformedAnswer("url_host_not_allowed" if not self.link_hosts.allows(url) else "url_not_servable")
+        self._check_servable(url)
         expires_at = _timestamp(answer.get("expiresAt"))
         if expires_at is None:
             raise MalformedAnswer("missing_expiry")
