@@ -3,6 +3,8 @@
 # Used by `make test` (target `tools`) and by .ci/run, so a fresh Debian or Ubuntu needs only Python 3.11 and make.
 #
 #   redis-server   the suite's real, throwaway Redis (tests/support/processes.py), also with TLS and --sentinel
+#   postgresql     initdb, pg_ctl and postgres: the suite's real, throwaway PostgreSQL (tests/support/postgres_proc.py),
+#                  installed without starting Debian's own cluster (see policy-rc.d below): the tests run their own
 #   chromium       /usr/bin/chromium, the headless browser of tests/browser/ (driven by Playwright)
 #   wrk            the benchmark's load generator (tests/test_bench_smoke.py, make bench)
 #   valgrind       callgrind counts instructions per cache hit (tests/test_bench_smoke.py, bench/instructions.py)
@@ -18,10 +20,21 @@ PYTHON=${PYTHON:-python3.11}
 say() { printf 'install-test-tools: %s\n' "$*"; }
 
 # ---- what is missing: one Debian/Ubuntu package per tool ------------------------------------------------------
+# PostgreSQL's server binaries, where tests/support/postgres_proc.py looks for them (Debian keeps them off PATH).
+have_postgres() {
+  local dir
+  for dir in "$(dirname "$(command -v initdb 2>/dev/null || echo /nonexistent/initdb)")" \
+    "$(pg_config --bindir 2>/dev/null || true)" /usr/lib/postgresql/*/bin; do
+    [ -n "$dir" ] && [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ] && [ -x "$dir/postgres" ] && return 0
+  done
+  return 1
+}
+
 missing() {
   local need=()
   command -v make >/dev/null || need+=(make)
   command -v redis-server >/dev/null || need+=(redis-server)
+  have_postgres || need+=(postgresql)
   [ -x /usr/bin/chromium ] || need+=(chromium)  # tests/browser/conftest.py launches exactly this path
   command -v wrk >/dev/null || need+=(wrk)
   { command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; } || need+=(valgrind)
@@ -57,7 +70,21 @@ fi
 
 started=$(date +%s)
 log=$(mktemp /tmp/install-test-tools.XXXXXX)
-trap 'rm -f "$log"' EXIT
+# Debian's postgresql package creates a cluster and starts it (invoke-rc.d; systemd where it runs): in a container
+# that start fails or leaves a stray server, and the tests never use it. A policy-rc.d that forbids every start, put
+# in place for this install only (unless one is there already, as in Docker's images), makes that harmless.
+policy_rc=""
+cleanup() {
+  rm -f "$log"
+  [ -z "$policy_rc" ] || "${SUDO[@]}" rm -f "$policy_rc"
+}
+trap cleanup EXIT
+if [[ " ${need[*]} " == *" postgresql "* ]] && [ ! -e /usr/sbin/policy-rc.d ]; then
+  policy_rc=/usr/sbin/policy-rc.d
+  printf '#!/bin/sh\n# install-test-tools.sh: no service starts while it installs packages\nexit 101\n' \
+    | "${SUDO[@]}" tee "$policy_rc" >/dev/null
+  "${SUDO[@]}" chmod 755 "$policy_rc"
+fi
 apt_get() {
   # noninteractive, and waiting for another apt (unattended-upgrades) instead of failing on its lock
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300 "$@" >>"$log" 2>&1 || {

@@ -1,7 +1,9 @@
 """Shared fixtures: real redis-server, real Ayrshare emulator, a fresh RSA key, and the Flask `app`/`client`.
 
 The suite starts its own throwaway redis-server on a free port unless `REDIS_URL` is set (then that Redis is
-flushed between tests, so point it at a database the tests own). Every secret is a recognisable value so that
+flushed between tests, so point it at a database the tests own). Likewise a throwaway PostgreSQL
+(tests/support/postgres_proc.py), started only when a test first asks for `postgres_url` or `database_url[postgres]`,
+unless `DATABASE_URL` is set. Every secret is a recognisable value so that
 tests can prove none of them reaches a log line or a response body.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ from hypothesis import settings as hypothesis_settings
 
 from service import create_app
 from tests.support.emulator_proc import EmulatorProcess
+from tests.support.postgres_proc import PostgresServer
 from tests.support.processes import RedisServer, ServiceProcess
 
 # Property tests explore new random examples on every local run; CI (HYPOTHESIS_PROFILE=ci, set by .ci/run) replays a
@@ -69,6 +73,51 @@ def redis_url() -> str:
         pytest.exit(str(error), returncode=3)
     yield server.url
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> PostgresServer | None:
+    """The throwaway PostgreSQL server, started on first use; None when DATABASE_URL points at another one."""
+    if os.environ.get("DATABASE_URL"):
+        yield None
+        return
+    try:
+        server = PostgresServer().start()
+    except RuntimeError as error:
+        pytest.exit(str(error), returncode=3)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server) -> str:
+    """SQLAlchemy URL of a real PostgreSQL database, one for the whole session.
+
+    `DATABASE_URL` when set: that database is then used as is (nothing created, emptied or dropped; tests that write
+    to it clean up after themselves). Else the database made in the suite's own throwaway server.
+    """
+    return os.environ["DATABASE_URL"] if postgres_server is None else postgres_server.url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path) -> str:
+    """A SQLAlchemy URL per test, once for each kind of database the service runs on.
+
+    `sqlite`: a new file in the test's tmp_path. `postgres`: a new, empty database with a unique name in the
+    throwaway server, dropped after the test, so no test sees another's rows (under DATABASE_URL: that database, as
+    is; see `postgres_url`). The server starts only when a `[postgres]` test runs.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ayrshare-connect.db'}"
+        return
+    server: PostgresServer | None = request.getfixturevalue("postgres_server")
+    if server is None:
+        yield request.getfixturevalue("postgres_url")
+        return
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    url = server.create_database(name)
+    yield url
+    server.drop_database(name)
 
 
 @pytest.fixture(autouse=False)
