@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -149,7 +150,9 @@ def linking_page_action() -> Response:
     return response
 
 
-def _open_link(config: EmulatorConfig, state: EmulatorState, fields, count_use: bool) -> OpenedLink | Response:
+def _open_link(
+    config: EmulatorConfig, state: EmulatorState, fields: Mapping[str, str], count_use: bool
+) -> OpenedLink | Response:
     """The link a page request names (query or form fields), or the error page to answer instead."""
     domain = fields.get("domain", "")
     if "session" in fields:

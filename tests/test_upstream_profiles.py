@@ -21,29 +21,39 @@ from service.upstream import (
     ProfileKeyRefused,
     UpstreamNotFound,
 )
-from tests.conftest import API_KEY, DOMAIN, PROFILES
+from tests.conftest import API_KEY, DOMAIN, INTERNAL_TOKEN, PROFILES, SIGNING_SECRET
 
 FILE_KEY = PROFILES["alice"]
 
 
 @pytest.fixture
-def client(emulator, profiles_file, keypair) -> AyrshareClient:
-    settings = load_settings(
-        {
-            "AYRSHARE_API_KEY": API_KEY,
-            "AYRSHARE_PRIVATE_KEY": keypair["private_pem"],
-            "AYRSHARE_DOMAIN": DOMAIN,
-            "AYRSHARE_BASE_URL": emulator.base_url,
-            "LINK_ALLOWED_HOSTS": emulator.origin,
-            "PROFILE_KEYS_FILE": str(profiles_file),
-            "CONNECT_SIGNING_SECRET": "SIGNING-SECRET-b8f3c1d9e0a24f6b9c7d5e3f1a2b4c6d",
-            "INTERNAL_API_TOKEN": "INTERNAL-TOKEN-SECRET-5f1e9d3c7b2a",
-            "AYRSHARE_CONNECT_TIMEOUT": "1",
-            "AYRSHARE_READ_TIMEOUT": "2",
-            "AYRSHARE_DEADLINE_SECONDS": "6",
-        }
-    )
-    return AyrshareClient(settings)
+def make_client(emulator, profiles_file, keypair):
+    """`make_client(api_key=...)`: a client of the test emulator (short timeouts so a held answer times out)."""
+
+    def make(api_key: str = API_KEY) -> AyrshareClient:
+        settings = load_settings(
+            {
+                "AYRSHARE_API_KEY": api_key,
+                "AYRSHARE_PRIVATE_KEY": keypair["private_pem"],
+                "AYRSHARE_DOMAIN": DOMAIN,
+                "AYRSHARE_BASE_URL": emulator.base_url,
+                "LINK_ALLOWED_HOSTS": emulator.origin,
+                "PROFILE_KEYS_FILE": str(profiles_file),
+                "CONNECT_SIGNING_SECRET": SIGNING_SECRET,
+                "INTERNAL_API_TOKEN": INTERNAL_TOKEN,
+                "AYRSHARE_CONNECT_TIMEOUT": "1",
+                "AYRSHARE_READ_TIMEOUT": "2",
+                "AYRSHARE_DEADLINE_SECONDS": "6",
+            }
+        )
+        return AyrshareClient(settings)
+
+    return make
+
+
+@pytest.fixture
+def client(make_client) -> AyrshareClient:
+    return make_client()
 
 
 def link_on_page(url: str, network: str) -> None:
@@ -156,8 +166,8 @@ def test_delete_profile_then_the_key_is_refused(client, emulator):
         client.delete_profile(created.profile_key)
 
 
-def test_a_bad_api_key_is_not_mistaken_for_a_refused_profile_key(client):
-    client.transport._headers["Authorization"] = "Bearer WRONG"  # noqa: SLF001 - the test plays a revoked API key
+def test_a_bad_api_key_is_not_mistaken_for_a_refused_profile_key(make_client):
+    client = make_client(api_key="API-KEY-REVOKED")
     with pytest.raises(UpstreamRefused) as raised:
         client.linked_accounts(FILE_KEY)
     assert not isinstance(raised.value, ProfileKeyRefused) and raised.value.code == "bad_api_key"
