@@ -1,4 +1,5 @@
-"""Ayrshare emulator: a local, faithful stand-in for Ayrshare's generateJWT and Link Sessions APIs and linking page.
+"""Ayrshare emulator: a local, faithful stand-in for Ayrshare's generateJWT, Link Sessions and Profiles APIs and its
+linking page.
 
 Development tool only (tests, demos, benchmarks); never on the production path. Start it with
 `python -m emulator --help`, or build the WSGI app in-process with `create_app(EmulatorConfig(...))`.
@@ -23,7 +24,7 @@ def create_app(config: EmulatorConfig) -> Flask:
     # __main__ patches the standard library for gevent (emulator/serving.py), which must happen before Flask loads.
     from flask import Flask
 
-    from emulator import control, jwt_api, link_sessions, linking_page
+    from emulator import control, jwt_api, link_sessions, linking_page, profiles_api
     from emulator.state import EmulatorState
 
     app = Flask(__name__)
@@ -33,10 +34,14 @@ def create_app(config: EmulatorConfig) -> Flask:
     app.json.sort_keys = False
     app.register_blueprint(jwt_api.blueprint)
     app.register_blueprint(link_sessions.blueprint)
+    app.register_blueprint(profiles_api.blueprint)
     app.register_blueprint(linking_page.blueprint)
     app.register_blueprint(control.blueprint)
     link_path = urlsplit(config.link_base).path if config.link_base else ""
     if link_path not in ("", "/"):
         # A --link-base with a path on this server must still reach the page the URLs point to.
         app.add_url_rule(link_path, "linking_page_at_link_base", linking_page.linking_page)
+        app.add_url_rule(
+            link_path, "linking_page_action_at_link_base", linking_page.linking_page_action, methods=["POST"]
+        )
     return app

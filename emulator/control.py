@@ -1,4 +1,4 @@
-"""Emulator-only control endpoints under `/_emulator/` (knobs, stats, emails, reset, health).
+"""Emulator-only control endpoints under `/_emulator/` (knobs, stats, emails, profiles, reset, health).
 
 They have no authentication: the emulator is a development tool bound to loopback, never deployed.
 """
@@ -46,6 +46,14 @@ def stats() -> Response:
 def emails() -> Response:
     """The Connect Accounts emails the API would have sent, oldest first, each with the linking URL it carries."""
     return jsonify(_state().emails())
+
+
+@blueprint.get("/profiles")
+def profiles() -> Response:
+    """The User Profiles created through the API and not deleted (title, refId, linked networks; never their keys,
+    as the vendor's own list never shows them), how many there are and how many keys were deleted."""
+    created = _state().created_profiles()
+    return jsonify({"count": len(created), "profiles": created, "deleted": _state().deleted_count()})
 
 
 @blueprint.post("/reset")

@@ -1,9 +1,10 @@
-"""Ayrshare-style error bodies for the generateJWT and Link Sessions endpoints.
+"""Ayrshare-style error bodies for the generateJWT, Link Sessions and Profiles endpoints.
 
 Shape (vendor docs): `{"action": "JWT", "status": "error", "code": <n>, "message": "..."}`, with action `linkSession`
-on the Link Sessions endpoints. Codes 102, 188, 189, 333 and 434 come from the vendor's documentation. The docs give no
-code for the other failures, so the emulator picks one and says so below; clients should branch on the HTTP
-status and treat the code as informational.
+on the Link Sessions endpoints (and the emulator's `profiles` / `user` on the Profiles endpoints and `GET /api/user`).
+Codes 102, 188, 189, 333 and 434 come from the vendor's documentation. The docs give no code for the other failures,
+so the emulator picks one and says so below; clients should branch on the HTTP status and treat the code as
+informational.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from flask import Response, jsonify
 ACTION = "JWT"
 # The action of the Link Sessions not-found body in the vendor's docs; the emulator uses it for all their errors.
 ACTION_LINK_SESSION = "linkSession"
+# Emulator's choice (undocumented): the docs show no error body for the Profiles endpoints or `GET /api/user`.
+ACTION_PROFILES = "profiles"
+ACTION_USER = "user"
 
 # Documented by the vendor.
 CODE_INVALID_API_KEY = 102  # HTTP 403
@@ -44,6 +48,12 @@ MESSAGE_DUPLICATE_TWITTER_CREDENTIALS = (
     "the headers only. See https://www.ayrshare.com/docs/apis/profiles/generate-jwt"
 )
 MESSAGE_LINK_SESSION_NOT_FOUND = "Link session not found."
+# The vendor's wording for a create whose title is taken, as public integrations match it ("Profile title already
+# exists", HTTP 400); its code is undocumented, so it gets CODE_BAD_PARAMETERS like other body problems.
+MESSAGE_DUPLICATE_TITLE = "Profile title already exists."
+# Emulator's wording (undocumented) for a Profile-Key that names no live profile; generateJWT and Link Sessions use
+# the same 400 / code 101 answer.
+MESSAGE_PROFILE_KEY_NOT_FOUND = "Profile Key not found. Verify the Profile-Key header of the User Profile."
 MESSAGE_RATE_LIMITED = (
     "Rate limit exceeded for this User Profile. Wait for the current 5-minute window to end before retrying."
 )

@@ -99,15 +99,16 @@ def _answer(config: EmulatorConfig, state: EmulatorState, answer_at: float) -> R
     try:
         if count > limit:
             raise ApiError(429, CODE_RATE_LIMITED, MESSAGE_RATE_LIMITED)
-        payload = _success_payload(validate_body(body, api_key, config), config, state, int(answer_at))
+        payload = _success_payload(validate_body(body, api_key, config, state), config, state, int(answer_at))
         response = jsonify(payload)
     except ApiError as error:
         response = error_response(error)
     return with_rate_headers(response, count, limit)
 
 
-def validate_body(body: object, api_key: str, config: EmulatorConfig) -> JwtRequest:
-    """Apply the documented body rules, raising ApiError on the first violation."""
+def validate_body(body: object, api_key: str, config: EmulatorConfig, state: EmulatorState) -> JwtRequest:
+    """Apply the documented body rules, raising ApiError on the first violation; `state` knows which profile keys
+    were created or deleted at run time."""
     if not isinstance(body, dict):
         raise bad_parameters("The request body must be a JSON object with domain, privateKey and profileKey.")
     missing = [name for name in REQUIRED_FIELDS if body.get(name) in (None, "")]
@@ -123,7 +124,7 @@ def validate_body(body: object, api_key: str, config: EmulatorConfig) -> JwtRequ
     profile_key = body["profileKey"]
     if profile_key in config.api_keys:
         raise bad_parameters("The API Key cannot be used in the profileKey field. Send a User Profile Key.")
-    title = config.profile_title(profile_key)
+    title = state.profile_title(config, profile_key)
     if title is None:
         raise bad_parameters("Profile Key not found. Verify the profileKey of the User Profile.")
 

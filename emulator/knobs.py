@@ -17,7 +17,10 @@ TRANSPORT_FAULTS = frozenset({"429", "500", "502", "503", "malformed", "non_json
 TOKEN_FAULTS = frozenset({"missing_url", "missing_token", "unsigned", "expired", "foreign_host", "long_expiry"})
 # A Link Session has no signature to forge, so "unsigned" does not apply to one: it stays armed for generateJWT.
 SESSION_TOKEN_FAULTS = TOKEN_FAULTS - {"unsigned"}
-ALL_FAULTS = TRANSPORT_FAULTS | TOKEN_FAULTS
+# Faults that corrupt a successful profile create: the profile exists afterwards, but the answer lacks its key (the
+# orphaned-profile case the vendor warns about, since the key is returned only there).
+PROFILE_FAULTS = frozenset({"missing_profile_key"})
+ALL_FAULTS = TRANSPORT_FAULTS | TOKEN_FAULTS | PROFILE_FAULTS
 
 # fault_count value meaning "every call until reset".
 UNLIMITED = -1

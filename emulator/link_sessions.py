@@ -115,7 +115,8 @@ def _create(config: EmulatorConfig, state: EmulatorState, answer_at: float) -> R
     try:
         if count > limit:
             raise ApiError(429, CODE_RATE_LIMITED, MESSAGE_RATE_LIMITED)
-        payload = _success_payload(validate_request(body, profile_key, api_key, config), config, state, answer_at)
+        session_request = validate_request(body, profile_key, api_key, config, state)
+        payload = _success_payload(session_request, config, state, answer_at)
         response = jsonify(payload)
     except ApiError as error:
         response = error_response(error, ACTION_LINK_SESSION)
@@ -129,13 +130,16 @@ def _request_body() -> object:
     return request.get_json(silent=True)
 
 
-def validate_request(body: object, profile_key: str | None, api_key: str, config: EmulatorConfig) -> SessionRequest:
-    """Apply the documented header and body rules, raising ApiError on the first violation."""
+def validate_request(
+    body: object, profile_key: str | None, api_key: str, config: EmulatorConfig, state: EmulatorState
+) -> SessionRequest:
+    """Apply the documented header and body rules, raising ApiError on the first violation; `state` knows which
+    profile keys were created or deleted at run time."""
     if not profile_key:
         raise bad_parameters("Missing the Profile-Key header: send the Profile Key of the User Profile.")
     if profile_key in config.api_keys:
         raise bad_parameters("The API Key cannot be used in the Profile-Key header. Send a User Profile Key.")
-    title = config.profile_title(profile_key)
+    title = state.profile_title(config, profile_key)
     if title is None:
         raise bad_parameters("Profile Key not found. Verify the Profile-Key header of the User Profile.")
     if not isinstance(body, dict):

@@ -1,22 +1,26 @@
 """The social-account linking page that generated URLs open (`GET <link-base>?domain=...&jwt=...` or `?session=...`).
 
 A JWT is verified the way the vendor's page must (RS256 against the key registered for `domain`, `exp` enforced); a
-Link Session token is looked up, refused once revoked or expired, and each open counted. The page links nothing; it
-shows which profile the URL opened and implements the documented "Done" behaviour (redirect, or the opener's).
+Link Session token is looked up, refused once revoked or expired, and each open counted. It shows which profile the
+URL opened, a Link/Unlink button (a plain form, no OAuth) per offered network, which changes what `GET /api/user`
+answers, and implements the documented "Done" behaviour (redirect, or the opener's).
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
-from flask import Blueprint, Response, current_app, render_template_string, request
+from flask import Blueprint, Response, current_app, redirect, render_template_string, request
 
 from emulator.config import EmulatorConfig
 from emulator.keys import verify_token
+from emulator.profiles_api import NETWORKS, linked_entry
 from emulator.state import EmulatorState
 
 blueprint = Blueprint("linking_page", __name__)
@@ -51,6 +55,16 @@ Ask the application for a new link.</p>
 {% else %}
 <p id="allowed-social-default">Networks offered: all networks enabled for this profile.</p>
 {% endif %}
+<ul id="networks">{% for network in networks %}
+<li id="network-{{ network.name }}" data-linked="{{ 'true' if network.linked else 'false' }}">{{ network.name }}:
+{{ "linked" if network.linked else "not linked" }}
+<form method="post" action="{{ action }}">
+{% for name, value in form_fields.items() %}<input type="hidden" name="{{ name }}" value="{{ value }}">{% endfor %}
+<input type="hidden" name="network" value="{{ network.name }}">
+{% if network.linked %}<button id="unlink-{{ network.name }}" type="submit" name="op" value="unlink">Unlink</button>
+{% else %}<button id="link-{{ network.name }}" type="submit" name="op" value="link">Link</button>{% endif %}
+</form></li>{% endfor %}
+</ul>
 <button id="done" type="button">Done</button>
 <p id="done-message" hidden>Done</p>
 <script type="application/json" id="done-config">{{ done_config|tojson }}</script>
@@ -81,15 +95,76 @@ Ask the application for a new link.</p>
 """
 
 
+@dataclass(frozen=True)
+class OpenedLink:
+    """What a valid linking URL opened: the profile, the networks it may link and the page's Done settings."""
+
+    profile_key: str
+    allowed_social: tuple[str, ...]
+    expires_at: float
+    redirect: str | None
+    form_fields: dict[str, str]  # what the page's forms send back to name this link again
+
+
 @blueprint.get("/")
 def linking_page() -> Response:
     config: EmulatorConfig = current_app.config["EMULATOR_CONFIG"]
     state: EmulatorState = current_app.config["EMULATOR_STATE"]
-    domain = request.args.get("domain", "")
-    if "session" in request.args:
-        return _session_page(config, state, domain, request.args.get("session", ""))
-    token = request.args.get("jwt", "")
+    opened = _open_link(config, state, request.args, count_use=True)
+    if isinstance(opened, Response):
+        return opened
+    redirect_to = _safe_redirect(opened.redirect)
+    return _render(
+        status=200,
+        profile_key=opened.profile_key,
+        title=state.profile_title(config, opened.profile_key) or opened.profile_key,
+        allowed_social=opened.allowed_social,
+        networks=_networks(config, state, opened),
+        action=request.path,
+        form_fields=opened.form_fields,
+        expires_at=datetime.fromtimestamp(int(opened.expires_at), UTC).isoformat(),
+        done_config={"redirect": redirect_to, "redirectOpener": _redirects_opener(redirect_to)},
+    )
 
+
+@blueprint.post("/")
+def linking_page_action() -> Response:
+    """A Link or Unlink button: checks the link again (without counting a use), changes the profile's accounts and
+    shows the page again (POST-redirect-GET: the reload counts as a use, as an OAuth return does)."""
+    config: EmulatorConfig = current_app.config["EMULATOR_CONFIG"]
+    state: EmulatorState = current_app.config["EMULATOR_STATE"]
+    opened = _open_link(config, state, request.form, count_use=False)
+    if isinstance(opened, Response):
+        return opened
+    network, operation = request.form.get("network", ""), request.form.get("op", "")
+    if network not in _offered(config, state, opened) or operation not in ("link", "unlink"):
+        return _render(status=400, error="not offering this network")
+    if operation == "link":
+        title = state.profile_title(config, opened.profile_key) or opened.profile_key
+        state.link_account(opened.profile_key, network, linked_entry(title, network, time.time()))
+    else:
+        state.unlink_account(opened.profile_key, network)
+    response = redirect(f"{request.path}?{urlencode(opened.form_fields)}", code=303)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def _open_link(
+    config: EmulatorConfig, state: EmulatorState, fields: Mapping[str, str], count_use: bool
+) -> OpenedLink | Response:
+    """The link a page request names (query or form fields), or the error page to answer instead."""
+    domain = fields.get("domain", "")
+    if "session" in fields:
+        opened = _open_session(config, state, domain, fields.get("session", ""), count_use)
+    else:
+        opened = _open_jwt(config, state, domain, fields.get("jwt", ""))
+    if isinstance(opened, OpenedLink) and state.profile_deleted(opened.profile_key):
+        return _render(status=401, error="invalid")  # the profile was deleted after the link was made
+    return opened
+
+
+def _open_jwt(config: EmulatorConfig, state: EmulatorState, domain: str, token: str) -> OpenedLink | Response:
     if domain != config.domain or not token:
         return _render(status=401, error="invalid")
     try:
@@ -98,39 +173,48 @@ def linking_page() -> Response:
         return _render(status=401, error="expired")
     except jwt.InvalidTokenError:
         return _render(status=401, error="invalid")
-
-    profile_key = str(claims["profileKey"])
     options = state.link_options(token)
-    redirect = _safe_redirect(options.redirect if options else None)
-    return _render(
-        status=200,
-        profile_key=profile_key,
-        title=config.profile_title(profile_key) or profile_key,
+    return OpenedLink(
+        profile_key=str(claims["profileKey"]),
         allowed_social=options.allowed_social if options else (),
-        expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC).isoformat(),
-        done_config={"redirect": redirect, "redirectOpener": _redirects_opener(redirect)},
+        expires_at=float(claims["exp"]),
+        redirect=options.redirect if options else None,
+        form_fields={"domain": domain, "jwt": token},
     )
 
 
-def _session_page(config: EmulatorConfig, state: EmulatorState, domain: str, token: str) -> Response:
+def _open_session(
+    config: EmulatorConfig, state: EmulatorState, domain: str, token: str, count_use: bool
+) -> OpenedLink | Response:
     if domain != config.domain or not token:
         return _render(status=401, error="invalid")
-    outcome, session = state.open_session(token, time.time())
+    outcome, session = state.open_session(token, time.time(), count_use=count_use)
     if outcome == "revoked":
         return _render(status=410, error="revoked")
     if outcome == "expired":
         return _render(status=401, error="expired")
     if session is None:
         return _render(status=401, error="invalid")
-    redirect = _safe_redirect(session.redirect)
-    return _render(
-        status=200,
+    return OpenedLink(
         profile_key=session.profile_key,
-        title=config.profile_title(session.profile_key) or session.profile_key,
         allowed_social=session.allowed_social,
-        expires_at=datetime.fromtimestamp(int(session.expires_at), UTC).isoformat(),
-        done_config={"redirect": redirect, "redirectOpener": _redirects_opener(redirect)},
+        expires_at=session.expires_at,
+        redirect=session.redirect,
+        form_fields={"session": token, "domain": domain},
     )
+
+
+def _offered(config: EmulatorConfig, state: EmulatorState, opened: OpenedLink) -> tuple[str, ...]:
+    """allowedSocial when the link names networks, else every network; never one the profile disables."""
+    profile = state.profile(config, opened.profile_key)
+    disabled = set(profile.disabled_social) if profile else set()
+    wanted = [network for network in opened.allowed_social if network in NETWORKS] or list(NETWORKS)
+    return tuple(network for network in dict.fromkeys(wanted) if network not in disabled)
+
+
+def _networks(config: EmulatorConfig, state: EmulatorState, opened: OpenedLink) -> list[dict]:
+    linked = {entry["platform"] for entry in state.linked_accounts(opened.profile_key)}
+    return [{"name": network, "linked": network in linked} for network in _offered(config, state, opened)]
 
 
 def _safe_redirect(redirect: str | None) -> str | None:
@@ -151,6 +235,8 @@ def _redirects_opener(redirect: str | None) -> bool:
 def _render(status: int, **context: object) -> Response:
     nonce = secrets.token_urlsafe(16)
     context.setdefault("error", None)
+    context.setdefault("networks", [])
+    context.setdefault("form_fields", {})
     html = render_template_string(PAGE_TEMPLATE, nonce=nonce, **context)
     response = Response(html, status=status, mimetype="text/html")
     # A JWT URL carries the API key in the token, a session URL a bearer token: keep both out of caches and Referers.
@@ -160,6 +246,6 @@ def _render(status: int, **context: object) -> Response:
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Content-Security-Policy"] = (
         f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
-        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
     )
     return response

@@ -1,4 +1,5 @@
-"""Mutable emulator state shared by request threads: counters, request log, rate windows, links, sessions, emails.
+"""Mutable emulator state shared by request threads: counters, request log, rate windows, links, sessions, emails,
+User Profiles created or deleted at run time and the social accounts linked to each profile.
 
 One lock guards everything. Nothing slow (sleeping, signing, key parsing) happens while it is held, so
 hundreds of concurrent slow requests do not serialise on it.
@@ -11,8 +12,9 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
+from emulator.config import EmulatorConfig
 from emulator.knobs import UNLIMITED, Knobs, merge_knobs
 
 RATE_WINDOW_SECONDS = 300
@@ -23,6 +25,10 @@ MAX_REMEMBERED_LINKS = 10_000
 MAX_REMEMBERED_SESSIONS = 10_000
 # Bound on recorded Connect Accounts emails; the oldest is forgotten first.
 MAX_RECORDED_EMAILS = 1_000
+# Title the emulator gives the Primary Profile in `GET /api/user` (the vendor's is the account's own name).
+PRIMARY_PROFILE_TITLE = "Primary Profile"
+# Key under which the Primary Profile's own linked accounts are kept; no header value can equal it.
+PRIMARY_PROFILE = "\0primary"
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,24 @@ class LinkSession:
         return "active" if self.use_count > 0 else "pending"
 
 
+@dataclass(frozen=True)
+class UserProfile:
+    """A User Profile as the API sees it: created at run time, from the profiles file, or any key (no file)."""
+
+    profile_key: str = field(repr=False)
+    title: str
+    ref_id: str
+    created_at: float
+    created_at_run_time: bool = False
+    disabled_social: tuple[str, ...] = ()
+    email: str | None = None
+
+
+def default_ref_id(profile_key: str) -> str:
+    """A stable refId for a profile the emulator did not create: 40 hex digits, the vendor's refId shape."""
+    return hashlib.sha1(profile_key.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
 def token_fingerprint(token: str) -> str:
     """Key for remembered link options; a hash so the state never holds a second copy of the token."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
@@ -73,6 +97,7 @@ class EmulatorState:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._knobs = Knobs()
+        self._started_at = time.time()  # "created" of profiles the emulator did not create itself
         self._reset_counters()
 
     def _reset_counters(self) -> None:
@@ -91,6 +116,19 @@ class EmulatorState:
         self._sessions: OrderedDict[str, LinkSession] = OrderedDict()  # session id -> session, oldest first
         self._session_ids_by_token: dict[str, str] = {}  # token hash -> session id
         self._emails: deque[dict] = deque(maxlen=MAX_RECORDED_EMAILS)
+        self._profile_creates = 0
+        self._profile_deletes = 0
+        self._user_reads = 0
+        self._social_unlinks = 0
+        self._created: dict[str, UserProfile] = {}  # profile key -> profile created through POST /api/profiles
+        self._deleted: set[str] = set()  # keys deleted through DELETE /api/profiles: refused everywhere afterwards
+        # profile key (or PRIMARY_PROFILE) -> network -> its displayNames entry, in linking order
+        self._linked: dict[str, dict[str, dict]] = {}
+
+    @property
+    def started_at(self) -> float:
+        """When this emulator started: the `created` time of profiles it did not create itself."""
+        return self._started_at
 
     # --- knobs -------------------------------------------------------------------------------------------
     @property
@@ -148,6 +186,12 @@ class EmulatorState:
         with self._lock:
             self._link_session_revokes += 1
 
+    def record_profile_call(self, counter: str) -> None:
+        """Count one request to a Profiles endpoint: "profile_creates", "profile_deletes", "user_reads" or
+        "social_unlinks"."""
+        with self._lock:
+            setattr(self, f"_{counter}", getattr(self, f"_{counter}") + 1)
+
     def stats(self) -> dict:
         with self._lock:
             return {
@@ -157,6 +201,10 @@ class EmulatorState:
                 "link_session_connections": len(self._session_connections),
                 "link_session_reads": self._link_session_reads,
                 "link_session_revokes": self._link_session_revokes,
+                "profile_creates": self._profile_creates,
+                "profile_deletes": self._profile_deletes,
+                "user_reads": self._user_reads,
+                "social_unlinks": self._social_unlinks,
                 "by_profile": dict(self._by_profile),
                 "faults_served": self._faults_served,
                 "requests": copy.deepcopy(list(self._requests)),
@@ -223,17 +271,17 @@ class EmulatorState:
             self._sessions[session_id] = session
             return session
 
-    def open_session(self, token: str, now: float) -> tuple[str, LinkSession | None]:
+    def open_session(self, token: str, now: float, count_use: bool = True) -> tuple[str, LinkSession | None]:
         """The linking page opening a session URL: ("invalid", None), ("revoked" | "expired", session) unchanged,
-        or ("open", session) after counting the use."""
+        or ("open", session) after counting the use (unless `count_use` is false: a button press on the open page)."""
         with self._lock:
             session_id = self._session_ids_by_token.get(token_fingerprint(token))
             session = self._sessions.get(session_id) if session_id else None
             if session is None:
                 return "invalid", None
             state = session.state(now)
-            if state in ("revoked", "expired"):
-                return state, session
+            if state in ("revoked", "expired") or not count_use:
+                return (state if state in ("revoked", "expired") else "open"), session
             session = replace(
                 session,
                 use_count=session.use_count + 1,
@@ -242,6 +290,98 @@ class EmulatorState:
             )
             self._sessions[session.session_id] = session
             return "open", session
+
+    # --- user profiles -----------------------------------------------------------------------------------
+    def profile(self, config: EmulatorConfig, profile_key: str) -> UserProfile | None:
+        """The profile a Profile-Key names, or None when it is unknown or was deleted (then it is refused)."""
+        with self._lock:
+            return self._profile(config, profile_key)
+
+    def _profile(self, config: EmulatorConfig, profile_key: str) -> UserProfile | None:
+        # Under the lock. API keys are never profile keys, even when any profile key is accepted.
+        if profile_key in self._deleted or profile_key in config.api_keys:
+            return None
+        created = self._created.get(profile_key)
+        if created is not None:
+            return created
+        title = config.profile_title(profile_key)
+        if title is None:
+            return None
+        return UserProfile(profile_key, title, default_ref_id(profile_key), self._started_at)
+
+    def profile_deleted(self, profile_key: str) -> bool:
+        with self._lock:
+            return profile_key in self._deleted
+
+    def profile_title(self, config: EmulatorConfig, profile_key: str) -> str | None:
+        """Title of a usable profile key, or None when the key is unknown or deleted."""
+        profile = self.profile(config, profile_key)
+        return profile.title if profile is not None else None
+
+    def create_profile(self, config: EmulatorConfig, profile: UserProfile) -> bool:
+        """Add a new profile; False (nothing added) when its title is already taken in the account."""
+        with self._lock:
+            taken = {created.title for created in self._created.values()}
+            taken.update(title for key, title in (config.profiles or {}).items() if key not in self._deleted)
+            if profile.title in taken:
+                return False
+            self._created[profile.profile_key] = profile
+            return True
+
+    def profile_by_title(self, config: EmulatorConfig, title: str) -> UserProfile | None:
+        """The live profile with exactly this (case-sensitive) title, for a delete that names no key."""
+        with self._lock:
+            keys = [*self._created, *(config.profiles or {})]
+            for key in keys:
+                profile = self._profile(config, key)
+                if profile is not None and profile.title == title:
+                    return profile
+            return None
+
+    def delete_profile(self, config: EmulatorConfig, profile_key: str) -> UserProfile | None:
+        """Delete a profile (and its linked accounts); None when the key is unknown or already deleted."""
+        with self._lock:
+            profile = self._profile(config, profile_key)
+            if profile is None:
+                return None
+            self._created.pop(profile_key, None)
+            self._deleted.add(profile_key)
+            self._linked.pop(profile_key, None)
+            return profile
+
+    def created_profiles(self) -> list[dict]:
+        """The profiles created at run time and not deleted, oldest first, without their keys."""
+        with self._lock:
+            return [
+                {
+                    "title": profile.title,
+                    "refId": profile.ref_id,
+                    "activeSocialAccounts": sorted(self._linked.get(key, {})),
+                }
+                for key, profile in self._created.items()
+            ]
+
+    def deleted_count(self) -> int:
+        with self._lock:
+            return len(self._deleted)
+
+    # --- linked social accounts --------------------------------------------------------------------------
+    def linked_accounts(self, owner: str) -> list[dict]:
+        """The displayNames entries of `owner` (a profile key or PRIMARY_PROFILE), in linking order."""
+        with self._lock:
+            return copy.deepcopy(list(self._linked.get(owner, {}).values()))
+
+    def link_account(self, owner: str, network: str, entry: dict) -> None:
+        """Link (or re-link, replacing the old entry) one network; a profile has one connection per network."""
+        with self._lock:
+            accounts = self._linked.setdefault(owner, {})
+            accounts.pop(network, None)
+            accounts[network] = entry
+
+    def unlink_account(self, owner: str, network: str) -> bool:
+        """Unlink one network; False when it was not linked."""
+        with self._lock:
+            return self._linked.get(owner, {}).pop(network, None) is not None
 
     # --- emails ------------------------------------------------------------------------------------------
     def record_email(self, entry: dict) -> None:
@@ -254,7 +394,8 @@ class EmulatorState:
 
     # --- reset -------------------------------------------------------------------------------------------
     def reset(self) -> None:
-        """Forget counters, the request log, rate windows, remembered links and sessions, emails and knobs."""
+        """Forget counters, the request log, rate windows, remembered links and sessions, emails, knobs, profiles
+        created or deleted at run time and every linked account."""
         with self._lock:
             self._knobs = Knobs()
             self._reset_counters()

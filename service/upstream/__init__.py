@@ -3,17 +3,23 @@ breaker, and the values exchanged."""
 
 from .ayrshare import AllowedLinkHosts, AyrshareClient, EmailSent
 from .circuit import CircuitBreaker, CircuitOpen
-from .models import Link, LinkOptions
-from .transport import MalformedAnswer, UpstreamNotFound
+from .models import CreatedProfile, Link, LinkedAccount, LinkedAccounts, LinkOptions
+from .transport import AyrshareRefusal, DuplicateTitle, MalformedAnswer, ProfileKeyRefused, UpstreamNotFound
 
 __all__ = [
     "AllowedLinkHosts",
     "AyrshareClient",
+    "AyrshareRefusal",
     "CircuitBreaker",
     "CircuitOpen",
+    "CreatedProfile",
+    "DuplicateTitle",
     "EmailSent",
     "Link",
     "LinkOptions",
+    "LinkedAccount",
+    "LinkedAccounts",
     "MalformedAnswer",
+    "ProfileKeyRefused",
     "UpstreamNotFound",
 ]

@@ -3,7 +3,8 @@
 A linking URL comes from the configured flow: a Link Session (`POST /profiles/link-sessions`, the default: no private
 key, revocable) or generateJWT (`POST /profiles/generateJWT`, whose token carries the API key). Either way a `Link` is
 only made from a URL on an allowed linking host whose expiry is in the future and within what was asked for; anything
-else is an upstream fault (502).
+else is an upstream fault (502). The Profiles calls create and delete User Profiles (a create is never repeated: a
+repeat could pay for a second profile), read a profile's linked networks (`GET /user`) and unlink one.
 """
 
 from __future__ import annotations
@@ -18,9 +19,17 @@ import jwt
 import requests
 
 from ..config import Settings
+from ..errors import BadRequest
 from ..urls import web_origin
-from .models import Link, LinkOptions
-from .transport import AyrshareTransport, MalformedAnswer
+from .models import UNLINKABLE_NETWORKS, CreatedProfile, Link, LinkedAccount, LinkedAccounts, LinkOptions
+from .transport import (
+    AyrshareRefusal,
+    AyrshareTransport,
+    DuplicateTitle,
+    MalformedAnswer,
+    ProfileKeyRefused,
+    UpstreamNotFound,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +116,69 @@ class AyrshareClient:
         """Revoke the session at Ayrshare (idempotent there; `UpstreamNotFound` when it is unknown)."""
         self._call("DELETE", f"/profiles/link-sessions/{quote(session_id, safe='')}")
 
+    # -- profiles ------------------------------------------------------------------------------------------------
+    def create_profile(self, title: str, fields: dict | None = None, deadline: float | None = None) -> CreatedProfile:
+        """Create a User Profile in one attempt, never repeated (`DuplicateTitle` when the title is taken).
+
+        `fields` are the optional create fields (`disableSocial`, `tags`, ...). A timeout or 5xx leaves it unknown
+        whether the profile was made: the caller must not simply try again with the same title and count it twice.
+        """
+        try:
+            answer = self.transport.call(
+                "POST", "/profiles", body={**(fields or {}), "title": title}, deadline=deadline, retry=False
+            )
+        except AyrshareRefusal as error:
+            if error.title_taken:
+                raise DuplicateTitle() from None
+            raise
+        profile_key, ref_id = answer.get("profileKey"), answer.get("refId")
+        for name, value in (("missing_profile_key", profile_key), ("missing_ref_id", ref_id)):
+            if not isinstance(value, str) or not value:
+                # The profile may well exist now, without its key: say so in the logs (no key, no title in them).
+                log.warning("ayrshare profile created without a usable answer", extra={"reason": name})
+                raise MalformedAnswer(name)
+        answered_title = answer.get("title")
+        return CreatedProfile(
+            profile_key=profile_key,
+            ref_id=ref_id,
+            title=answered_title if isinstance(answered_title, str) and answered_title else title,
+        )
+
+    def delete_profile(self, profile_key: str) -> None:
+        """Delete the User Profile (`UpstreamNotFound` when Ayrshare does not know the key, or no longer does)."""
+        try:
+            self.transport.call("DELETE", "/profiles", profile_key=profile_key)
+        except AyrshareRefusal as error:
+            if error.about_the_profile_key():
+                raise UpstreamNotFound() from None
+            raise
+
+    def linked_accounts(self, profile_key: str) -> LinkedAccounts:
+        """The networks the profile has linked, from `GET /user` (`ProfileKeyRefused` when Ayrshare refuses the key)."""
+        try:
+            answer = self.transport.call("GET", "/user", profile_key=profile_key)
+        except UpstreamNotFound:
+            raise ProfileKeyRefused() from None
+        except AyrshareRefusal as error:
+            if error.about_the_profile_key():
+                raise ProfileKeyRefused() from None
+            raise
+        return _linked_accounts(answer)
+
+    def unlink_network(self, profile_key: str, network: str) -> None:
+        """Unlink one network from the profile (Ayrshare answers success when it was not linked)."""
+        if network not in UNLINKABLE_NETWORKS:
+            # Checked here so that a refusal from Ayrshare can only be about the profile key.
+            raise BadRequest(f"Ayrshare can unlink only: {', '.join(sorted(UNLINKABLE_NETWORKS))}.")
+        try:
+            self.transport.call("DELETE", "/profiles/social", body={"platform": network}, profile_key=profile_key)
+        except UpstreamNotFound:
+            raise ProfileKeyRefused() from None
+        except AyrshareRefusal as error:
+            if error.about_the_profile_key():
+                raise ProfileKeyRefused() from None
+            raise
+
     # -- internals -------------------------------------------------------------------------------------------
     def _check_servable(self, url: str) -> None:
         if not self.servable(url):
@@ -154,6 +226,34 @@ class AyrshareClient:
         if expires_at <= time.time():
             raise MalformedAnswer("link_expired")
         return Link(url=url, expires_at=_checked_expiry(expires_at, options), session_id=session_id)
+
+
+def _linked_accounts(answer: dict) -> LinkedAccounts:
+    """`activeSocialAccounts` (absent when nothing is linked, per the vendor) and what `displayNames` shows of each."""
+    networks = answer.get("activeSocialAccounts", [])
+    if not isinstance(networks, list) or not all(isinstance(network, str) and network for network in networks):
+        raise MalformedAnswer("accounts_unreadable")
+    entries = answer.get("displayNames", [])
+    entries = entries if isinstance(entries, list) else []
+    by_network = {
+        entry["platform"]: LinkedAccount(
+            network=entry["platform"],
+            display_name=_text(entry.get("displayName")),
+            username=_text(entry.get("username")),
+            profile_url=_text(entry.get("profileUrl")),
+        )
+        for entry in entries
+        if isinstance(entry, dict) and entry.get("platform") in networks
+    }
+    ordered = tuple(sorted(set(networks)))
+    return LinkedAccounts(
+        networks=ordered,
+        accounts=tuple(by_network.get(network, LinkedAccount(network)) for network in ordered),
+    )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _checked_expiry(expires_at: float, options: LinkOptions) -> float:

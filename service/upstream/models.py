@@ -1,5 +1,6 @@
 """The values that cross the boundary with Ayrshare: what a link request asks for (`LinkOptions`) and what comes back
-(`Link`, whose `expires_at` is the verified expiry, never what we asked for)."""
+(`Link`, whose `expires_at` is the verified expiry, never what we asked for), and a User Profile's creation and linked
+accounts (`CreatedProfile`, `LinkedAccounts`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,22 @@ import time
 from dataclasses import dataclass, field
 
 DEFAULT_EXPIRES_IN_MINUTES = 5  # both flows, when `expiresIn` is not sent
+# The platforms Ayrshare's "Unlink a Social Network" page allows (pinterest and snapchat are not among them).
+UNLINKABLE_NETWORKS = frozenset(
+    {
+        "bluesky",
+        "facebook",
+        "gmb",
+        "instagram",
+        "linkedin",
+        "reddit",
+        "telegram",
+        "threads",
+        "tiktok",
+        "twitter",
+        "youtube",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -51,3 +68,30 @@ class Link:
 
     def remaining(self, now: float | None = None) -> float:
         return self.expires_at - (time.time() if now is None else now)
+
+
+@dataclass(frozen=True)
+class CreatedProfile:
+    """A User Profile Ayrshare just created. The key is returned only this once: store it before anything else."""
+
+    profile_key: str = field(repr=False)  # a secret: never log it
+    ref_id: str
+    title: str
+
+
+@dataclass(frozen=True)
+class LinkedAccount:
+    """One linked network as `GET /user` describes it, reduced to what a person would see (no ids, no tokens)."""
+
+    network: str
+    display_name: str | None = None
+    username: str | None = None
+    profile_url: str | None = None
+
+
+@dataclass(frozen=True)
+class LinkedAccounts:
+    """The networks a User Profile has linked (sorted), with what Ayrshare shows of each."""
+
+    networks: tuple[str, ...] = ()
+    accounts: tuple[LinkedAccount, ...] = ()

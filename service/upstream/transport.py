@@ -1,5 +1,5 @@
-"""Talking HTTP to Ayrshare: one pooled session, retries on transient faults within a deadline, and the mapping of
-Ayrshare's refusals onto our errors.
+"""Talking HTTP to Ayrshare: one pooled session, retries on transient faults within a deadline (for calls that are safe
+to repeat), and the mapping of Ayrshare's refusals onto our errors.
 
 Nothing from Ayrshare's answer body is copied into errors or logs: upstream messages can echo request fields.
 """
@@ -34,6 +34,10 @@ _REFUSAL_HINTS = {
     ),
     333: ("email_not_sent", "Ayrshare could not send the Connect Accounts email: check its fields."),
 }
+API_KEY_REFUSED_CODE = 102  # Ayrshare's documented code for an invalid API key (HTTP 403)
+# Public integrations match Ayrshare's duplicate-title answer on its wording (HTTP 400, "Profile title already
+# exists"); the docs give it no code of its own. The words are only tested, never copied.
+TITLE_TAKEN_WORDS = "title already exists"
 RATE_LIMIT_HOLD_SECONDS = 300  # after a 429 without a reset time: Ayrshare's documented 5-minute window
 RETRY_WAIT_CAP = 3.0  # seconds a worker may sleep between attempts inside one request
 # Not 429: every 429 counts toward Ayrshare's suspension of the profile (1,000 in 24 h), so it is never repeated.
@@ -52,6 +56,38 @@ class MalformedAnswer(UpstreamRefused):
     def __init__(self, reason: str):
         super().__init__()
         self.reason = reason  # a fixed slug for logs and metrics, never upstream text
+
+
+class AyrshareRefusal(UpstreamRefused):
+    """Ayrshare answered with an error: its HTTP status and numeric code (never its text) for callers to branch on."""
+
+    def __init__(
+        self, message: str | None, *, code: str, upstream_status: int, upstream_code: int | None, title_taken: bool
+    ):
+        super().__init__(message, code=code)
+        self.upstream_status = upstream_status
+        self.upstream_code = upstream_code
+        self.title_taken = title_taken  # the answer said a profile title already exists (a create's duplicate)
+
+    def about_the_profile_key(self) -> bool:
+        """A 4xx refusal other than of the API key (code 102) or of the rate: on a call whose only input is the
+        Profile-Key header, it can only be about that key."""
+        return self.upstream_status in (400, 401, 403, 404) and self.upstream_code != API_KEY_REFUSED_CODE
+
+
+class DuplicateTitle(UpstreamRefused):
+    """Ayrshare refused a profile create because another User Profile of the account already has that title."""
+
+    code = "duplicate_title"
+    message = "Ayrshare already has a User Profile with this title."
+
+
+class ProfileKeyRefused(UpstreamRefused):
+    """Ayrshare refused the profile key (unknown, deleted or another account's): the caller sent a key we cannot use."""
+
+    status = 422
+    code = "profile_key_refused"
+    message = "Ayrshare does not accept this profile key: check that it belongs to a live User Profile of this account."
 
 
 class UpstreamNotFound(UpstreamRefused):
@@ -83,19 +119,24 @@ class AyrshareTransport:
         body: dict | None = None,
         profile_key: str | None = None,
         deadline: float | None = None,
+        retry: bool = True,
     ) -> dict:
-        """The answer object of a success, or one of our upstream errors. Every call here is safe to repeat."""
+        """The answer object of a success, or one of our upstream errors.
+
+        `retry=False` sends exactly one attempt: for calls that are not safe to repeat, such as a profile create (a
+        timed-out or failed attempt may still have created a paid profile, and a repeat would create a second one).
+        """
         headers = dict(self._headers)
         if profile_key is not None:
             headers["Profile-Key"] = profile_key
-        response = self._send(method, self.base_url + path, body, headers, deadline)
+        response = self._send(method, self.base_url + path, body, headers, deadline, retry)
         return _answer_of(response)
 
-    def _send(self, method: str, url: str, body: dict | None, headers: dict, deadline: float | None):
+    def _send(self, method: str, url: str, body: dict | None, headers: dict, deadline: float | None, retry: bool):
         """Send with retries on transient faults, finished by `deadline` (monotonic; default: our own deadline).
 
-        A dropped or timed-out answer and a 5xx status are each repeated once, a failed connection twice, a 429 never;
-        no attempt starts that could not finish by `deadline`.
+        A dropped or timed-out answer and a 5xx status are each repeated once, a failed connection twice, a 429 never
+        (and nothing when `retry` is false); no attempt starts that could not finish by `deadline`.
         """
         started = time.monotonic()
         deadline = min(deadline or started + self.deadline_seconds, started + self.deadline_seconds)
@@ -103,7 +144,7 @@ class AyrshareTransport:
         read_timeout = min(self.timeout[1], deadline - started - connect_timeout)
         if read_timeout < 0.1:  # the request spent its time waiting for another caller's attempt
             raise UpstreamTimeout()
-        retries_left = dict(RETRIES)
+        retries_left = dict(RETRIES) if retry else dict.fromkeys(RETRIES, 0)
         for attempt in itertools.count():
             try:
                 response = self.session.request(
@@ -157,8 +198,19 @@ def _answer_of(response: requests.Response) -> dict:
         code = code if isinstance(code, int) and not isinstance(code, bool) else None
         slug, message = _REFUSAL_HINTS.get(code, ("upstream_refused", None))
         log.warning("ayrshare refused", extra={"http_status": response.status_code, "ayrshare_code": code})
-        raise UpstreamRefused(message or f"Ayrshare refused the request (Ayrshare code {code}).", code=slug)
+        raise AyrshareRefusal(
+            message or f"Ayrshare refused the request (Ayrshare code {code}).",
+            code=slug,
+            upstream_status=response.status_code,
+            upstream_code=code,
+            title_taken=_says_title_taken(answer),
+        )
     return answer
+
+
+def _says_title_taken(answer: dict) -> bool:
+    message = answer.get("message")
+    return isinstance(message, str) and TITLE_TAKEN_WORDS in message.lower()
 
 
 def _transport_error(error: requests.RequestException) -> UpstreamTimeout | UpstreamUnavailable:

@@ -225,6 +225,22 @@ class EmulatorProcess:
             "revokes": stats["link_session_revokes"],
         }
 
+    def profile_stats(self) -> dict:
+        """Profiles-endpoint requests that reached the emulator, faulted ones included:
+        `{"creates": n, "deletes": n, "user_reads": n, "social_unlinks": n}`."""
+        stats = self.stats()
+        return {
+            "creates": stats["profile_creates"],
+            "deletes": stats["profile_deletes"],
+            "user_reads": stats["user_reads"],
+            "social_unlinks": stats["social_unlinks"],
+        }
+
+    def created_profiles(self) -> dict:
+        """User Profiles created through the API and not deleted: `{"count": n, "profiles": [{title, refId,
+        activeSocialAccounts}], "deleted": n}` (never their keys)."""
+        return self._control("get", "profiles")
+
     def emails(self) -> list[dict]:
         """The Connect Accounts emails "sent", oldest first: to, contactEmail, company, termsUrl, privacyUrl, bcc (when
         given), profileKey, url (the linking URL the email carries) and sentAt."""
