@@ -33,12 +33,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    BIND=0.0.0.0:8000
+    BIND=0.0.0.0:8000 \
+    DATA_DIR=/var/lib/ayrshare-connect
 # A fixed numeric uid/gid so Kubernetes' runAsNonRoot can verify it and volume permissions are predictable.
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin app \
  && mkdir -p /var/lib/ayrshare-connect/demo \
- && chown app:app /var/lib/ayrshare-connect/demo
+ && chown app:app /var/lib/ayrshare-connect /var/lib/ayrshare-connect/demo
 COPY --from=build /opt/venv /opt/venv
 # Code stays root-owned and read-only to the service user.
 COPY --from=build /app /app

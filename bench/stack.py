@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.auth import signed_path
 from service.config import load_settings
+from service.profiles import Database
 from tests.support.emulator_proc import EmulatorProcess
 from tests.support.processes import RedisServer, ServiceProcess
 
@@ -38,6 +39,7 @@ API_KEY = "BENCH-API-KEY-7Q2W9E4R-T6Y8U1I3-0000"
 SIGNING_SECRET = "BENCH-SIGNING-SECRET-b8f3c1d9e0a24f6b9c7d5e3f1a2b"
 INTERNAL_TOKEN = "BENCH-INTERNAL-TOKEN-5f1e9d3c7b2a"
 DOMAIN = "ACME"
+DATA_ENCRYPTION_KEY = "hq3o0S0x3WvJ7rXhZ1yqJ0m1mQnI0y1oEr3H0s0eGxk="
 SERVICE_APP = "service:create_app()"
 BARE_APP = "bench.bare_app:create_app()"
 # AYRSHARE_LINK_FLOW: every scenario runs the default, Link Sessions; cold burst and the simulated day run both.
@@ -177,6 +179,8 @@ class Stack:
         }
         self.profiles_path = self.workdir / "profiles.json"
         self.profiles_path.write_text(json.dumps(self.profiles))
+        self.database_url = f"sqlite:///{self.workdir / 'ayrshare-connect.db'}"
+        Database(self.database_url).upgrade()
         self.redis: RedisServer | None = None
         self.emulator: EmulatorProcess | None = None
         self.services: list[AppProcess] = []
@@ -216,6 +220,8 @@ class Stack:
             "AYRSHARE_BASE_URL": self.emulator.base_url,
             "LINK_ALLOWED_HOSTS": self.emulator.origin,
             "PROFILE_KEYS_FILE": str(self.profiles_path),
+            "DATABASE_URL": self.database_url,
+            "DATA_ENCRYPTION_KEY": DATA_ENCRYPTION_KEY,
             "REDIS_URL": self.redis.url,
             "CONNECT_SIGNING_SECRET": SIGNING_SECRET,
             "INTERNAL_API_TOKEN": INTERNAL_TOKEN,

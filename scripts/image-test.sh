@@ -72,7 +72,7 @@ REDIS_PID=$!
 # Throwaway credentials for this run only. Mounted as files, as compose/Kubernetes secrets are.
 mkdir -p "$WORK/secrets" "$WORK/data"
 "$PY" - "$WORK" <<'PYEOF'
-import json, secrets, sys
+import base64, json, secrets, sys
 from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -86,6 +86,7 @@ pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.
 )
 (work / "secrets/ayrshare_api_key").write_text("ci-api-key-" + secrets.token_hex(12))
 (work / "signing_secret").write_text(secrets.token_hex(32))
+(work / "data_key").write_text(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
 (work / "data/profiles.json").write_text(json.dumps({"alice": "CI-PROFILE-ALICE"}))
 (work / "data/emulator-profiles.json").write_text(json.dumps({"CI-PROFILE-ALICE": "Alice"}))
 PYEOF
@@ -94,6 +95,7 @@ chmod 0755 "$WORK" "$WORK/secrets" "$WORK/data"
 chmod 0644 "$WORK"/secrets/* "$WORK"/data/*
 API_KEY=$(cat "$WORK/secrets/ayrshare_api_key")
 SIGNING_SECRET=$(cat "$WORK/signing_secret")
+DATA_KEY=$(cat "$WORK/data_key")
 
 say "emulator (same image, other command) on 127.0.0.1:$EMU_PORT"
 $ENGINE run -d --name "$EMU" --network host --no-healthcheck -v "$WORK/data:/data:ro" "$IMAGE" \
@@ -114,6 +116,8 @@ $ENGINE run -d --name "$SVC" --network host --read-only --tmpfs /tmp --cap-drop 
   -e AYRSHARE_BASE_URL="http://127.0.0.1:$EMU_PORT/api" \
   -e LINK_ALLOWED_HOSTS="http://127.0.0.1:$EMU_PORT" \
   -e PROFILE_KEYS_FILE=/data/profiles.json \
+  -e DATA_ENCRYPTION_KEY="$DATA_KEY" \
+  --tmpfs /var/lib/ayrshare-connect:rw,uid=10001,gid=10001,mode=0700 \
   -e REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" \
   -e CONNECT_SIGNING_SECRET="$SIGNING_SECRET" \
   "$IMAGE" >/dev/null 2>>"$WORK/engine.log" || { cat "$WORK/engine.log"; fail "could not start the service container"; }

@@ -80,8 +80,14 @@ def run_demo() -> int:
         "AYRSHARE_BASE_URL": f"http://127.0.0.1:{EMULATOR_PORT}/api",
         "LINK_ALLOWED_HOSTS": f"http://127.0.0.1:{EMULATOR_PORT}",
         "PROFILE_KEYS_FILE": str(DEMO / "profiles.json"),
+        # The directory: a SQLite file in .demo/, and profiles made on first click for users not in the file.
+        "DATA_DIR": str(DEMO),
+        "PROFILE_AUTO_CREATE": "true",
         "AYRSHARE_REDIRECT": f"http://127.0.0.1:{PORT}/done",
     }
+    subprocess.run(
+        [str(Path(sys.executable).parent / "flask"), "--app", "service", "db", "upgrade"], env=env, check=True
+    )
     env.pop("REDIS_URL", None)
     service = subprocess.Popen(gunicorn(env, workers=1), cwd=ROOT, env=env)
     try:
@@ -118,7 +124,10 @@ def main() -> int:
     if has_real_settings():
         workers = os.environ.get("GUNICORN_WORKERS", "2")
         os.chdir(ROOT)
-        os.execv(gunicorn(dict(os.environ), int(workers))[0], gunicorn(dict(os.environ), int(workers)))
+        # bin/boot, as in the container: the directory's migrations (DATABASE_MIGRATE_ON_START), then gunicorn.
+        boot = str(ROOT / "bin" / "boot")
+        os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        os.execv(boot, [boot, "--bind", f"127.0.0.1:{PORT}", "--workers", workers])
     return run_demo()
 
 

@@ -32,9 +32,9 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     from .auth import Authenticator
     from .config.checks import weakened_settings
     from .links import ConnectService, LinkBroker, UserLinks
-    from .profiles import JsonFileDirectory
+    from .profiles import LinkedAccounts, Provisioner, UserAdmin
     from .upstream import AyrshareClient, CircuitBreaker
-    from .web import cli, errors, headers, health, internal, logs, metrics, pages, ratelimit, routes
+    from .web import cli, errors, headers, health, internal, logs, metrics, pages, profiles_cli, ratelimit, routes
 
     try:
         settings = load_settings(environ)
@@ -56,12 +56,25 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
 
     store = _build_store(settings)
     spend_request, spend_upstream = ratelimit.user_budgets(settings, on_refused=metrics.rate_limited)
-    profiles = JsonFileDirectory(settings.profile_keys_file)
     client = AyrshareClient(settings)
     breaker = CircuitBreaker(
         settings.circuit_threshold, settings.circuit_cooldown, on_state_change=metrics.set_circuit_state
     )
+    directory = _build_directory(settings, store)
+    profiles = directory["lookup"]
+    provisioner = Provisioner(
+        directory["directory"],
+        profiles,
+        client,
+        settings.profile_title_template,
+        settings.profile_create_fields,
+        lease_seconds=settings.deadline_seconds + 5,  # the one Ayrshare call, then storing its answer
+        spend_budget=ratelimit.profile_create_budget(settings, metrics.rate_limited),
+        on_event=metrics.profile_event,
+        breaker=breaker,
+    )
     app.extensions["link_store"] = store
+    app.extensions["database"] = directory["database"]
     app.extensions["connect"] = ConnectService(
         settings=settings,
         authenticator=Authenticator(settings),
@@ -80,8 +93,9 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         spend_request_budget=spend_request,
         spend_upstream_budget=spend_upstream,
         observe_upstream=metrics.observe_upstream_call,
+        provisioner=provisioner if settings.profile_auto_create else None,
     )
-    app.extensions["user_links"] = UserLinks(
+    app.extensions["user_links"] = user_links = UserLinks(
         settings,
         profiles,
         client,
@@ -89,11 +103,24 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         breaker,
         spend_email_budget=ratelimit.connect_email_budget(settings, metrics.rate_limited),
     )
+    app.extensions["users"] = UserAdmin(
+        directory["directory"], profiles, provisioner, client, revoke_links=user_links.revoke, breaker=breaker
+    )
+    app.extensions["accounts"] = LinkedAccounts(
+        directory["directory"],
+        profiles,
+        client,
+        store,
+        cache_seconds=settings.accounts_cache_seconds,
+        lock_seconds=settings.deadline_seconds + 1,
+        breaker=breaker,
+    )
 
     errors.init_app(app)
     logs.init_app(app)
     metrics.init_app(app)
     cli.init_app(app)
+    profiles_cli.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(routes.bp)
     app.register_blueprint(internal.bp)
@@ -105,6 +132,20 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         n = settings.trusted_proxy_count
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     return app
+
+
+def _build_directory(settings: Settings, store) -> dict:
+    """The database, the directory on it, and the lookup that `/connect` asks (file first, then a cached directory)."""
+    from .crypto import FernetCodec, derived_cache_key
+    from .profiles import Database, Directory, JsonFileDirectory, LookupCache, ProfileLookup
+
+    database = Database(settings.database_url)
+    # Only the embedded demo may go without DATA_ENCRYPTION_KEY (load_settings refuses it elsewhere).
+    key = settings.data_encryption_key or derived_cache_key(settings.api_key, b"ayrshare-connect demo directory v1")
+    directory = Directory(database, FernetCodec(key))
+    cache = LookupCache(redis_client=getattr(store, "client", None))
+    file = JsonFileDirectory(settings.profile_keys_file) if settings.profile_keys_file else None
+    return {"database": database, "directory": directory, "lookup": ProfileLookup(directory, cache, file)}
 
 
 def _build_store(settings: Settings):

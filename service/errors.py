@@ -6,6 +6,10 @@ or an exception, so no secret, token or linking URL can reach an error body thro
 from __future__ import annotations
 
 
+class StoreUnavailable(Exception):
+    """The link store (Redis) cannot be used right now; callers go straight to Ayrshare. Never shown to a caller."""
+
+
 class ServiceError(Exception):
     """A failure with a public status, code and message."""
 

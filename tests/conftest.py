@@ -173,8 +173,23 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize("link_flow", LINK_FLOWS)
 
 
+DATA_KEY = "7Q8hOmxkR4IzxdI1sXqgIpjfd84ZoGDL3ViPfzOBzYU="
+
+
+@pytest.fixture(scope="session")
+def shared_database_url(tmp_path_factory) -> str:
+    """One migrated SQLite directory for the tests of other features (directory tests use `database_url`)."""
+    from service.profiles import Database
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('directory') / 'ayrshare-connect.db'}"
+    Database(url).upgrade()
+    return url
+
+
 @pytest.fixture
-def settings_env(keypair, emulator, profiles_file, redis_url, redis_client, link_flow) -> dict[str, str]:
+def settings_env(
+    keypair, emulator, profiles_file, redis_url, redis_client, link_flow, shared_database_url
+) -> dict[str, str]:
     """A complete, valid configuration pointing at the real emulator and the test Redis."""
     return {
         "AYRSHARE_LINK_FLOW": link_flow,
@@ -184,6 +199,8 @@ def settings_env(keypair, emulator, profiles_file, redis_url, redis_client, link
         "AYRSHARE_BASE_URL": emulator.base_url,
         "LINK_ALLOWED_HOSTS": emulator.origin,
         "PROFILE_KEYS_FILE": str(profiles_file),
+        "DATABASE_URL": shared_database_url,
+        "DATA_ENCRYPTION_KEY": DATA_KEY,
         "REDIS_URL": redis_url,
         "CONNECT_SIGNING_SECRET": SIGNING_SECRET,
         "INTERNAL_API_TOKEN": INTERNAL_TOKEN,

@@ -12,7 +12,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.support.emulator_proc import EmulatorProcess
+from tests.support.emulator_proc import EmulatorProcess, press
 
 DOMAIN = "ACME"
 API_KEY = "API-KEY-PRIMARY"
@@ -97,17 +97,6 @@ def assert_error(response, status, code=None, action="profiles") -> dict:
     if code is not None:
         assert body["code"] == code
     return body
-
-
-def press(page: requests.Response, network: str, op: str) -> requests.Response:
-    """Submit the page's Link/Unlink form for `network` the way a browser would (fields scraped from the HTML)."""
-    html = page.text
-    form = re.search(rf'<li id="network-{network}".*?<form method="post" action="([^"]+)">(.*?)</form>', html, re.S)
-    assert form, f"no form for {network}"
-    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form.group(2)))
-    assert f'name="op" value="{op}"' in form.group(2)
-    origin = f"{urlsplit(page.url).scheme}://{urlsplit(page.url).netloc}"
-    return requests.post(f"{origin}{form.group(1)}", data={**fields, "op": op}, timeout=10)
 
 
 # --- create ---

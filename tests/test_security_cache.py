@@ -37,7 +37,7 @@ def test_cache_values_are_encrypted_and_still_served(settings_env, emulator, red
 def test_without_a_key_values_are_still_encrypted_with_a_key_derived_from_the_api_key(
     settings_env, emulator, redis_client
 ):
-    from service.links.crypto import derived_cache_key
+    from service.crypto import derived_cache_key
 
     client = create_app(settings_env).test_client()
     first = client.get(signed_path("alice", SIGNING_SECRET))

@@ -9,7 +9,7 @@ import pytest
 
 from service.config import ConfigError, load_settings
 from service.config.keys import load_signing_key
-from tests.conftest import API_KEY, SIGNING_SECRET
+from tests.conftest import API_KEY, DATA_KEY, SIGNING_SECRET
 from tests.support.processes import ServiceProcess
 
 
@@ -23,6 +23,7 @@ def env(keypair, profiles_file) -> dict[str, str]:
         "AYRSHARE_DOMAIN": "ACME",
         "PROFILE_KEYS_FILE": str(profiles_file),
         "CONNECT_SIGNING_SECRET": SIGNING_SECRET,
+        "DATA_ENCRYPTION_KEY": DATA_KEY,
     }
 
 
@@ -72,7 +73,6 @@ BAD_SETTINGS = [
     ("CONNECT_EMAIL_TERMS_URL", "http://example.com/SECRETVALUE", "CONNECT_EMAIL_TERMS_URL"),
     ("CONNECT_EMAIL_CONTACT_EMAIL", "SECRETVALUE", "CONNECT_EMAIL_CONTACT_EMAIL"),
     ("AYRSHARE_BASE_URL", "ftp//nope SECRETVALUE", "AYRSHARE_BASE_URL"),
-    ("PROFILE_KEYS_FILE", None, "PROFILE_KEYS_FILE"),
     ("PROFILE_KEYS_FILE", "/nonexistent/SECRETVALUE.json", "PROFILE_KEYS_FILE"),
     ("CONNECT_AUTH", "signed,SECRETVALUE", "CONNECT_AUTH"),
     ("CONNECT_SIGNING_SECRET", None, "CONNECT_SIGNING_SECRET"),

@@ -21,7 +21,7 @@ from service.upstream import (
     ProfileKeyRefused,
     UpstreamNotFound,
 )
-from tests.conftest import API_KEY, DOMAIN, INTERNAL_TOKEN, PROFILES, SIGNING_SECRET
+from tests.conftest import API_KEY, DATA_KEY, DOMAIN, INTERNAL_TOKEN, PROFILES, SIGNING_SECRET
 
 FILE_KEY = PROFILES["alice"]
 
@@ -39,6 +39,7 @@ def make_client(emulator, profiles_file, keypair):
                 "AYRSHARE_BASE_URL": emulator.base_url,
                 "LINK_ALLOWED_HOSTS": emulator.origin,
                 "PROFILE_KEYS_FILE": str(profiles_file),
+                "DATA_ENCRYPTION_KEY": DATA_KEY,
                 "CONNECT_SIGNING_SECRET": SIGNING_SECRET,
                 "INTERNAL_API_TOKEN": INTERNAL_TOKEN,
                 "AYRSHARE_CONNECT_TIMEOUT": "1",

@@ -7,6 +7,7 @@ are the fields of `Settings`. Cross-setting rules live in `_check_combinations` 
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ from ..urls import is_bare_origin
 from . import checks
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
+DATABASE_SCHEMES = ("sqlite://", "postgresql+psycopg://", "postgresql://")
 AUTH_MODES = ("signed", "jwt", "header", "none")
 LINK_FLOWS = ("session", "jwt")
 # Networks Ayrshare's linking page can show (names as used by `allowedSocial`).
@@ -49,6 +51,26 @@ def _check_host_port(bind: str) -> None:
         or not 0 < int(bind.rpartition(":")[2]) < 65536
     ):
         raise ValidationError("must be host:port, e.g. 0.0.0.0:9100")
+
+
+PROFILE_CREATE_FIELDS = frozenset(
+    {"messagingActive", "hideTopHeader", "topHeader", "subHeader", "disableSocial", "team", "email", "tags"}
+)
+
+
+def _json_object(value: str) -> dict:
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        raise ValidationError('must be a JSON object, e.g. {"hideTopHeader": true}') from None
+    if not isinstance(parsed, dict):
+        raise ValidationError('must be a JSON object, e.g. {"hideTopHeader": true}')
+    unknown = sorted(set(parsed) - PROFILE_CREATE_FIELDS)
+    if unknown:
+        raise ValidationError(
+            f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(PROFILE_CREATE_FIELDS))}"
+        )
+    return parsed
 
 
 class _CommaList(fields.Field):
@@ -100,7 +122,27 @@ class SettingsSchema(Schema):
 
     redis_url = fields.String(data_key="REDIS_URL", load_default=None)
     redis_timeout = fields.Float(data_key="REDIS_TIMEOUT", load_default=0.25, validate=validate.Range(0.01, 5))
-    profile_keys_file = fields.String(data_key="PROFILE_KEYS_FILE", required=True)
+    # -- the directory of users and their profiles ------------------------------------------------------------
+    # A read-only JSON file of users (GitOps); the database holds everyone else. For a user in both, the file wins.
+    profile_keys_file = fields.String(data_key="PROFILE_KEYS_FILE", load_default=None)
+    data_dir = fields.String(data_key="DATA_DIR", load_default="data", validate=validate.Length(min=1))
+    database_url = fields.String(data_key="DATABASE_URL", load_default=None)
+    database_migrate_on_start = fields.Boolean(data_key="DATABASE_MIGRATE_ON_START", load_default=None)
+    data_encryption_key = fields.String(data_key="DATA_ENCRYPTION_KEY", load_default=None)
+    profile_auto_create = fields.Boolean(data_key="PROFILE_AUTO_CREATE", load_default=False)
+    profile_title_template = fields.String(
+        data_key="PROFILE_TITLE_TEMPLATE", load_default="{user}", validate=validate.Length(1, 200)
+    )
+    # Fixed fields sent with every profile Ayrshare creates for us, as a JSON object (e.g. {"hideTopHeader": true}).
+    profile_create_fields = fields.Function(
+        deserialize=lambda value: _json_object(value), data_key="PROFILE_CREATE_FIELDS", load_default=dict
+    )
+    profile_create_max_per_hour = fields.Integer(
+        data_key="PROFILE_CREATE_MAX_PER_HOUR", load_default=100, validate=validate.Range(1, 100_000)
+    )
+    accounts_cache_seconds = fields.Integer(
+        data_key="ACCOUNTS_CACHE_SECONDS", load_default=30, validate=validate.Range(0, 86400)
+    )
 
     connect_auth = _CommaList(data_key="CONNECT_AUTH", load_default=lambda: ["signed"])
     signing_secret = fields.String(data_key="CONNECT_SIGNING_SECRET", load_default=None)
@@ -226,4 +268,9 @@ class SettingsSchema(Schema):
             raise ValidationError(
                 "must be a comma-separated list of origins like https://app.example.com", "FRONTEND_ORIGINS"
             )
+        if data["database_url"] and not data["database_url"].startswith(DATABASE_SCHEMES):
+            raise ValidationError("must be a sqlite:/// or postgresql+psycopg:// URL", "DATABASE_URL")
+        template = data["profile_title_template"]
+        if "{user}" not in template or template.replace("{user}", "").count("{") + template.count("}") > 1:
+            raise ValidationError("must contain {user} and no other {placeholder}", "PROFILE_TITLE_TEMPLATE")
         checks.check(data)

@@ -16,7 +16,7 @@ from dotenv import dotenv_values
 from marshmallow import ValidationError
 
 from ..urls import web_origin
-from .keys import KeyFormatError, SigningKey, load_signing_key
+from .keys import KeyFormatError, SigningKey, load_signing_key, parse_fernet_keys
 from .schema import SettingsSchema
 
 SECRET_SETTINGS = (
@@ -26,6 +26,8 @@ SECRET_SETTINGS = (
     "INTERNAL_API_TOKEN",
     "JWT_HS256_SECRET",
     "CACHE_ENCRYPTION_KEY",
+    "DATA_ENCRYPTION_KEY",
+    "DATABASE_URL",
     "AYRSHARE_TWITTER_API_KEY",
     "AYRSHARE_TWITTER_API_SECRET",
 )
@@ -40,7 +42,7 @@ class Settings:
     api_key: str = field(repr=False)
     domain: str
     base_url: str
-    profile_keys_file: str
+    profile_keys_file: str | None = None
     signing_key: SigningKey | None = field(repr=False, default=None)  # only with link_flow "jwt"
     link_flow: str = "session"
     twitter_api_key: str | None = field(repr=False, default=None)
@@ -104,6 +106,20 @@ class Settings:
     backlog: int = 2048
     access_log: bool = False
     forwarded_allow_ips: str = "127.0.0.1"
+    # the directory
+    data_dir: str = "data"
+    database_url: str = field(repr=False, default="")  # may carry a password; filled in by load_settings
+    database_migrate_on_start: bool = False
+    data_encryption_key: str | None = field(repr=False, default=None)
+    profile_auto_create: bool = False
+    profile_title_template: str = "{user}"
+    profile_create_fields: dict = field(default_factory=dict)
+    profile_create_max_per_hour: int = 100
+    accounts_cache_seconds: int = 30
+
+    @property
+    def database_is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
 
     def secrets(self) -> list[str]:
         """Every secret value, for the log redactor and for tests that prove none leaks."""
@@ -116,7 +132,9 @@ class Settings:
             self.twitter_api_secret,
             self.jwt_hs256_secret,
             *(self.cache_encryption_key or "").split(","),
+            *(self.data_encryption_key or "").split(","),
             urlsplit(self.redis_url).password if self.redis_url else None,
+            _url_password(self.database_url),
         ]
         return [value for value in values if value]
 
@@ -149,7 +167,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         signing_key = load_signing_key(private_key) if data["link_flow"] == "jwt" else None
     except KeyFormatError as error:
         raise ConfigError(f"AYRSHARE_PRIVATE_KEY: {error}") from None
-    _check_profile_keys_file(data["profile_keys_file"])
+    if data["profile_keys_file"]:
+        _check_profile_keys_file(data["profile_keys_file"])
+    data["database_url"] = data["database_url"] or default_database_url(data["data_dir"])
+    if data["database_migrate_on_start"] is None:  # on by default only for the embedded SQLite file
+        data["database_migrate_on_start"] = data["database_url"].startswith("sqlite")
+    _check_data_encryption_key(data)
     for name in ("default_allowed_social", "connect_auth", "link_allowed_hosts", "frontend_origins") + _SECURITY_LISTS:
         data[name] = tuple(data[name])
     # Compared with browsers' Origin headers and event.origin, which never carry a default port or trailing slash.
@@ -182,6 +205,30 @@ def _first_problem(messages: dict) -> str:
     if text == "Missing data for required field.":
         text = "is required but not set"
     return f"{name}: {text}"
+
+
+def default_database_url(data_dir: str) -> str:
+    """The embedded default: a SQLite file in DATA_DIR, so one container or `make run` needs nothing else."""
+    return f"sqlite:///{Path(data_dir).absolute() / 'ayrshare-connect.db'}"
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def _check_data_encryption_key(data: dict) -> None:
+    key = data.get("data_encryption_key")
+    if key:
+        try:
+            parse_fernet_keys(key)
+        except ValueError as error:
+            raise ConfigError(f"DATA_ENCRYPTION_KEY: {error}") from None
+    elif not (data["demo"] and data["database_url"].startswith("sqlite")):
+        # Profile keys are stored encrypted; only the embedded demo may derive its key from the API key.
+        raise ConfigError("DATA_ENCRYPTION_KEY: is required (profile keys are encrypted at rest), except in the demo")
 
 
 def _check_profile_keys_file(path: str) -> None:

@@ -1,8 +1,8 @@
 """Getting a user's linking URL: the use case, the request options, the cache stores and the single-flight broker."""
 
+from ..crypto import FernetCodec
 from .broker import LinkBroker
 from .connect import ConnectService, Timings, UpstreamFetch, validate_user
-from .crypto import FernetCodec
 from .store import MemoryLinkStore, RedisLinkStore, StoreUnavailable, cache_key
 from .user_links import ConnectEmailSchema, UserLinks
 

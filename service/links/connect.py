@@ -59,6 +59,7 @@ class ConnectService:
         spend_request_budget: Callable[[str], None] | None = None,
         spend_upstream_budget: Callable[[str], None] | None = None,
         observe_upstream: UpstreamObserver | None = None,
+        provisioner=None,
     ):
         self.settings = settings
         self.authenticator = authenticator
@@ -71,6 +72,7 @@ class ConnectService:
         self.spend_request_budget = spend_request_budget or _unlimited
         self.spend_upstream_budget = spend_upstream_budget or _unlimited
         self.observe_upstream = observe_upstream or (lambda flow, outcome, seconds: None)
+        self.provisioner = provisioner  # PROFILE_AUTO_CREATE: a `Provisioner` that creates missing profiles
         self.redirects = RedirectAllowlist.parse(settings.redirect_allowed_hosts)
         self._credential_fingerprint = credential_fingerprint(settings)
 
@@ -81,18 +83,26 @@ class ConnectService:
         query: Mapping[str, str],
         timings: Timings | None = None,
     ) -> tuple[Caller, Link]:
+        caller = self.authorize(user, presented)
+        profile_key = self.profiles.lookup(user)
+        if profile_key is None and (self.provisioner is None or (caller.kind == "open" and not self.settings.demo)):
+            raise UnknownUser()  # only an authenticated caller may make the service create (and pay for) a profile
+        options = resolve_options(query, self.settings, self.redirects)
+        # Counted only now: a request refused for its credentials or its input never counts against the user it names.
+        self.spend_request_budget(user)
+        if profile_key is None:
+            deadline = time.monotonic() + self.settings.request_deadline_seconds
+            profile_key, _ = self.provisioner.ensure(user, source="auto", deadline=deadline)
+        key = cache_key(self.scope_of(profile_key), options)
+        return caller, self.broker.get_link(key, UpstreamFetch(self, user, profile_key, options, timings))
+
+    def authorize(self, user: str, presented: PresentedCredentials) -> Caller:
+        """Who is asking, if they may act for `user` (401/403 otherwise); the user id checked too."""
         caller = self.authenticator.identify(user, presented)
         validate_user(user)
         if caller.user is not None and caller.user != user:
             raise Forbidden("This credential was issued for another user.", code="wrong_user")
-        profile_key = self.profiles.lookup(user)
-        if profile_key is None:
-            raise UnknownUser()
-        options = resolve_options(query, self.settings, self.redirects)
-        # Counted only now: a request refused for its credentials or its input never counts against the user it names.
-        self.spend_request_budget(user)
-        key = cache_key(self.scope_of(profile_key), options)
-        return caller, self.broker.get_link(key, UpstreamFetch(self, user, profile_key, options, timings))
+        return caller
 
     def scope_of(self, profile_key: str) -> str:
         """The name of this profile's keys in the store (its cached links and its index of links handed out)."""

@@ -27,6 +27,7 @@ from redis.exceptions import LockError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from ..errors import StoreUnavailable
 from ..upstream import Link, LinkOptions
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,6 @@ USER_PREFIX = "connect:user:v1:"
 INDEX_TTL_SECONDS = 2880 * 60 + 3600  # the longest link Ayrshare makes (48 h), plus an hour
 TOMBSTONE_EXTRA_SECONDS = 60
 Record = tuple[str, float]  # (url, expires_at)
-
-
-class StoreUnavailable(Exception):
-    """The store cannot be used right now; callers go straight to Ayrshare."""
 
 
 def _digest(text: str) -> str:

@@ -1,5 +1,30 @@
-"""The directory that maps the team's user ids to Ayrshare Profile Keys."""
+"""The directory of users: who has which Ayrshare profile, created on demand exactly once, with linked networks."""
 
+from .accounts import Accounts, LinkedAccounts
+from .admin import UserAdmin, user_json
+from .database import Database, DatabaseDown, NotMigrated
+from .directory import SOURCES, ClaimHeld, Directory, UserRecord
 from .json_file import JsonFileDirectory, ProfileDirectory
+from .lookup import LookupCache, ProfileLookup
+from .provisioning import CreationInProgress, CreationUnresolved, Provisioner
 
-__all__ = ["JsonFileDirectory", "ProfileDirectory"]
+__all__ = [
+    "SOURCES",
+    "Accounts",
+    "ClaimHeld",
+    "CreationInProgress",
+    "CreationUnresolved",
+    "Database",
+    "DatabaseDown",
+    "Directory",
+    "JsonFileDirectory",
+    "LinkedAccounts",
+    "LookupCache",
+    "NotMigrated",
+    "ProfileDirectory",
+    "ProfileLookup",
+    "Provisioner",
+    "UserAdmin",
+    "UserRecord",
+    "user_json",
+]

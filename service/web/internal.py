@@ -1,7 +1,8 @@
 """`/internal/v1/`: the API the team's backend calls, opened only by the bearer `INTERNAL_API_TOKEN`.
 
-Revoke a user's links, read their current Link Session, send them the Connect Accounts email. The handlers lift the
-request into plain values and call `UserLinks`; every answer carries `Cache-Control: no-store`.
+The directory of users (get, attach, create, delete, list, linked accounts), and each user's links (revoke, Link
+Session status, Connect Accounts email). The handlers lift the request into plain values and call `UserAdmin`,
+`LinkedAccounts` or `UserLinks`; every answer carries `Cache-Control: no-store`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ..auth import require_internal_token
-from ..links import UserLinks
+from ..config.schema import SUPPORTED_NETWORKS
+from ..errors import BadRequest
+from ..links import UserLinks, validate_user
+from ..profiles import UserAdmin, user_json
 from .errors import NO_STORE_HEADERS
 from .routes import iso_time
 
@@ -51,3 +55,67 @@ def connect_email(user: str) -> tuple[Response, int]:
     sent = _user_links().send_connect_email(user, request.get_json(silent=True))
     expires = iso_time(sent.expires_at) if sent.expires_at else None
     return jsonify(emailSent=sent.email_sent, expiresAt=expires), 202
+
+
+# -- the directory of users ------------------------------------------------------------------------------------
+def _users() -> UserAdmin:
+    return current_app.extensions["users"]
+
+
+@bp.get("/users")
+def list_users() -> Response:
+    records, next_cursor = _users().page(request.args.get("limit"), request.args.get("cursor"))
+    return jsonify(users=[user_json(record, with_key=False) for record in records], nextCursor=next_cursor)
+
+
+@bp.get("/users/<user>")
+def get_user(user: str) -> Response:
+    g.user = validate_user(user)
+    return jsonify(user_json(_users().get(user)))
+
+
+@bp.put("/users/<user>")
+def put_user(user: str) -> tuple[Response, int]:
+    g.user = validate_user(user)
+    record, created = _users().attach(user, request.get_json(silent=True))
+    return jsonify(user_json(record)), 201 if created else 200
+
+
+@bp.post("/users/<user>/profile")
+def create_profile(user: str) -> tuple[Response, int]:
+    g.user = validate_user(user)
+    record, created = _users().create(user)
+    return jsonify(user_json(record)), 201 if created else 200
+
+
+@bp.delete("/users/<user>")
+def delete_user(user: str) -> tuple[str, int]:
+    g.user = validate_user(user)
+    _users().delete(user, delete_profile=_flag(request.args.get("deleteProfile"), "deleteProfile"))
+    return "", 204
+
+
+@bp.get("/users/<user>/accounts")
+def accounts(user: str) -> Response:
+    g.user = validate_user(user)
+    return _accounts_json(current_app.extensions["accounts"].read(user))
+
+
+@bp.delete("/users/<user>/accounts/<network>")
+def unlink_account(user: str, network: str) -> Response:
+    g.user = validate_user(user)
+    if network not in SUPPORTED_NETWORKS:
+        raise BadRequest(f"Unknown network; one of: {', '.join(sorted(SUPPORTED_NETWORKS))}.", code="bad_network")
+    return _accounts_json(current_app.extensions["accounts"].unlink(user, network))
+
+
+def _accounts_json(accounts) -> Response:
+    return jsonify(networks=list(accounts.networks), checkedAt=accounts.checked_at.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+def _flag(value: str | None, name: str) -> bool:
+    if value in (None, "", "false", "0"):
+        return False
+    if value in ("true", "1"):
+        return True
+    raise BadRequest(f"'{name}' must be true or false.", code="bad_flag")

@@ -73,6 +73,14 @@ _BROKER_EVENTS = {"wait": SINGLE_FLIGHT_WAITS, "redis_error": REDIS_ERRORS, "cac
 bp = Blueprint("metrics", __name__)
 
 
+PROFILE_EVENTS = Counter(
+    f"{PREFIX}_profile_creations",
+    "Profile creations at Ayrshare by outcome: created, refused, duplicate_title, and those an operator must look at "
+    "(outcome_unknown, not_stored, unresolved; see flask profiles pending).",
+    ["outcome"],
+)
+
+
 def scrape_registry() -> CollectorRegistry:
     """What a scrape reads: the sum over every worker under gunicorn, else this process's own registry."""
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # prometheus-client's documented switch for multiprocess mode
@@ -93,6 +101,10 @@ def broker_event(event: str) -> None:
 def observe_upstream_call(flow: str, outcome: str, seconds: float) -> None:
     UPSTREAM_CALLS.labels(flow, outcome).inc()
     UPSTREAM_SECONDS.observe(seconds)
+
+
+def profile_event(outcome: str) -> None:
+    PROFILE_EVENTS.labels(outcome).inc()
 
 
 def cache_rejected() -> None:

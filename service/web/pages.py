@@ -21,7 +21,8 @@ bp = Blueprint("frontend", __name__)
 # The fragment the done page adds when it sends a same-tab user back; connect.js's resumeSameTab() reads it.
 LINKED_FRAGMENT = "ayrshare-connect=linked"
 DEMO_LINK_TTL_SECONDS = 600
-DEMO_UNKNOWN_USER = "nobody"  # not in any directory: picking it shows the service's 404 page
+# Not in any directory: picking it shows the service's 404 page, or, with PROFILE_AUTO_CREATE, makes their profile.
+DEMO_UNKNOWN_USER = "nobody"
 DEMO_MAX_USERS = 50
 
 
@@ -96,6 +97,7 @@ def demo() -> Response:
         links=demo_links(settings, users, ttl),
         unknown=demo_links(settings, [DEMO_UNKNOWN_USER], ttl)[0],
         signed=signs_links(settings),
+        auto_create=settings.profile_auto_create,
         ttl=ttl,
     )
     return Response(html, mimetype="text/html", headers=NO_STORE_HEADERS)

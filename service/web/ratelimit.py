@@ -167,6 +167,19 @@ def connect_email_budget(settings: Settings, on_refused: Callable[[str], None] =
     )
 
 
+def profile_create_budget(settings: Settings, on_refused: Callable[[str], None] = lambda scope: None) -> Callable:
+    """`PROFILE_CREATE_MAX_PER_HOUR`: each profile created at Ayrshare, account-wide. Always on: profiles cost money."""
+    budget = Budget(
+        f"{settings.profile_create_max_per_hour} per hour",
+        "profile-create",
+        "The service has created PROFILE_CREATE_MAX_PER_HOUR Ayrshare profiles in the last hour. Try again later.",
+        "profile_create_limit",
+        storage=shared_storage(settings),
+        on_refused=on_refused,
+    )
+    return lambda user: budget("account")
+
+
 def address_key(address: str | None) -> str:
     """What the per-address limit counts: the IPv4 address, or the /64 an IPv6 address belongs to."""
     try:

@@ -1,4 +1,5 @@
-"""`GET /connect/<user>`: lift the request into plain values, call `ConnectService`, and shape the answer.
+"""`GET /connect/<user>` and `/connect/<user>/accounts`: lift the request into plain values, call `ConnectService`
+(and `LinkedAccounts`), and shape the answer.
 
 The link leaves as a `302 Location` or, when the caller's Accept prefers JSON, as `200 {"url", "expiresAt", "cached"}`;
 both carry `Cache-Control: no-store` and `Referrer-Policy: no-referrer`, as the URL is a secret.
@@ -28,6 +29,17 @@ def connect(user: str) -> Response:
         g.upstream_seconds = timings.upstream_seconds
     g.user, g.auth, g.cache_outcome, g.link_flow = user, caller.kind, link.source, service.settings.link_flow
     return link_response(link)
+
+
+@bp.get("/connect/<user>/accounts")
+def accounts(user: str) -> Response:
+    """The networks the user has linked (names only), for the page to show after "Done"."""
+    caller = current_app.extensions["connect"].authorize(user, PresentedCredentials.from_request(request))
+    g.user, g.auth = user, caller.kind
+    linked = current_app.extensions["accounts"].read(user)
+    response = jsonify(networks=list(linked.networks))
+    response.headers.update(NO_STORE_HEADERS)
+    return response
 
 
 def link_response(link: Link) -> Response:

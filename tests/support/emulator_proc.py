@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -253,3 +255,14 @@ class EmulatorProcess:
         if not response.ok:
             raise RuntimeError(f"emulator {name}: HTTP {response.status_code}: {response.text}")
         return response.json()
+
+
+def press(page: requests.Response, network: str, op: str) -> requests.Response:
+    """Submit the page's Link/Unlink form for `network` the way a browser would (fields scraped from the HTML)."""
+    html = page.text
+    form = re.search(rf'<li id="network-{network}".*?<form method="post" action="([^"]+)">(.*?)</form>', html, re.S)
+    assert form, f"no form for {network}"
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form.group(2)))
+    assert f'name="op" value="{op}"' in form.group(2)
+    origin = f"{urlsplit(page.url).scheme}://{urlsplit(page.url).netloc}"
+    return requests.post(f"{origin}{form.group(1)}", data={**fields, "op": op}, timeout=10)

@@ -1,8 +1,8 @@
-"""Authenticated encryption at rest for cached values: each record stored as a Fernet token, always.
+"""Authenticated encryption at rest: cached links in Redis and profile keys in the directory, as Fernet tokens.
 
-The keys are `CACHE_ENCRYPTION_KEY`'s (the first encrypts, every one decrypts, so keys rotate by putting a new one
-first) or, without it, one derived from the API key. Either way a value someone else wrote to Redis cannot be read, so
-it is a cache miss, never a redirect and never an error.
+The keys come from `CACHE_ENCRYPTION_KEY` / `DATA_ENCRYPTION_KEY` (the first encrypts, every one decrypts, so keys
+rotate by putting a new one first) or, for the cache and the demo, one derived from the API key. A value someone else
+wrote cannot be read: for the cache that is a miss, never a redirect and never an error.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import hmac
 
 from cryptography.fernet import InvalidToken, MultiFernet
 
-from ..config.keys import parse_fernet_keys
+from .config.keys import parse_fernet_keys
 
 
-def derived_cache_key(api_key: str) -> str:
+def derived_cache_key(api_key: str, label: bytes = b"ayrshare-connect cache values v1") -> str:
     """A Fernet key only this deployment can make: an HMAC of a fixed label under the API key it already holds."""
-    digest = hmac.new(api_key.encode(), b"ayrshare-connect cache values v1", hashlib.sha256).digest()
+    digest = hmac.new(api_key.encode(), label, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode()
 
 

@@ -1,0 +1,112 @@
+"""`Database`: the directory's SQLAlchemy engine (SQLite file or PostgreSQL), its migrations, and its health.
+
+Every unit of work opens a short session with `begin()`; a database that cannot be reached raises `DatabaseDown`
+(503 with Retry-After), whatever the driver said, so no URL or password reaches an error body.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..config import ConfigError
+from ..errors import UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = str(Path(__file__).with_name("migrations"))
+
+
+class DatabaseDown(UpstreamUnavailable):
+    code = "database_unavailable"
+    message = "The user directory's database is unreachable. Try again shortly."
+
+
+class NotMigrated(UpstreamUnavailable):
+    code = "database_not_migrated"
+    message = "The user directory's database is not migrated: run `flask --app service db upgrade`."
+
+
+class Database:
+    """The engine and sessions for `DATABASE_URL`, created lazily (connecting only when first used)."""
+
+    def __init__(self, url: str, timeout: float = 2.0):
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ConfigError("DATABASE_URL: not a valid SQLAlchemy URL") from None
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            if parsed.database:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            # busy_timeout: concurrent writers (gunicorn workers) wait for each other instead of failing at once.
+            self.engine = create_engine(url, connect_args={"timeout": 15})
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            if parsed.drivername == "postgresql":  # the driver we ship and pin
+                url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+            self.engine = create_engine(
+                url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args={"connect_timeout": int(timeout)}
+            )
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        try:
+            with self.sessions.begin() as session:
+                yield session
+        except IntegrityError:
+            raise  # a constraint said no: the caller decides what that means
+        except (OperationalError, DBAPIError) as error:
+            if _is_missing_table(error):
+                raise NotMigrated() from None
+            log.warning("database unavailable", extra={"error_type": type(error.orig or error).__name__})
+            raise DatabaseDown() from None
+
+    def ping(self) -> str:
+        """ "ok", "failing" (unreachable) or "not_migrated" (reachable, schema older than this code)."""
+        try:
+            with self.engine.connect() as connection:
+                current = MigrationContext.configure(connection).get_current_revision()
+        except (OperationalError, DBAPIError):
+            return "failing"
+        return "ok" if current == self.head_revision() else "not_migrated"
+
+    def head_revision(self) -> str | None:
+        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply the migrations (what `flask db upgrade` and `bin/boot` run)."""
+        with self.engine.begin() as connection:
+            config = self._alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+
+    def _alembic_config(self) -> Config:
+        config = Config()
+        config.set_main_option("script_location", MIGRATIONS)
+        return config
+
+
+def _sqlite_pragmas(connection, record) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _is_missing_table(error: DBAPIError) -> bool:
+    text_ = str(error.orig).lower()
+    return "no such table" in text_ or ("relation" in text_ and "does not exist" in text_)
