@@ -73,7 +73,8 @@ def check(data: dict[str, Any]) -> None:
                 f"entry {position} must be a host (https) or an http:// origin on a loopback host (the emulator)",
                 "LINK_ALLOWED_HOSTS",
             )
-    if data["demo"] and (urlsplit(data["base_url"]).hostname or "").endswith("ayrshare.com"):
+    # urlsplit lower-cases the host; a trailing dot (the fully qualified name) is the same host to DNS.
+    if data["demo"] and (urlsplit(data["base_url"]).hostname or "").rstrip(".").endswith("ayrshare.com"):
         # /demo lists users with working links for each of them: harmless against the emulator, a hole in front
         # of the real Ayrshare.
         raise ValidationError("the demo only runs against the emulator, not the real AYRSHARE_BASE_URL", "DEMO_MODE")
