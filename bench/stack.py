@@ -227,6 +227,8 @@ class Stack:
             "RATE_LIMIT_UPSTREAM_PER_USER": "100000 per 5 minutes",
             # The account-wide upstream budget likewise: scenario 3 alone makes 1,000 misses in seconds.
             "RATE_LIMIT_UPSTREAM_GLOBAL": "100000000 per 5 minutes",
+            # Links are signed once for a whole run (up to a simulated day plus an hour), not per page render.
+            "SIGNED_LINK_MAX_TTL_SECONDS": "86400",
         }
         if flow == "jwt":
             env["AYRSHARE_PRIVATE_KEY"] = self.private_pem

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -206,6 +207,15 @@ def test_check_config_cli_reports_ok_and_sign_url_prints_a_verifiable_link(env, 
     params = dict(part.split("=") for part in query.split("&"))
     assert path == "/connect/alice"
     assert check_signature("alice", params, SIGNING_SECRET, max_ttl=3600, now=int(params["expires"]) - 120)
+
+    options = ["--redirect", "https://app.example.com/done", "--allowed-social", "facebook,tiktok"]
+    with_options = subprocess.run(
+        [*flask, "sign-url", "alice", *options], env=environment, capture_output=True, text=True, timeout=60
+    )
+    assert with_options.returncode == 0, with_options.stderr
+    params = dict(parse_qsl(urlsplit(with_options.stdout.strip()).query))
+    assert params["redirect"] == "https://app.example.com/done" and params["allowedSocial"] == "facebook,tiktok"
+    assert check_signature("alice", params, SIGNING_SECRET, max_ttl=900, now=int(params["expires"]) - 300)
 
 
 def test_flask_cli_with_a_bad_setting_prints_one_line_and_exits_2(env):

@@ -104,8 +104,9 @@ class SettingsSchema(Schema):
 
     connect_auth = _CommaList(data_key="CONNECT_AUTH", load_default=lambda: ["signed"])
     signing_secret = fields.String(data_key="CONNECT_SIGNING_SECRET", load_default=None)
+    # A signed link is rendered into a page and clicked within minutes; each extra hour is an hour a leaked one works.
     signed_link_max_ttl = fields.Integer(
-        data_key="SIGNED_LINK_MAX_TTL_SECONDS", load_default=86400, validate=validate.Range(10, 30 * 86400)
+        data_key="SIGNED_LINK_MAX_TTL_SECONDS", load_default=900, validate=validate.Range(10, 30 * 86400)
     )
     internal_api_token = fields.String(data_key="INTERNAL_API_TOKEN", load_default=None)
 

@@ -58,7 +58,7 @@ class Settings:
     redis_timeout: float = 0.25
     connect_auth: tuple[str, ...] = ("signed",)
     signing_secret: str | None = field(repr=False, default=None)
-    signed_link_max_ttl: int = 86400
+    signed_link_max_ttl: int = 900
     internal_api_token: str | None = field(repr=False, default=None)
     link_min_remaining: int = 60
     link_stale_min: int = 15
