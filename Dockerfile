@@ -44,6 +44,7 @@ COPY --from=build /opt/venv /opt/venv
 COPY --from=build /app /app
 WORKDIR /app
 USER 10001:10001
+# Only the public port: /metrics listens on 9100 (METRICS_BIND), which `docker run -P` must not publish.
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 CMD ["python", "/app/bin/healthcheck"]
 # Exec form: /app/bin/boot execs gunicorn, which becomes PID 1 and gets SIGTERM directly (graceful stop).

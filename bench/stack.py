@@ -313,7 +313,7 @@ def link_token(url: str | None, flow: str) -> str | None:
 def scrape_counters(service: AppProcess, name: str) -> list[tuple[dict[str, str], float]]:
     """The samples of counter `name` (e.g. `ayrshare_connect_upstream_calls`) on the service's /metrics, summed over
     its workers by the service: (labels, value) pairs, whatever labels the counter has (`flow` among them)."""
-    response = requests.get(service.url + "/metrics", timeout=10)
+    response = requests.get(service.metrics_url + "/metrics", timeout=10)
     response.raise_for_status()
     return [
         (dict(sample.labels), sample.value)

@@ -81,6 +81,8 @@ def run_demo() -> int:
         "LINK_ALLOWED_HOSTS": f"http://127.0.0.1:{EMULATOR_PORT}",
         "PROFILE_KEYS_FILE": str(DEMO / "profiles.json"),
         "AYRSHARE_REDIRECT": f"http://127.0.0.1:{PORT}/done",
+        # The demo listens on loopback only: /metrics beside it, rather than a second port that may be taken.
+        "METRICS_BIND": "main",
     }
     env.pop("REDIS_URL", None)
     service = subprocess.Popen(gunicorn(env, workers=1), cwd=ROOT, env=env)

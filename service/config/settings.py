@@ -91,7 +91,7 @@ class Settings:
     log_level: str = "INFO"
     demo: bool = False
     frontend_origins: tuple[str, ...] = ()
-    metrics_bind: str | None = None
+    metrics_bind: str = "0.0.0.0:9100"
     # gunicorn's, read by config/gunicorn.conf.py
     bind: str = "0.0.0.0:8000"
     worker_class: str = "gthread"

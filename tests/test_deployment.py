@@ -1,0 +1,42 @@
+"""The shipped deployments (docker-compose.yml, the Dockerfile, the Kubernetes manifests in docs/operations.md):
+what they publish and what they protect, read from the files themselves."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = (ROOT / "docker-compose.yml").read_text()
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+OPERATIONS = (ROOT / "docs" / "operations.md").read_text()
+METRICS_PORT = "9100"  # METRICS_BIND's default port
+
+
+def published_container_ports(compose: str) -> set[str]:
+    """Container ports of every `ports:` entry ("host:port:container" or "host-range:container")."""
+    return {match.rpartition(":")[2] for match in re.findall(r'^\s*- "([0-9.:\-\[\]]+)"\s*$', compose, re.MULTILINE)}
+
+
+def kubernetes_documents(markdown: str) -> list[str]:
+    blocks = re.findall(r"```yaml\n(.*?)```", markdown, re.DOTALL)
+    return [doc for block in blocks for doc in block.split("\n---\n")]
+
+
+def test_compose_never_publishes_the_metrics_port():
+    ports = published_container_ports(COMPOSE)
+    assert ports and METRICS_PORT not in ports
+
+
+def test_the_image_does_not_expose_the_metrics_port():
+    # `docker run -P` publishes every EXPOSEd port.
+    exposed = " ".join(re.findall(r"^EXPOSE (.+)$", DOCKERFILE, re.MULTILINE))
+    assert METRICS_PORT not in exposed
+
+
+def test_the_kubernetes_service_and_ingress_route_only_the_http_port():
+    documents = kubernetes_documents(OPERATIONS)
+    routed = [doc for doc in documents if re.search(r"^kind: (Service|Ingress)\s*$", doc, re.MULTILINE)]
+    assert routed
+    for doc in routed:
+        assert "metrics" not in doc and METRICS_PORT not in doc
