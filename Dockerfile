@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # ayrshare-connect: the service under gunicorn, non-root, signals straight to gunicorn, /healthz health check.
 #   docker build -t ayrshare-connect .
-#   docker run --rm -p 8000:8000 --env-file .env -v "$PWD/secrets:/run/secrets:ro" ayrshare-connect
+#   docker run --rm -p 8000:8000 --env-file .env -e GUNICORN_WORKER_CLASS=gevent -v "$PWD/secrets:/run/secrets:ro" \
+#     ayrshare-connect      (gevent: header reads time out; nothing buffers in front of a bare container)
 # Dependencies come from requirements.lock (fully pinned); no secret is ever part of the build.
 
 ARG PYTHON_IMAGE=python:3.11-slim

@@ -40,3 +40,28 @@ def test_the_kubernetes_service_and_ingress_route_only_the_http_port():
     assert routed
     for doc in routed:
         assert "metrics" not in doc and METRICS_PORT not in doc
+
+
+# -- slow clients: every shipped deployment reads requests with header timeouts (tests/test_slow_clients.py) -------
+def compose_service(name: str) -> str:
+    match = re.search(rf"^  {name}:\n(.*?)(?=^  [a-z-]+:\n|^\S)", COMPOSE, re.MULTILINE | re.DOTALL)
+    assert match, name
+    return match.group(1)
+
+
+def test_compose_sends_every_client_through_the_buffering_proxy():
+    proxy, service = compose_service("proxy"), compose_service("service")
+    assert "./config/nginx/ayrshare-connect.conf:/etc/nginx/conf.d/default.conf:ro" in proxy
+    assert published_container_ports(proxy) == {"8080"}
+    assert "ports:" not in service  # reachable through the proxy only
+    assert 'TRUSTED_PROXY_COUNT: "1"' in service  # the proxy's X-Forwarded-For gives the client address
+
+
+def test_the_documented_docker_run_uses_the_worker_that_times_out_header_reads():
+    docker_run = re.search(r"```bash\n(.*?docker run .*?)```", OPERATIONS, re.DOTALL).group(1)
+    assert "GUNICORN_WORKER_CLASS=gevent" in docker_run
+    assert "GUNICORN_WORKER_CLASS=gevent" in DOCKERFILE.split("FROM")[0]  # the header comment's docker run
+
+
+def test_the_kubernetes_example_says_the_ingress_buffers():
+    assert re.search(r"[Ii]ngress[^.]*buffer", OPERATIONS)
