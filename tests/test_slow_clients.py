@@ -91,3 +91,48 @@ def test_compose_proxy_survives_slow_clients(nginx_in_front):
         "127.0.0.1", nginx_in_front.port, nginx_in_front.url + "/healthz", SLOW_SOCKETS, HOLD_SECONDS, LIVENESS_SECONDS
     )
     assert_stayed_alive(report)
+
+
+# -- what else the proxy answers: its own errors carry the protective headers, the service's pass unchanged --------
+def raw_request(port: int, data: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # request line too long (414)
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",  # header too large (400/494)
+        b"BAD REQUEST\r\n\r\n",  # not HTTP (400)
+    ],
+    ids=["414", "431", "400"],
+)
+def test_the_proxys_own_error_answers_carry_security_headers(nginx_in_front, request_bytes):
+    head = raw_request(nginx_in_front.port, request_bytes).split(b"\r\n\r\n", 1)[0].decode().lower()
+    assert head.split()[1] in ("400", "414", "494")
+    assert "x-content-type-options: nosniff" in head
+    assert "content-security-policy: default-src 'none'; frame-ancestors 'none'" in head
+
+
+def test_gunicorns_own_error_answers_get_security_headers_from_the_proxy(nginx_in_front):
+    # 101 header fields: within nginx's limits, past gunicorn's limit_request_fields (100), so gunicorn answers.
+    fields = b"".join(b"X-F%d: v\r\n" % n for n in range(101))
+    head = raw_request(
+        nginx_in_front.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + fields + b"\r\n"
+    )
+    head = head.split(b"\r\n\r\n", 1)[0].decode().lower()
+    assert head.split()[1] in ("400", "431")
+    assert "x-content-type-options: nosniff" in head and "content-security-policy: default-src 'none'" in head
+
+
+def test_the_services_own_headers_pass_through_the_proxy_once(nginx_in_front):
+    page = requests.get(nginx_in_front.url + "/done", timeout=5)
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")  # the page policy, unchanged
+    assert page.headers["X-Content-Type-Options"] == "nosniff"  # once: requests would join two with ", "
