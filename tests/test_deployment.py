@@ -65,3 +65,12 @@ def test_the_documented_docker_run_uses_the_worker_that_times_out_header_reads()
 
 def test_the_kubernetes_example_says_the_ingress_buffers():
     assert re.search(r"[Ii]ngress[^.]*buffer", OPERATIONS)
+
+
+def test_compose_redis_requires_the_password_from_a_secret_and_the_service_uses_it():
+    redis, service = compose_service("redis"), compose_service("service")
+    assert "--requirepass" in redis and "/run/secrets/redis_password" in redis
+    assert "redis_password" in redis.split("secrets:")[1]
+    assert "REDIS_URL_FILE: /run/secrets/redis_url" in service and "REDIS_URL:" not in service
+    assert re.search(r"^  redis_password:\n    file:", COMPOSE, re.MULTILINE)
+    assert re.search(r"^  redis_url:\n    file:", COMPOSE, re.MULTILINE)

@@ -233,3 +233,13 @@ def test_flask_cli_with_a_bad_setting_prints_one_line_and_exits_2(env):
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith("configuration error: AYRSHARE_PRIVATE_KEY")
     assert "SECRETVALUE" not in result.stderr + result.stdout
+
+
+def test_redis_url_can_come_from_a_file_like_every_secret(env, tmp_path):
+    # compose hands the URL, password included, to the service as a secret file.
+    path = tmp_path / "redis_url"
+    path.write_text("redis://:REDIS-PASSWORD-x1@redis:6379/0\n")
+    environ = {name: value for name, value in env.items() if name != "REDIS_URL"}
+    settings = load_settings({**environ, "REDIS_URL_FILE": str(path)})
+    assert settings.redis_url == "redis://:REDIS-PASSWORD-x1@redis:6379/0"
+    assert "REDIS-PASSWORD-x1" in settings.secrets()  # redacted from logs like every secret

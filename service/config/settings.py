@@ -28,6 +28,7 @@ SECRET_SETTINGS = (
     "CACHE_ENCRYPTION_KEY",
     "AYRSHARE_TWITTER_API_KEY",
     "AYRSHARE_TWITTER_API_SECRET",
+    "REDIS_URL",  # may carry the Redis password
 )
 
 
