@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # ayrshare-connect: the service under gunicorn, non-root, signals straight to gunicorn, /healthz health check.
 #   docker build -t ayrshare-connect .
-#   docker run --rm -p 8000:8000 --env-file .env -v "$PWD/secrets:/run/secrets:ro" ayrshare-connect
+#   docker run --rm -p 8000:8000 --env-file .env -e GUNICORN_WORKER_CLASS=gevent -v "$PWD/secrets:/run/secrets:ro" \
+#     ayrshare-connect      (gevent: header reads time out; nothing buffers in front of a bare container)
 # Dependencies come from requirements.lock (fully pinned); no secret is ever part of the build.
 
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -45,6 +46,7 @@ COPY --from=build /opt/venv /opt/venv
 COPY --from=build /app /app
 WORKDIR /app
 USER 10001:10001
+# Only the public port: /metrics listens on 9100 (METRICS_BIND), which `docker run -P` must not publish.
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 CMD ["python", "/app/bin/healthcheck"]
 # Exec form: /app/bin/boot execs gunicorn, which becomes PID 1 and gets SIGTERM directly (graceful stop).

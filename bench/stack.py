@@ -233,6 +233,8 @@ class Stack:
             "RATE_LIMIT_UPSTREAM_PER_USER": "100000 per 5 minutes",
             # The account-wide upstream budget likewise: scenario 3 alone makes 1,000 misses in seconds.
             "RATE_LIMIT_UPSTREAM_GLOBAL": "100000000 per 5 minutes",
+            # Links are signed once for a whole run (up to a simulated day plus an hour), not per page render.
+            "SIGNED_LINK_MAX_TTL_SECONDS": "86400",
         }
         if flow == "jwt":
             env["AYRSHARE_PRIVATE_KEY"] = self.private_pem
@@ -317,7 +319,7 @@ def link_token(url: str | None, flow: str) -> str | None:
 def scrape_counters(service: AppProcess, name: str) -> list[tuple[dict[str, str], float]]:
     """The samples of counter `name` (e.g. `ayrshare_connect_upstream_calls`) on the service's /metrics, summed over
     its workers by the service: (labels, value) pairs, whatever labels the counter has (`flow` among them)."""
-    response = requests.get(service.url + "/metrics", timeout=10)
+    response = requests.get(service.metrics_url + "/metrics", timeout=10)
     response.raise_for_status()
     return [
         (dict(sample.labels), sample.value)

@@ -15,6 +15,7 @@ if os.environ.get("GUNICORN_WORKER_CLASS") == "gevent":
     monkey.patch_all()
 
 from service.config import ConfigError, load_settings  # noqa: E402
+from service.config.schema import METRICS_ON_MAIN_PORT  # noqa: E402
 
 try:
     settings = load_settings()
@@ -51,8 +52,8 @@ loglevel = settings.log_level.lower()
 
 
 def when_ready(server):
-    """METRICS_BIND set: serve the workers' summed metrics from the master, on that address only."""
-    if not settings.metrics_bind:
+    """Serve the workers' summed metrics from the master on METRICS_BIND (unless "main": the app's own route)."""
+    if settings.metrics_bind == METRICS_ON_MAIN_PORT:
         return
     host, _, port = settings.metrics_bind.rpartition(":")
     registry = CollectorRegistry()

@@ -64,7 +64,7 @@ echo "built in $(($(date +%s) - build_start)) s"
 
 # ---- 4. run: redis-server on the host, emulator and service from the image ------------------------------------
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-REDIS_PORT=$(free_port); EMU_PORT=$(free_port); SVC_PORT=$(free_port)
+REDIS_PORT=$(free_port); EMU_PORT=$(free_port); SVC_PORT=$(free_port); METRICS_PORT=$(free_port)
 command -v redis-server >/dev/null || fail "redis-server is not installed (apt-get install redis-server)"
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
 REDIS_PID=$!
@@ -110,6 +110,7 @@ $ENGINE run -d --name "$SVC" --network host --read-only --tmpfs /tmp --cap-drop 
   -v "$WORK/secrets/ayrshare_api_key:/run/secrets/ayrshare_api_key:ro" \
   -v "$WORK/data:/data:ro" \
   -e BIND="127.0.0.1:$SVC_PORT" \
+  -e METRICS_BIND="127.0.0.1:$METRICS_PORT" \
   -e GUNICORN_WORKERS=2 \
   -e AYRSHARE_API_KEY_FILE=/run/secrets/ayrshare_api_key \
   -e AYRSHARE_DOMAIN=CI \
@@ -146,7 +147,7 @@ echo "health: $status"
 say "signed link (made by the image's own CLI) → 302 to the emulator's linking page"
 LINK=$($ENGINE exec "$SVC" flask --app service sign-url alice --base-url "http://127.0.0.1:$SVC_PORT" 2>/dev/null | tail -1)
 "$PY" "$ROOT/scripts/image_smoke.py" --service "http://127.0.0.1:$SVC_PORT" --emulator "http://127.0.0.1:$EMU_PORT" \
-  --link "$LINK"
+  --metrics "http://127.0.0.1:$METRICS_PORT" --link "$LINK"
 
 # ---- 7. non-root ---------------------------------------------------------------------------------------------
 say "runs as non-root"

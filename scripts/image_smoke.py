@@ -1,6 +1,7 @@
 """HTTP checks `scripts/image-test.sh` runs against the service container (stdlib + requests; 127.0.0.1 only).
 
-    python scripts/image_smoke.py --service http://127.0.0.1:P --emulator http://127.0.0.1:E --link <signed URL>
+    python scripts/image_smoke.py --service http://127.0.0.1:P --metrics http://127.0.0.1:M \
+        --emulator http://127.0.0.1:E --link <signed URL>
 
 Exits non-zero with one line saying which check failed.
 """
@@ -23,6 +24,7 @@ def check(condition: bool, what: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--service", required=True)
+    parser.add_argument("--metrics", required=True, help="the METRICS_BIND listener, e.g. http://127.0.0.1:9100")
     parser.add_argument("--emulator", required=True)
     parser.add_argument("--link", required=True, help="a signed /connect link made by the image's sign-url command")
     args = parser.parse_args()
@@ -48,11 +50,13 @@ def main() -> int:
     unsigned = requests.get(args.service + "/connect/alice", allow_redirects=False, timeout=10)
     check(unsigned.status_code == 401, "an unsigned request is refused (401)")
 
-    metrics = requests.get(args.service + "/metrics", timeout=10)
+    public = requests.get(args.service + "/metrics", timeout=10)
+    check(public.status_code == 404, "/metrics is not on the public port (404)")
+    metrics = requests.get(args.metrics + "/metrics", timeout=10)
     check(
         metrics.status_code == 200
         and 'ayrshare_connect_cache_lookups_total{flow="session",result="hit"} 1.0' in metrics.text,
-        "/metrics counts the cache hit",
+        "/metrics on the METRICS_BIND port counts the cache hit",
     )
     return 0
 

@@ -8,6 +8,7 @@
 #   chromium       /usr/bin/chromium, the headless browser of tests/browser/ (driven by Playwright)
 #   wrk            the benchmark's load generator (tests/test_bench_smoke.py, make bench)
 #   valgrind       callgrind counts instructions per cache hit (tests/test_bench_smoke.py, bench/instructions.py)
+#   nginx          compose's buffering proxy, run with its shipped config by tests/test_slow_clients.py
 #   procps         `ps`, to find gunicorn's workers (tests/test_faults.py, bench/soak.py)
 #   python3.X-venv ensurepip, without which `python3.X -m venv` cannot make .venv (Debian and Ubuntu split it off)
 #
@@ -37,6 +38,7 @@ missing() {
   have_postgres || need+=(postgresql)
   [ -x /usr/bin/chromium ] || need+=(chromium)  # tests/browser/conftest.py launches exactly this path
   command -v wrk >/dev/null || need+=(wrk)
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)  # config/nginx.conf's slow-client test
   { command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; } || need+=(valgrind)
   command -v ps >/dev/null || need+=(procps)
   if ! command -v "$PYTHON" >/dev/null; then

@@ -84,6 +84,8 @@ def run_demo() -> int:
         "DATA_DIR": str(DEMO),
         "PROFILE_AUTO_CREATE": "true",
         "AYRSHARE_REDIRECT": f"http://127.0.0.1:{PORT}/done",
+        # The demo listens on loopback only: /metrics beside it, rather than a second port that may be taken.
+        "METRICS_BIND": "main",
     }
     subprocess.run(
         [str(Path(sys.executable).parent / "flask"), "--app", "service", "db", "upgrade"], env=env, check=True

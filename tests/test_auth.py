@@ -179,3 +179,80 @@ def test_refusals_over_http_never_reach_ayrshare(client, emulator, case, user, q
     assert response.status_code == error.status
     assert response.json["error"]["code"] == code
     assert emulator.calls() == 0
+
+
+# -- signed options: redirect and allowedSocial are part of the signed message when given -------------------------
+REDIRECT = "https://app.example.com/done"
+
+
+def signed_with(options, user="alice", expires=NOW + 300):
+    return {"expires": str(expires), "signature": sign(user, expires, SIGNING_SECRET, options), **options}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"redirect": REDIRECT}, {"allowedSocial": "facebook,tiktok"}, {"redirect": REDIRECT, "allowedSocial": "x"}],
+)
+def test_options_signed_with_the_link_are_accepted(options):
+    assert check_signature("alice", signed_with(options), SIGNING_SECRET, max_ttl=900, now=NOW).user == "alice"
+
+
+def test_the_signed_message_without_options_is_unchanged():
+    # Backends that sign "<user>:<expires>" keep working exactly as before.
+    import hashlib
+    import hmac
+
+    expected = hmac.new(SIGNING_SECRET.encode(), f"alice:{NOW + 300}".encode(), hashlib.sha256).hexdigest()
+    assert sign("alice", NOW + 300, SIGNING_SECRET) == sign("alice", NOW + 300, SIGNING_SECRET, {}) == expected
+    assert check_signature("alice", good(), SIGNING_SECRET, max_ttl=900, now=NOW).user == "alice"
+
+
+def test_the_signed_message_with_options_is_documented_form():
+    import hashlib
+    import hmac
+
+    message = f"alice:{NOW + 300}\nallowedSocial=facebook\nredirect={REDIRECT}"
+    expected = hmac.new(SIGNING_SECRET.encode(), message.encode(), hashlib.sha256).hexdigest()
+    assert sign("alice", NOW + 300, SIGNING_SECRET, {"redirect": REDIRECT, "allowedSocial": "facebook"}) == expected
+
+
+OPTION_TAMPERING = [
+    ("redirect added to a link signed without options", {**good(), "redirect": REDIRECT}),
+    ("allowedSocial added to a link signed without options", {**good(), "allowedSocial": "facebook"}),
+    ("redirect changed", {**signed_with({"redirect": REDIRECT}), "redirect": "https://app.example.com/other"}),
+    ("allowedSocial widened", {**signed_with({"allowedSocial": "facebook"}), "allowedSocial": "facebook,tiktok"}),
+    ("signed option dropped", {k: v for k, v in signed_with({"redirect": REDIRECT}).items() if k != "redirect"}),
+    (
+        "one option smuggled inside another",
+        {**signed_with({"redirect": REDIRECT, "allowedSocial": "x"}), "allowedSocial": f"x\nredirect={REDIRECT}"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "query"), OPTION_TAMPERING, ids=[c[0] for c in OPTION_TAMPERING])
+def test_options_that_differ_from_the_signed_ones_are_refused(case, query):
+    with pytest.raises(Forbidden) as caught:
+        check_signature("alice", query, SIGNING_SECRET, max_ttl=900, now=NOW)
+    expected = "bad_signature" if case == "signed option dropped" else "options_not_signed"
+    assert caught.value.code == expected
+
+
+def test_signed_options_over_http(settings_env, emulator):
+    from service import create_app
+    from service.auth import signed_path
+
+    app = create_app({**settings_env, "REDIRECT_ALLOWED_HOSTS": "app.example.com"})
+    client = app.test_client()
+    options = {"redirect": REDIRECT}
+    ok = client.get(signed_path("alice", SIGNING_SECRET, options=options), headers={"Accept": "application/json"})
+    assert ok.status_code == 200
+    added = client.get(
+        signed_path("bob", SIGNING_SECRET) + f"&redirect={REDIRECT}", headers={"Accept": "application/json"}
+    )
+    assert added.status_code == 403 and added.json["error"]["code"] == "options_not_signed"
+
+
+def test_signed_links_live_15_minutes_at_most_by_default(settings_env):
+    from service.config import load_settings
+
+    assert load_settings(settings_env).signed_link_max_ttl == 900

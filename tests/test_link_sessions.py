@@ -185,7 +185,7 @@ def test_a_link_written_after_its_revoke_is_not_kept(redis_url, redis_client, st
 def test_revoke_covers_every_option_set_of_the_user(settings_env, emulator):
     client = create_app({**settings_env, "REDIRECT_ALLOWED_HOSTS": "app.example.com"}).test_client()
     plain = link(client)
-    narrowed = client.get(signed("alice") + "&allowedSocial=twitter", headers=JSON).json
+    narrowed = client.get(signed_path("alice", SIGNING_SECRET, options={"allowedSocial": "twitter"}), headers=JSON).json
     assert plain["url"] != narrowed["url"]
     assert revoke(client).json == {"user": "alice", "sessionsRevoked": 2, "linksDropped": 2}
 

@@ -76,7 +76,7 @@ def test_counts_are_summed_over_every_worker(start_service, emulator, tmp_path):
     warm = [connect(service, user) for user in users * 2]
 
     assert [r.status_code for r in cold + warm] == [302] * 18, service.log()[-3000:]
-    scraped = scrape(service.url)
+    scraped = scrape(service.metrics_url)
     assert value(scraped, P + "http_requests_total", route=CONNECT_ROUTE, status="302") == 18
     assert value(scraped, P + "cache_lookups_total", result="miss") == 6
     assert value(scraped, P + "cache_lookups_total", result="hit") == 12
@@ -100,7 +100,7 @@ def test_concurrent_cold_requests_wait_for_one_upstream_call(start_service, emul
         answers = list(pool.map(lambda _: connect(service, "alice"), range(12)))
 
     assert [r.status_code for r in answers] == [302] * 12
-    scraped = scrape(service.url)
+    scraped = scrape(service.metrics_url)
     assert emulator.calls() == 1
     assert value(scraped, P + "upstream_calls_total", outcome="ok") == 1
     assert value(scraped, P + "single_flight_waits_total") >= 1
@@ -119,7 +119,7 @@ def test_upstream_failures_are_counted_by_outcome(start_service, emulator):
     assert connect(service, "bob").status_code == 502
     assert connect(service, "nobody-here").status_code == 404
 
-    scraped = scrape(service.url)
+    scraped = scrape(service.metrics_url)
     assert value(scraped, P + "upstream_calls_total", outcome="upstream_rate_limited") == 1
     assert value(scraped, P + "upstream_calls_total", outcome="non_json") == 1  # malformed: which check failed
     assert value(scraped, P + "upstream_calls_total", outcome="ok") == 0
@@ -138,7 +138,7 @@ def test_stale_serves_are_counted(start_service, emulator):
     emulator.set_knobs(fault="429", fault_count=-1)
     assert connect(service, "alice").status_code == 302
 
-    scraped = scrape(service.url)
+    scraped = scrape(service.metrics_url)
     assert value(scraped, P + "cache_lookups_total", result="miss") == 1
     assert value(scraped, P + "cache_lookups_total", result="stale") == 1
     assert value(scraped, P + "upstream_calls_total", outcome="upstream_rate_limited") == 1
@@ -150,7 +150,7 @@ def test_redis_errors_and_direct_fetches_are_counted(start_service, emulator):
 
     assert connect(service, "alice").status_code == 302
 
-    scraped = scrape(service.url)
+    scraped = scrape(service.metrics_url)
     assert value(scraped, P + "redis_errors_total") >= 1
     assert value(scraped, P + "cache_lookups_total", result="bypass") == 1
     assert value(scraped, P + "upstream_calls_total", outcome="ok") == 1
@@ -182,8 +182,26 @@ def test_bad_metrics_bind_stops_the_start_with_one_line(start_service, emulator,
     assert len(errors) == 1 and errors[0].startswith("configuration error: METRICS_BIND:")
 
 
-def test_circuit_state_is_one_hot(app):
-    client = app.test_client()
+def test_metrics_are_off_the_public_port_by_default(settings_env):
+    from service import create_app
+    from service.config import load_settings
+
+    settings_env = {name: value for name, value in settings_env.items() if name != "METRICS_BIND"}
+    assert load_settings(settings_env).metrics_bind == "0.0.0.0:9100"  # gunicorn's master serves them there
+    assert create_app(settings_env).test_client().get("/metrics").status_code == 404
+
+
+def test_metrics_bind_main_serves_them_on_the_main_port(settings_env):
+    from service import create_app
+
+    response = create_app({**settings_env, "METRICS_BIND": "main"}).test_client().get("/metrics")
+    assert response.status_code == 200 and P + "circuit_state" in response.get_data(as_text=True)
+
+
+def test_circuit_state_is_one_hot(settings_env):
+    from service import create_app
+
+    client = create_app({**settings_env, "METRICS_BIND": "main"}).test_client()
     try:
         scraped = samples(client.get("/metrics").get_data(as_text=True))
         assert value(scraped, P + "circuit_state", state="closed") == 1

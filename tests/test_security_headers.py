@@ -84,6 +84,18 @@ def test_other_origins_get_no_cors_headers(cors_client, emulator, origin):
     assert "Access-Control-Allow-Credentials" not in response.headers
 
 
+@pytest.mark.parametrize("origin", ["HTTPS://APP.EXAMPLE.COM", "https://App.Example.com:443"])
+def test_origins_are_compared_normalised_and_the_configured_one_is_echoed(cors_client, emulator, origin):
+    # Never the raw header: what goes back is the configured origin, byte for byte.
+    response = cors_client.get(signed_path("alice", SIGNING_SECRET), headers={**JSON, "Origin": origin})
+    assert response.headers["Access-Control-Allow-Origin"] == FRONTEND
+
+
+def test_an_origin_with_a_path_is_not_an_origin(cors_client, emulator):
+    response = cors_client.get(signed_path("alice", SIGNING_SECRET), headers={**JSON, "Origin": f"{FRONTEND}/x"})
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
 def test_preflight_for_a_bearer_token_is_answered_for_listed_origins_only(cors_client, emulator):
     preflight = {
         "Origin": FRONTEND,

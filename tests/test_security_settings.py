@@ -113,13 +113,18 @@ def _warnings(capsys) -> str:
     return "\n".join(line["msg"] for line in lines if line["level"] == "warning")
 
 
-def test_demo_mode_refuses_to_front_the_real_ayrshare(settings_env):
+# A trailing dot (the fully qualified form) and upper case name the same host to DNS.
+@pytest.mark.parametrize(
+    "base_url",
+    ["https://api.ayrshare.com/api", "https://api.ayrshare.com./api", "https://API.AYRSHARE.COM./api"],
+)
+def test_demo_mode_refuses_to_front_the_real_ayrshare(settings_env, base_url):
     from service.config import ConfigError, load_settings
 
     env = {
         **settings_env,
         "DEMO_MODE": "1",
-        "AYRSHARE_BASE_URL": "https://api.ayrshare.com/api",
+        "AYRSHARE_BASE_URL": base_url,
         "LINK_ALLOWED_HOSTS": "profile.ayrshare.com",
     }
     with pytest.raises(ConfigError, match=r"^DEMO_MODE: "):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -207,6 +208,15 @@ def test_check_config_cli_reports_ok_and_sign_url_prints_a_verifiable_link(env, 
     assert path == "/connect/alice"
     assert check_signature("alice", params, SIGNING_SECRET, max_ttl=3600, now=int(params["expires"]) - 120)
 
+    options = ["--redirect", "https://app.example.com/done", "--allowed-social", "facebook,tiktok"]
+    with_options = subprocess.run(
+        [*flask, "sign-url", "alice", *options], env=environment, capture_output=True, text=True, timeout=60
+    )
+    assert with_options.returncode == 0, with_options.stderr
+    params = dict(parse_qsl(urlsplit(with_options.stdout.strip()).query))
+    assert params["redirect"] == "https://app.example.com/done" and params["allowedSocial"] == "facebook,tiktok"
+    assert check_signature("alice", params, SIGNING_SECRET, max_ttl=900, now=int(params["expires"]) - 300)
+
 
 def test_flask_cli_with_a_bad_setting_prints_one_line_and_exits_2(env):
     environment = {
@@ -223,3 +233,13 @@ def test_flask_cli_with_a_bad_setting_prints_one_line_and_exits_2(env):
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith("configuration error: AYRSHARE_PRIVATE_KEY")
     assert "SECRETVALUE" not in result.stderr + result.stdout
+
+
+def test_redis_url_can_come_from_a_file_like_every_secret(env, tmp_path):
+    # compose hands the URL, password included, to the service as a secret file.
+    path = tmp_path / "redis_url"
+    path.write_text("redis://:REDIS-PASSWORD-x1@redis:6379/0\n")
+    environ = {name: value for name, value in env.items() if name != "REDIS_URL"}
+    settings = load_settings({**environ, "REDIS_URL_FILE": str(path)})
+    assert settings.redis_url == "redis://:REDIS-PASSWORD-x1@redis:6379/0"
+    assert "REDIS-PASSWORD-x1" in settings.secrets()  # redacted from logs like every secret

@@ -1,6 +1,8 @@
-"""Signed links: `/connect/<user>?expires=&signature=`, with `signature = hex(HMAC-SHA256(secret, "<user>:<expires>"))`.
+"""Signed links: `/connect/<user>?expires=&signature=`, `signature = hex(HMAC-SHA256(secret, message))`.
 
-The team's backend signs (`signed_path`, or the recipe in the README); `check_signature` verifies in constant time.
+The message is `"<user>:<expires>"`, followed by one `\\n<name>=<value>` line for each of `allowedSocial` and
+`redirect` the link carries (in that order), so the options cannot be added or changed after signing. The team's
+backend signs (`signed_path`, or the recipe in the README); `check_signature` verifies in constant time.
 """
 
 from __future__ import annotations
@@ -13,16 +15,43 @@ from urllib.parse import quote, urlencode
 from ..errors import Forbidden, Unauthenticated
 from .caller import Caller
 
+# The query options a signature covers when present, in the order they appear in the signed message.
+SIGNED_OPTIONS = ("allowedSocial", "redirect")
 
-def sign(user: str, expires: int, secret: str) -> str:
-    return hmac.digest(secret.encode(), f"{user}:{expires}".encode(), "sha256").hex()
+
+def signed_message(user: str, expires: int, options: Mapping[str, str] | None = None) -> str:
+    """The text that is signed: `<user>:<expires>`, plus `\\nname=value` for each option given."""
+    lines = [f"{user}:{expires}"]
+    lines += [f"{name}={options[name]}" for name in SIGNED_OPTIONS if options and options.get(name) is not None]
+    return "\n".join(lines)
 
 
-def signed_path(user: str, secret: str, ttl_seconds: int = 300, now: float | None = None) -> str:
-    """The path the team's backend hands to its frontend: `/connect/<user>?expires=...&signature=...`."""
+def sign(user: str, expires: int, secret: str, options: Mapping[str, str] | None = None) -> str:
+    return hmac.digest(secret.encode(), signed_message(user, expires, options).encode(), "sha256").hex()
+
+
+def signed_path(
+    user: str,
+    secret: str,
+    ttl_seconds: int = 300,
+    now: float | None = None,
+    options: Mapping[str, str] | None = None,
+) -> str:
+    """The path the team's backend hands to its frontend: `/connect/<user>?expires=...&signature=...[&options]`."""
     expires = int(now if now is not None else time.time()) + ttl_seconds
-    query = urlencode({"expires": expires, "signature": sign(user, expires, secret)})
+    given = {name: options[name] for name in SIGNED_OPTIONS if options and options.get(name) is not None}
+    query = urlencode({"expires": expires, "signature": sign(user, expires, secret, given), **given})
     return f"/connect/{quote(user, safe='')}?{query}"
+
+
+def presented_options(query: Mapping[str, str]) -> dict[str, str]:
+    """The signed options as the request carries them; a repeated one is joined with commas, as the options are."""
+    options = {}
+    for name in SIGNED_OPTIONS:
+        values = query.getlist(name) if hasattr(query, "getlist") else ([query[name]] if name in query else [])
+        if values:
+            options[name] = ",".join(values)
+    return options
 
 
 def check_signature(user: str, query: Mapping[str, str], secret: str, max_ttl: int, now: float) -> Caller | None:
@@ -34,9 +63,18 @@ def check_signature(user: str, query: Mapping[str, str], secret: str, max_ttl: i
     if not (expires_raw.isascii() and expires_raw.isdigit() and len(expires_raw) <= 12):
         raise Forbidden("'expires' must be a Unix time in seconds.", code="bad_signature")
     expires = int(expires_raw)
+    options = presented_options(query)
     # Compare before looking at the time, so a forged link never learns whether its expiry would have passed.
-    expected = sign(user, expires, secret)
-    if not hmac.compare_digest(expected.encode(), signature.lower().encode("utf-8", "replace")):
+    expected = sign(user, expires, secret, options)
+    matches = hmac.compare_digest(expected.encode(), signature.lower().encode("utf-8", "replace"))
+    # A line break inside a value could pass one option off as another: such a message is never accepted.
+    if options and (not matches or any("\n" in value or "\r" in value for value in options.values())):
+        raise Forbidden(
+            "The link's signature does not cover these 'allowedSocial'/'redirect' values: the backend must sign "
+            "the options it puts in the link.",
+            code="options_not_signed",
+        )
+    if not matches:
         raise Forbidden("The link's signature is not valid for this user.", code="bad_signature")
     if expires <= now:
         raise Forbidden("This link has expired. Go back and click Connect again.", code="link_expired")

@@ -20,7 +20,7 @@ from .keys import load_public_key, parse_fernet_keys
 
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
 _COOKIE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-DEFAULT_SIGNED_LINK_MAX_TTL = 86400
+DEFAULT_SIGNED_LINK_MAX_TTL = 900
 SYMMETRIC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
@@ -73,7 +73,8 @@ def check(data: dict[str, Any]) -> None:
                 f"entry {position} must be a host (https) or an http:// origin on a loopback host (the emulator)",
                 "LINK_ALLOWED_HOSTS",
             )
-    if data["demo"] and (urlsplit(data["base_url"]).hostname or "").endswith("ayrshare.com"):
+    # urlsplit lower-cases the host; a trailing dot (the fully qualified name) is the same host to DNS.
+    if data["demo"] and (urlsplit(data["base_url"]).hostname or "").rstrip(".").endswith("ayrshare.com"):
         # /demo lists users with working links for each of them: harmless against the emulator, a hole in front
         # of the real Ayrshare.
         raise ValidationError("the demo only runs against the emulator, not the real AYRSHARE_BASE_URL", "DEMO_MODE")
@@ -146,7 +147,7 @@ def weakened_settings(settings) -> list[str]:
     if settings.jwt_leeway > 60:
         warnings.append("JWT_LEEWAY_SECONDS is above 60: expired session tokens stay usable that much longer.")
     if settings.signed_link_max_ttl > DEFAULT_SIGNED_LINK_MAX_TTL:
-        warnings.append("SIGNED_LINK_MAX_TTL_SECONDS is above one day: a leaked signed link stays usable longer.")
+        warnings.append("SIGNED_LINK_MAX_TTL_SECONDS is above 15 minutes: a leaked signed link stays usable longer.")
     if settings.default_redirect and settings.default_redirect.startswith("http://"):
         warnings.append("AYRSHARE_REDIRECT uses plain http (loopback only): fine for the demo, not for production.")
     allowlist = RedirectAllowlist.parse(settings.redirect_allowed_hosts)

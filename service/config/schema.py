@@ -21,6 +21,7 @@ REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 DATABASE_SCHEMES = ("sqlite://", "postgresql+psycopg://", "postgresql://")
 AUTH_MODES = ("signed", "jwt", "header", "none")
 LINK_FLOWS = ("session", "jwt")
+METRICS_ON_MAIN_PORT = "main"  # METRICS_BIND value: /metrics on the main port (BIND), as a plain route
 # Networks Ayrshare's linking page can show (names as used by `allowedSocial`).
 SUPPORTED_NETWORKS = frozenset(
     {
@@ -71,6 +72,14 @@ def _json_object(value: str) -> dict:
             f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(PROFILE_CREATE_FIELDS))}"
         )
     return parsed
+
+
+def _check_metrics_bind(value: str) -> None:
+    if value != METRICS_ON_MAIN_PORT:
+        try:
+            _check_host_port(value)
+        except ValidationError:
+            raise ValidationError(f"must be host:port, e.g. 0.0.0.0:9100, or {METRICS_ON_MAIN_PORT}") from None
 
 
 class _CommaList(fields.Field):
@@ -146,8 +155,9 @@ class SettingsSchema(Schema):
 
     connect_auth = _CommaList(data_key="CONNECT_AUTH", load_default=lambda: ["signed"])
     signing_secret = fields.String(data_key="CONNECT_SIGNING_SECRET", load_default=None)
+    # A signed link is rendered into a page and clicked within minutes; each extra hour is an hour a leaked one works.
     signed_link_max_ttl = fields.Integer(
-        data_key="SIGNED_LINK_MAX_TTL_SECONDS", load_default=86400, validate=validate.Range(10, 30 * 86400)
+        data_key="SIGNED_LINK_MAX_TTL_SECONDS", load_default=900, validate=validate.Range(10, 30 * 86400)
     )
     internal_api_token = fields.String(data_key="INTERNAL_API_TOKEN", load_default=None)
 
@@ -202,8 +212,9 @@ class SettingsSchema(Schema):
     # Origins of the team's frontend(s): the only ones the done/error pages report to with postMessage, and the
     # only ones the done page sends a same-tab user back to. The service's own origin is always allowed.
     frontend_origins = _CommaList(data_key="FRONTEND_ORIGINS", load_default=list)
-    # host:port for a separate /metrics listener (gunicorn's master), so metrics are not on the public port.
-    metrics_bind = fields.String(data_key="METRICS_BIND", load_default=None, validate=_check_host_port)
+    # Where /metrics is served: host:port of a listener in gunicorn's master, off the public port (scrapes cost the
+    # workers nothing and upstream outcomes stay private), or "main" for /metrics on the main port.
+    metrics_bind = fields.String(data_key="METRICS_BIND", load_default="0.0.0.0:9100", validate=_check_metrics_bind)
 
     # -- gunicorn (read by config/gunicorn.conf.py; command-line flags override them) ---------------------------
     bind = fields.String(data_key="BIND", load_default="0.0.0.0:8000")

@@ -30,6 +30,7 @@ SECRET_SETTINGS = (
     "DATABASE_URL",
     "AYRSHARE_TWITTER_API_KEY",
     "AYRSHARE_TWITTER_API_SECRET",
+    "REDIS_URL",  # may carry the Redis password
 )
 
 
@@ -60,7 +61,7 @@ class Settings:
     redis_timeout: float = 0.25
     connect_auth: tuple[str, ...] = ("signed",)
     signing_secret: str | None = field(repr=False, default=None)
-    signed_link_max_ttl: int = 86400
+    signed_link_max_ttl: int = 900
     internal_api_token: str | None = field(repr=False, default=None)
     link_min_remaining: int = 60
     link_stale_min: int = 15
@@ -93,7 +94,7 @@ class Settings:
     log_level: str = "INFO"
     demo: bool = False
     frontend_origins: tuple[str, ...] = ()
-    metrics_bind: str | None = None
+    metrics_bind: str = "0.0.0.0:9100"
     # gunicorn's, read by config/gunicorn.conf.py
     bind: str = "0.0.0.0:8000"
     worker_class: str = "gthread"

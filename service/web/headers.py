@@ -8,6 +8,7 @@ from __future__ import annotations
 from flask import Flask, Response, request
 
 from ..config import Settings
+from ..urls import is_bare_origin, web_origin
 
 CSP_HTML = "; ".join(
     [
@@ -46,8 +47,10 @@ def cors_headers(response: Response, allowed_origins: frozenset[str]) -> Respons
     if not allowed_origins or not request.path.startswith(CORS_PATH_PREFIX):
         return response
     response.vary.add("Origin")
-    origin = request.headers.get("Origin")
-    if origin is None or origin.lower() not in allowed_origins:
+    raw = request.headers.get("Origin")
+    # Compared and echoed in normalised form only: the answer names the configured origin, never the raw header.
+    origin = web_origin(raw) if raw is not None and is_bare_origin(raw) else None
+    if origin is None or origin not in allowed_origins:
         return response
     response.headers["Access-Control-Allow-Origin"] = origin
     response.headers["Access-Control-Allow-Credentials"] = "true"

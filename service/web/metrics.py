@@ -1,8 +1,9 @@
 """Prometheus metrics: the metric objects, the hooks that feed them, and `GET /metrics`.
 
 Under gunicorn each worker writes its values to `PROMETHEUS_MULTIPROC_DIR` (prometheus-client's multiprocess mode, set
-up by config/gunicorn.conf.py) and a scrape sums them; without that variable the default registry is used.
-`METRICS_BIND` moves the endpoint to gunicorn's master on another address, and `/metrics` here answers 404.
+up by config/gunicorn.conf.py) and a scrape sums them; without that variable the default registry is used. By
+default gunicorn's master serves them on `METRICS_BIND` (0.0.0.0:9100) and `/metrics` here answers 404 unless
+`METRICS_BIND=main`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import time
 
 from flask import Blueprint, Flask, Response, abort, current_app, g, request
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app, multiprocess
+
+from ..config.schema import METRICS_ON_MAIN_PORT
 
 PREFIX = "ayrshare_connect"
 CIRCUIT_STATES = ("closed", "open", "half_open")
@@ -135,7 +138,7 @@ def observe_request(
 # -- Flask wiring ---------------------------------------------------------------------------------------------
 @bp.get("/metrics")
 def metrics() -> Response:
-    if current_app.config["SETTINGS"].metrics_bind:
+    if current_app.config["SETTINGS"].metrics_bind != METRICS_ON_MAIN_PORT:
         abort(404)  # served on METRICS_BIND by gunicorn's master instead, away from the public port
     # prometheus-client's own WSGI app: it negotiates the format (text or OpenMetrics) from Accept.
     return Response.from_app(make_wsgi_app(scrape_registry()), request.environ)

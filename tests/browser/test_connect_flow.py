@@ -168,6 +168,23 @@ def test_unknown_user_page_is_friendly_and_leaks_nothing(page, demo_service, emu
     expect(page.locator("#status")).to_contain_text("unknown_user")
     shot(popup, "01-unknown-user-error-page")
     assert emulator.calls() == 0
+    # Reported, and nothing more to tell: the page lets go of its opener, and "Try again" still closes the popup.
+    assert popup.evaluate("window.opener === null")
+    with popup.expect_event("close"):
+        popup.get_by_role("button", name="Try again").click()
+
+
+def test_the_done_page_lets_go_of_its_opener_once_it_has_reported(page, context, demo_service, emulator, shot):
+    service = demo_service()
+    context.add_init_script("window.close = () => {};")  # keep the popup open to look at it afterwards
+    open_demo(page, service, "alice")
+    popup = click_connect(page)
+    expect(popup.locator("#profile-key")).to_have_text(PROFILES["alice"])
+    popup.click("#done")
+    expect(page.locator("#status")).to_have_attribute("data-state", "linked")
+    popup.wait_for_url(f"{service.url}/done*")
+    assert popup.evaluate("window.opener === null")
+    shot(popup, "01-done-page-without-opener")
 
 
 def test_ayrshare_down_page_offers_a_retry_that_works_once_it_is_back(page, demo_service, emulator, shot):

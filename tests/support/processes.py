@@ -124,6 +124,8 @@ class ServiceProcess:
         # environment or from a developer's .env file.
         base = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TMPDIR") if name in os.environ}
         self.env = {**base, "ENV_FILE": "/nonexistent/.env", "PYTHONUNBUFFERED": "1", **env}
+        # As deployed, /metrics lives on a port of its own; a free one, since several services run at once.
+        self.env.setdefault("METRICS_BIND", f"127.0.0.1:{free_port()}")
         self.workers = workers
         self.extra_args = extra_args
         self.log_path = Path(tempfile.mkdtemp(prefix="service-test-")) / "service.log"
@@ -132,6 +134,12 @@ class ServiceProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Where this service's /metrics is: its METRICS_BIND listener, or the main port with METRICS_BIND=main."""
+        bind = self.env["METRICS_BIND"]
+        return self.url if bind == "main" else f"http://{bind}"
 
     def command(self) -> list[str]:
         gunicorn = str(Path(sys.executable).parent / "gunicorn")

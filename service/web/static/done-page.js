@@ -4,6 +4,7 @@
 // connect.js on the opener checks event.origin and event.source before believing the message.
 // With `origin=true` (redirect the opener instead) and a return URL, the opener is sent there.
 // Without an opener (same-tab fallback, or Ayrshare already redirected the opener here), go back to the app.
+// Once it has told the opener, the page drops window.opener: nothing loaded later in this window can reach the app.
 (function () {
   "use strict";
   var root = document.getElementById("done");
@@ -25,6 +26,7 @@
   if (opener && redirectOpener && returnTo) {
     try {
       opener.location.replace(returnTo);
+      window.opener = null;
       window.close();
       return;
     } catch (e) {
@@ -42,6 +44,7 @@
         /* a malformed origin: skip it */
       }
     });
+    window.opener = null;
     window.close();
     // Still here a moment later: the browser refused to close a window it did not open by script.
     window.setTimeout(offerReturnLink, 500);

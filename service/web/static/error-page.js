@@ -4,6 +4,8 @@
 // 2. "Try again": a passing failure (5xx, 429) reloads the same link, which is still valid; a link that cannot work
 //    (expired, unknown user, forbidden) closes the popup — the app's Connect button makes a fresh one — or, in a
 //    tab of its own, goes back to the page that sent the user here.
+// 3. A link that cannot work has nothing more to tell the opener once reported, so the page drops window.opener. A
+//    passing failure keeps it: its "Try again" reloads the link, whose done page must still reach the opener.
 (function () {
   "use strict";
   var root = document.getElementById("error");
@@ -32,6 +34,9 @@
         /* a malformed origin: skip it */
       }
     });
+    if (button.getAttribute("data-retry") !== "reload") {
+      window.opener = null;
+    }
   }
 
   button.addEventListener("click", function () {
