@@ -34,7 +34,21 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     from .links import ConnectService, LinkBroker, UserLinks
     from .profiles import LinkedAccounts, Provisioner, UserAdmin
     from .upstream import AyrshareClient, CircuitBreaker
-    from .web import cli, errors, headers, health, internal, logs, metrics, pages, profiles_cli, ratelimit, routes
+    from .web import (
+        cli,
+        errors,
+        headers,
+        health,
+        internal,
+        logs,
+        metrics,
+        pages,
+        profiles_cli,
+        ratelimit,
+        routes,
+        webhooks,
+        webhooks_cli,
+    )
 
     try:
         settings = load_settings(environ)
@@ -106,6 +120,8 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     app.extensions["users"] = UserAdmin(
         directory["directory"], profiles, provisioner, client, revoke_links=user_links.revoke, breaker=breaker
     )
+    _build_webhooks(app, settings, directory["database"], user_links)
+    app.extensions["client"] = client
     app.extensions["accounts"] = LinkedAccounts(
         directory["directory"],
         profiles,
@@ -121,10 +137,12 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     metrics.init_app(app)
     cli.init_app(app)
     profiles_cli.init_app(app)
+    webhooks_cli.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(routes.bp)
     app.register_blueprint(internal.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(webhooks.bp)
     headers.init_app(app, settings)
     ratelimit.init_app(app, settings, on_refused=metrics.rate_limited)
     if settings.trusted_proxy_count:
@@ -132,6 +150,45 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         n = settings.trusted_proxy_count
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     return app
+
+
+def _build_webhooks(app: Flask, settings: Settings, database, user_links) -> None:
+    """Ayrshare's webhooks in (with AYRSHARE_WEBHOOK_SECRET) and the outbox to WEBHOOK_FORWARD_URL (when set)."""
+    from .errors import ServiceError
+    from .web import cli, metrics
+    from .webhooks import DeliveryWorker, Forwarder, Outbox, WebhookReceiver
+
+    outbox = worker = None
+    if settings.webhook_forward_url:
+        outbox = Outbox(database, settings.webhook_forward_max_hours)
+        forwarder = Forwarder(settings.webhook_forward_url, settings.webhook_forward_secret)
+        worker = DeliveryWorker(outbox, forwarder, on_result=metrics.webhook_forwarded)
+
+    def accepted(user: str | None) -> None:
+        if user is not None:
+            try:
+                user_links.drop_cached(user)
+            except ServiceError:
+                log.warning("cached links not dropped after a webhook: redis unavailable")
+        if worker is not None:
+            worker.wake()
+
+    receiver = None
+    if settings.webhook_secrets:
+        receiver = WebhookReceiver(
+            database,
+            settings.webhook_secrets,
+            settings.webhook_tolerance_seconds,
+            forward=outbox is not None,
+            forward_max_hours=settings.webhook_forward_max_hours,
+            on_accepted=accepted,
+            on_outcome=metrics.webhook_received,
+        )
+    app.extensions.update(webhook_receiver=receiver, webhook_outbox=outbox, webhook_worker=worker)
+    # Each gunicorn worker delivers in a thread (the outbox's leases keep each event to one sender at a time); the
+    # Flask CLI never does, so `flask profiles list` does not start sending.
+    if worker is not None and settings.webhook_delivery == "thread" and not cli.invoked_from_flask_cli():
+        worker.start()
 
 
 def _build_directory(settings: Settings, store) -> dict:

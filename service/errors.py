@@ -63,6 +63,12 @@ class UnknownUser(ServiceError):
     message = "No Ayrshare profile is configured for this user."
 
 
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+    message = "There is no such item."
+
+
 class RateLimited(ServiceError):
     status = 429
     code = "rate_limited"

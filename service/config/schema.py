@@ -7,6 +7,8 @@ are the fields of `Settings`. Cross-setting rules live in `_check_combinations` 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from typing import Any
@@ -59,6 +61,15 @@ PROFILE_CREATE_FIELDS = frozenset(
 )
 
 
+def _standard_webhooks_secret(value: str) -> bool:
+    if not value.startswith("whsec_"):
+        return False
+    try:
+        return len(base64.b64decode(value[6:], validate=True)) >= 24
+    except (binascii.Error, ValueError):
+        return False
+
+
 def _json_object(value: str) -> dict:
     try:
         parsed = json.loads(value)
@@ -83,10 +94,14 @@ def _check_metrics_bind(value: str) -> None:
 
 
 class _CommaList(fields.Field):
+    def __init__(self, *args: Any, lower: bool = True, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lower = lower
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
         if not isinstance(value, str):
             raise ValidationError("must be a comma-separated list")
-        return [item.lower() for item in _csv(value)]
+        return [item.lower() if self.lower else item for item in _csv(value)]
 
 
 class SettingsSchema(Schema):
@@ -148,6 +163,22 @@ class SettingsSchema(Schema):
     )
     profile_create_max_per_hour = fields.Integer(
         data_key="PROFILE_CREATE_MAX_PER_HOUR", load_default=100, validate=validate.Range(1, 100_000)
+    )
+    # -- webhooks: Ayrshare's in, the team's out --------------------------------------------------------------
+    webhook_secrets = _CommaList(data_key="AYRSHARE_WEBHOOK_SECRET", load_default=list, lower=False)
+    webhook_tolerance_seconds = fields.Integer(
+        data_key="WEBHOOK_TOLERANCE_SECONDS", load_default=300, validate=validate.Range(10, 3600)
+    )
+    public_base_url = fields.Url(data_key="PUBLIC_BASE_URL", load_default=None, require_tld=False)
+    webhook_forward_url = fields.Url(data_key="WEBHOOK_FORWARD_URL", load_default=None, require_tld=False)
+    webhook_forward_secret = fields.String(data_key="WEBHOOK_FORWARD_SECRET", load_default=None)
+    webhook_forward_max_hours = fields.Float(
+        data_key="WEBHOOK_FORWARD_MAX_HOURS", load_default=24.0, validate=validate.Range(0.01, 24 * 14)
+    )
+    # "thread": every instance delivers in a background thread (leases keep it once per event); "process": only
+    # `flask webhooks deliver` does (compose/Kubernetes run it as its own container).
+    webhook_delivery = fields.String(
+        data_key="WEBHOOK_DELIVERY", load_default="thread", validate=validate.OneOf(["thread", "process"])
     )
     accounts_cache_seconds = fields.Integer(
         data_key="ACCOUNTS_CACHE_SECONDS", load_default=30, validate=validate.Range(0, 86400)
@@ -284,4 +315,15 @@ class SettingsSchema(Schema):
         template = data["profile_title_template"]
         if "{user}" not in template or template.replace("{user}", "").count("{") + template.count("}") > 1:
             raise ValidationError("must contain {user} and no other {placeholder}", "PROFILE_TITLE_TEMPLATE")
+        forward_secret = data.get("webhook_forward_secret")
+        if data["webhook_forward_url"] and not forward_secret:
+            raise ValidationError("is required when WEBHOOK_FORWARD_URL is set", "WEBHOOK_FORWARD_SECRET")
+        if forward_secret and not _standard_webhooks_secret(forward_secret):
+            raise ValidationError(
+                "must be whsec_ followed by base64 of at least 24 random bytes "
+                "(python -c 'import base64,os; print(\"whsec_\" + base64.b64encode(os.urandom(32)).decode())')",
+                "WEBHOOK_FORWARD_SECRET",
+            )
+        if any(len(secret) < 16 for secret in data["webhook_secrets"]):
+            raise ValidationError("each secret must be at least 16 characters", "AYRSHARE_WEBHOOK_SECRET")
         checks.check(data)

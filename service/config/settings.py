@@ -27,6 +27,8 @@ SECRET_SETTINGS = (
     "JWT_HS256_SECRET",
     "CACHE_ENCRYPTION_KEY",
     "DATA_ENCRYPTION_KEY",
+    "AYRSHARE_WEBHOOK_SECRET",
+    "WEBHOOK_FORWARD_SECRET",
     "DATABASE_URL",
     "AYRSHARE_TWITTER_API_KEY",
     "AYRSHARE_TWITTER_API_SECRET",
@@ -117,6 +119,14 @@ class Settings:
     profile_create_fields: dict = field(default_factory=dict)
     profile_create_max_per_hour: int = 100
     accounts_cache_seconds: int = 30
+    # webhooks
+    webhook_secrets: tuple[str, ...] = field(repr=False, default=())
+    webhook_tolerance_seconds: int = 300
+    public_base_url: str | None = None
+    webhook_forward_url: str | None = None
+    webhook_forward_secret: str | None = field(repr=False, default=None)
+    webhook_forward_max_hours: float = 24.0
+    webhook_delivery: str = "thread"
 
     @property
     def database_is_sqlite(self) -> bool:
@@ -136,6 +146,8 @@ class Settings:
             *(self.data_encryption_key or "").split(","),
             urlsplit(self.redis_url).password if self.redis_url else None,
             _url_password(self.database_url),
+            *self.webhook_secrets,
+            self.webhook_forward_secret,
         ]
         return [value for value in values if value]
 
@@ -174,7 +186,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if data["database_migrate_on_start"] is None:  # on by default only for the embedded SQLite file
         data["database_migrate_on_start"] = data["database_url"].startswith("sqlite")
     _check_data_encryption_key(data)
-    for name in ("default_allowed_social", "connect_auth", "link_allowed_hosts", "frontend_origins") + _SECURITY_LISTS:
+    for name in (
+        "default_allowed_social",
+        "connect_auth",
+        "link_allowed_hosts",
+        "frontend_origins",
+        "webhook_secrets",
+    ) + _SECURITY_LISTS:
         data[name] = tuple(data[name])
     # Compared with browsers' Origin headers and event.origin, which never carry a default port or trailing slash.
     for name in ("frontend_origins", "cors_allowed_origins"):

@@ -127,6 +127,17 @@ class UserLinks:
         revoked = sum(1 for item in done if item.session_id)
         return Revoked(sessions_revoked=revoked, links_dropped=sum(1 for item in links if item.cache_key))
 
+    def drop_cached(self, user: str) -> int:
+        """Drop the user's cached links (not their sessions at Ayrshare), so the next click gets a fresh one."""
+        scope = self._scope(user)
+        try:
+            links = self.store.handed_out(scope)
+            self.store.drop(scope, links)
+            self.store.forget(scope, [item for item in links if item.session_id is None])
+        except StoreUnavailable:
+            raise StoreDown() from None
+        return sum(1 for item in links if item.cache_key)
+
     def session_status(self, user: str) -> dict:
         """The newest live session's state and use, read from Ayrshare."""
         scope = self._scope(user)

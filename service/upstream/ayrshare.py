@@ -179,6 +179,16 @@ class AyrshareClient:
                 raise ProfileKeyRefused() from None
             raise
 
+    # -- webhooks --------------------------------------------------------------------------------------------------
+    def register_webhook(self, action: str, url: str, secret: str | None = None) -> None:
+        """Register (or replace) the Primary Profile's hook for `action` (`POST /hook/webhook`)."""
+        body = {"action": action, "url": url, **({"secret": secret} if secret else {})}
+        self.transport.call("POST", "/hook/webhook", body=body)
+
+    def unregister_webhook(self, action: str) -> None:
+        """Remove the Primary Profile's hook for `action` (`DELETE /hook/webhook`)."""
+        self.transport.call("DELETE", "/hook/webhook", body={"action": action})
+
     # -- internals -------------------------------------------------------------------------------------------
     def _check_servable(self, url: str) -> None:
         if not self.servable(url):

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ..auth import require_internal_token
 from ..config.schema import SUPPORTED_NETWORKS
-from ..errors import BadRequest
+from ..errors import BadRequest, NotFound
 from ..links import UserLinks, validate_user
 from ..profiles import UserAdmin, user_json
 from .errors import NO_STORE_HEADERS
@@ -119,3 +119,37 @@ def _flag(value: str | None, name: str) -> bool:
     if value in ("true", "1"):
         return True
     raise BadRequest(f"'{name}' must be true or false.", code="bad_flag")
+
+
+# -- webhooks passed on to the team's backend ------------------------------------------------------------------
+DELIVERY_STATES = ("pending", "delivered", "failed")
+
+
+@bp.get("/webhooks/deliveries")
+def deliveries() -> Response:
+    state = request.args.get("state") or None
+    if state is not None and state not in DELIVERY_STATES:
+        raise BadRequest(f"'state' must be one of {', '.join(DELIVERY_STATES)}.", code="bad_state")
+    limit = request.args.get("limit", "100")
+    if not limit.isdigit() or not 1 <= int(limit) <= 500:
+        raise BadRequest("'limit' must be a whole number from 1 to 500.", code="bad_limit")
+    found = _outbox().list(state, int(limit), request.args.get("after") or None)
+    return jsonify(deliveries=[delivery.as_json() for delivery in found])
+
+
+@bp.post("/webhooks/deliveries/<event_id>/retry")
+def retry_delivery(event_id: str) -> tuple[Response, int]:
+    delivery = _outbox().retry(event_id)
+    if delivery is None:
+        raise NotFound("No delivery with this id.", code="unknown_delivery")
+    worker = current_app.extensions.get("webhook_worker")
+    if worker is not None:
+        worker.wake()
+    return jsonify(delivery.as_json()), 202
+
+
+def _outbox():
+    outbox = current_app.extensions.get("webhook_outbox")
+    if outbox is None:
+        raise NotFound("WEBHOOK_FORWARD_URL is not set: nothing is passed on.", code="forwarding_disabled")
+    return outbox

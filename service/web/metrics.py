@@ -106,6 +106,27 @@ def observe_upstream_call(flow: str, outcome: str, seconds: float) -> None:
     UPSTREAM_SECONDS.observe(seconds)
 
 
+WEBHOOKS_RECEIVED = Counter(
+    f"{PREFIX}_webhooks_received",
+    "Ayrshare webhooks by outcome: accepted, duplicate, unknown_ref_id, ignored (other actions), or why one was "
+    "refused (bad_signature, missing_signature, stale_timestamp, ...).",
+    ["outcome"],
+)
+WEBHOOKS_FORWARDED = Counter(
+    f"{PREFIX}_webhooks_forwarded",
+    "Attempts to pass an event on to WEBHOOK_FORWARD_URL: delivered, retry (will be tried again), failed (gave up).",
+    ["result"],
+)
+
+
+def webhook_received(outcome: str) -> None:
+    WEBHOOKS_RECEIVED.labels(outcome).inc()
+
+
+def webhook_forwarded(result: str) -> None:
+    WEBHOOKS_FORWARDED.labels(result).inc()
+
+
 def profile_event(outcome: str) -> None:
     PROFILE_EVENTS.labels(outcome).inc()
 

@@ -4,6 +4,7 @@ from alembic import context
 from sqlalchemy import create_engine
 
 from service.profiles.models import Base
+from service.webhooks import models as _webhook_models  # noqa: F401 - its tables join Base.metadata
 
 config = context.config
 

@@ -1,0 +1,39 @@
+"""The `webhook_events` table: every Ayrshare webhook accepted, and the outbox state of passing it on.
+
+A row is written in the same transaction that applies the event to the directory, so an event the service has
+acknowledged is never lost; `forward_state` says where its delivery to `WEBHOOK_FORWARD_URL` stands.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..profiles.models import Base, UTCDateTime
+
+FORWARD_STATES = ("pending", "delivered", "failed", "none")
+
+
+class WebhookEvent(Base):
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the stable id the team's backend sees
+    body_sha256: Mapped[str] = mapped_column(String(64), unique=True)  # a retried delivery has the same body
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    action: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str | None] = mapped_column(String(16))  # social: link | unlink | refresh
+    network: Mapped[str | None] = mapped_column(String(32))
+    ref_id: Mapped[str | None] = mapped_column(String(128))
+    user_id: Mapped[str | None] = mapped_column(String(128))
+    forward_state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    give_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_owner: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_webhook_events_due", "forward_state", "next_attempt_at"),)
