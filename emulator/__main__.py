@@ -17,7 +17,13 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 
 from emulator import create_app  # noqa: E402
-from emulator.config import EmulatorConfig, load_profiles, load_public_key  # noqa: E402
+from emulator.config import (  # noqa: E402
+    DEFAULT_WEBHOOK_RETRY_DELAYS,
+    DEFAULT_WEBHOOK_TIMEOUT,
+    EmulatorConfig,
+    load_profiles,
+    load_public_key,
+)
 from emulator.serving import make_server  # noqa: E402
 
 
@@ -33,12 +39,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profiles-file", help="JSON object {profileKey: title}; unknown keys are refused")
     parser.add_argument("--link-base", help="base of generated URLs (default: this server's http://HOST:PORT/)")
     parser.add_argument(
+        "--webhook-retry-delays",
+        type=_delays,
+        default=DEFAULT_WEBHOOK_RETRY_DELAYS,
+        metavar="S,S",
+        help="seconds before each webhook retry (default 5,30, the vendor's); tests use e.g. 0.2,0.5",
+    )
+    parser.add_argument(
+        "--webhook-timeout",
+        type=float,
+        default=DEFAULT_WEBHOOK_TIMEOUT,
+        metavar="S",
+        help="seconds a webhook receiver has to answer (default 10, the vendor's)",
+    )
+    parser.add_argument(
         "--threads",
         action="store_true",
         help="accepted for compatibility; the server always serves each connection in a greenlet of its own",
     )
     parser.add_argument("--verbose", action="store_true", help="log one line per request")
     return parser.parse_args(argv)
+
+
+def _delays(text: str) -> tuple[float, ...]:
+    """`--webhook-retry-delays`: comma-separated seconds, possibly none at all (no retries)."""
+    try:
+        delays = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected comma-separated seconds, e.g. 5,30") from None
+    if any(delay < 0 for delay in delays):
+        raise argparse.ArgumentTypeError("delays must be >= 0")
+    return delays
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         profiles=profiles,
         # Default to this server so a browser in a demo can open the generated URLs.
         link_base=args.link_base or f"{origin}/",
+        webhook_retry_delays=args.webhook_retry_delays,
+        webhook_timeout=args.webhook_timeout,
     )
     server.app = create_app(config)
 

@@ -19,6 +19,10 @@ DEFAULT_PROFILE_TITLE = "User Profile Title"
 # The vendor's sample token carries the account owner's e-mail in `sub`; the emulator has no real owner.
 DEFAULT_ACCOUNT_EMAIL = "owner@example.com"
 
+# The webhooks overview: a failed delivery is retried twice, after 5 s and 30 s; an answer later than 10 s is a failure.
+DEFAULT_WEBHOOK_RETRY_DELAYS = (5.0, 30.0)
+DEFAULT_WEBHOOK_TIMEOUT = 10.0
+
 
 @dataclass(frozen=True)
 class EmulatorConfig:
@@ -29,6 +33,7 @@ class EmulatorConfig:
     api_keys: API keys of the Primary Profile that are accepted in `Authorization: Bearer`.
     profiles: `{profileKey: title}`; None means "any profile key is accepted".
     link_base: where generated URLs point (the linking page); None derives it from the request host.
+    webhook_retry_delays, webhook_timeout: seconds between webhook delivery attempts, and the receiver's answer limit.
     """
 
     domain: str
@@ -37,6 +42,8 @@ class EmulatorConfig:
     profiles: dict[str, str] | None = None
     link_base: str | None = None
     account_email: str = DEFAULT_ACCOUNT_EMAIL
+    webhook_retry_delays: tuple[float, ...] = DEFAULT_WEBHOOK_RETRY_DELAYS
+    webhook_timeout: float = DEFAULT_WEBHOOK_TIMEOUT
 
     def __post_init__(self) -> None:
         if not self.domain:
@@ -46,6 +53,8 @@ class EmulatorConfig:
         if not isinstance(self.public_key, RSAPublicKey):
             # RS256 is the only algorithm the vendor uses, so a non-RSA registration could never verify.
             raise ValueError("the registered public key must be an RSA key")
+        if any(delay < 0 for delay in self.webhook_retry_delays) or self.webhook_timeout <= 0:
+            raise ValueError("webhook retry delays must be >= 0 and the webhook timeout > 0")
 
     def profile_title(self, profile_key: str) -> str | None:
         """Title of a known profile, or None when a profiles file is configured and the key is unknown."""

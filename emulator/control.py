@@ -1,4 +1,5 @@
-"""Emulator-only control endpoints under `/_emulator/` (knobs, stats, emails, profiles, reset, health).
+"""Emulator-only control endpoints under `/_emulator/` (knobs, stats, emails, profiles, reset, health; webhooks.py
+adds `/_emulator/webhooks`).
 
 They have no authentication: the emulator is a development tool bound to loopback, never deployed.
 """
@@ -9,12 +10,17 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from emulator.knobs import KnobError
 from emulator.state import EmulatorState
+from emulator.webhooks import WebhookStore
 
 blueprint = Blueprint("control", __name__, url_prefix="/_emulator")
 
 
 def _state() -> EmulatorState:
     return current_app.config["EMULATOR_STATE"]
+
+
+def _webhooks() -> WebhookStore:
+    return current_app.config["EMULATOR_WEBHOOKS"]
 
 
 @blueprint.get("/health")
@@ -39,7 +45,7 @@ def set_knobs() -> Response | tuple[Response, int]:
 
 @blueprint.get("/stats")
 def stats() -> Response:
-    return jsonify(_state().stats())
+    return jsonify({**_state().stats(), **_webhooks().stats()})
 
 
 @blueprint.get("/emails")
@@ -59,4 +65,5 @@ def profiles() -> Response:
 @blueprint.post("/reset")
 def reset() -> Response:
     _state().reset()
+    _webhooks().reset()
     return jsonify({"ok": True})

@@ -39,6 +39,12 @@ class Knobs:
     fault_count: int = 0
     token_lifetime_seconds: int | None = None
     rate_limit_max: int = DEFAULT_RATE_LIMIT_MAX
+    # Webhook delivery (emulator/webhooks.py); None means the instance's configuration (the vendor's 5 s and 30 s
+    # retries and 10 s answer limit unless the CLI says otherwise, so tests need not wait that long).
+    webhook_retry_delays_ms: tuple[int, ...] | None = None
+    webhook_timeout_ms: int | None = None
+    # How long deliveries stay signed with the previous secret after a rotation; None is the vendor's 24 hours.
+    webhook_grace_seconds: int | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -72,6 +78,16 @@ def merge_knobs(current: Knobs, update: object) -> Knobs:
         changes["token_lifetime_seconds"] = (
             None if lifetime is None else _require_int("token_lifetime_seconds", lifetime, 1)
         )
+    if "webhook_retry_delays_ms" in update:
+        delays = update["webhook_retry_delays_ms"]
+        if delays is not None and not isinstance(delays, list):
+            raise KnobError("webhook_retry_delays_ms must be null or an array of integers >= 0")
+        changes["webhook_retry_delays_ms"] = (
+            None if delays is None else tuple(_require_int("webhook_retry_delays_ms", delay, 0) for delay in delays)
+        )
+    for name, minimum in (("webhook_timeout_ms", 1), ("webhook_grace_seconds", 0)):
+        if name in update:
+            changes[name] = None if update[name] is None else _require_int(name, update[name], minimum)
     if "fault" in update:
         fault = update["fault"]
         if fault is not None and fault not in ALL_FAULTS:

@@ -3,7 +3,8 @@
 A JWT is verified the way the vendor's page must (RS256 against the key registered for `domain`, `exp` enforced); a
 Link Session token is looked up, refused once revoked or expired, and each open counted. It shows which profile the
 URL opened, a Link/Unlink button (a plain form, no OAuth) per offered network, which changes what `GET /api/user`
-answers, and implements the documented "Done" behaviour (redirect, or the opener's).
+answers and sends the profile's `social` webhook, and implements the documented "Done" behaviour (redirect, or the
+opener's).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import jwt
 from flask import Blueprint, Response, current_app, redirect, render_template_string, request
 
+from emulator import webhooks
 from emulator.config import EmulatorConfig
 from emulator.keys import verify_token
 from emulator.profiles_api import NETWORKS, linked_entry
@@ -141,9 +143,14 @@ def linking_page_action() -> Response:
         return _render(status=400, error="not offering this network")
     if operation == "link":
         title = state.profile_title(config, opened.profile_key) or opened.profile_key
-        state.link_account(opened.profile_key, network, linked_entry(title, network, time.time()))
+        entry = linked_entry(title, network, time.time())
+        state.link_account(opened.profile_key, network, entry)
+        webhooks.notify_linking_page(opened.profile_key, "link", network, entry["displayName"])
     else:
-        state.unlink_account(opened.profile_key, network)
+        linked = {entry["platform"]: entry for entry in state.linked_accounts(opened.profile_key)}
+        # A stale page's Unlink for a network no longer linked changes nothing, so it sends no event either.
+        if state.unlink_account(opened.profile_key, network):
+            webhooks.notify_linking_page(opened.profile_key, "unlink", network, linked[network]["displayName"])
     response = redirect(f"{request.path}?{urlencode(opened.form_fields)}", code=303)
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"

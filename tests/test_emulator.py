@@ -484,6 +484,13 @@ def test_stats_count_calls_and_record_requests_without_secrets(emulator, generat
         "by_profile": {},
         "faults_served": 0,
         "requests": [],
+        "webhook_registers": 0,
+        "webhook_unregisters": 0,
+        "webhook_lists": 0,
+        "webhook_secret_rotations": 0,
+        "webhook_events": 0,
+        "webhook_attempts": 0,
+        "webhook_failed_attempts": 0,
     }
 
 

@@ -56,6 +56,8 @@ class EmulatorProcess:
         cwd: str | os.PathLike[str] = PROJECT_ROOT,
         link_base: str | None = None,
         verbose: bool = False,
+        webhook_retry_delays: tuple[float, ...] | None = None,
+        webhook_timeout: float | None = None,
     ) -> None:
         if not api_keys:
             raise ValueError("at least one API key is required")
@@ -67,6 +69,8 @@ class EmulatorProcess:
         self.cwd = Path(cwd)
         self.link_base = link_base
         self.verbose = verbose
+        self.webhook_retry_delays = webhook_retry_delays
+        self.webhook_timeout = webhook_timeout
         self.port: int | None = None
         self._process: subprocess.Popen | None = None
         self._workdir: Path | None = None
@@ -138,6 +142,10 @@ class EmulatorProcess:
             command += ["--link-base", self.link_base]
         if self.verbose:
             command.append("--verbose")
+        if self.webhook_retry_delays is not None:
+            command += ["--webhook-retry-delays", ",".join(str(delay) for delay in self.webhook_retry_delays)]
+        if self.webhook_timeout is not None:
+            command += ["--webhook-timeout", str(self.webhook_timeout)]
 
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -247,6 +255,68 @@ class EmulatorProcess:
         """The Connect Accounts emails "sent", oldest first: to, contactEmail, company, termsUrl, privacyUrl, bcc (when
         given), profileKey, url (the linking URL the email carries) and sentAt."""
         return self._control("get", "emails")
+
+    # --- webhooks ------------------------------------------------------------------------------------------------
+    def register_webhook(
+        self, url: str, action: str = "social", secret: str | None = None, profile_key: str | None = None
+    ) -> dict:
+        """Register a hook through the API (`POST /api/hook/webhook`, first API key) and return the answer; for a
+        User Profile when `profile_key` is given, else for the Primary Profile."""
+        body = {"action": action, "url": url} if secret is None else {"action": action, "url": url, "secret": secret}
+        return self._api("post", "hook/webhook", body, profile_key)
+
+    def unregister_webhook(self, action: str = "social", profile_key: str | None = None) -> dict:
+        return self._api("delete", "hook/webhook", {"action": action}, profile_key)
+
+    def rotate_webhook_secret(self, secret: str, profile_key: str | None = None) -> dict:
+        """`POST /api/hook/webhook/secret`: the profile's new signing secret (the old one keeps signing for the grace
+        window, knob `webhook_grace_seconds`)."""
+        return self._api("post", "hook/webhook/secret", {"secret": secret}, profile_key)
+
+    def webhooks(self) -> dict:
+        """`{"registrations": [{profile, refId, title, action, url, created, secretSet, dualSigningUntil}],
+        "attempts": [...]}`, never secrets or profile keys."""
+        return self._control("get", "webhooks")
+
+    def webhook_attempts(self) -> list[dict]:
+        """Every delivery attempt, oldest first: deliveryId, attempt (1, 2, 3), action, type, platform, refId, url,
+        statusCode (None when the connection failed; 503 on a timeout, as the vendor records it), error, ok, at."""
+        return self.webhooks()["attempts"]
+
+    def wait_for_webhook_attempts(self, count: int, timeout: float = CONTROL_TIMEOUT_SECONDS) -> list[dict]:
+        """Poll until at least `count` attempts are recorded; return them, or raise AssertionError on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            attempts = self.webhook_attempts()
+            if len(attempts) >= count:
+                return attempts
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"expected {count} webhook attempts, got {len(attempts)}: {attempts}")
+            time.sleep(0.05)
+
+    def send_webhook(
+        self, kind: str, platform: str, profile_key: str | None = None, ref_id: str | None = None, **fields: object
+    ) -> dict:
+        """Make the emulator send a `social` event of type `kind` (link, unlink or refresh) for `profile_key`, or for
+        a bare `ref_id` through the Primary Profile's hook; `fields` override title, displayName, source, refreshBy,
+        details. Returns `{deliveryId, url, event}`; raises RuntimeError when no hook would receive it (409)."""
+        body: dict = {"type": kind, "platform": platform, **fields}
+        if profile_key is not None:
+            body["profileKey"] = profile_key
+        if ref_id is not None:
+            body["refId"] = ref_id
+        return self._control("post", "webhooks/send", json=body)
+
+    def _api(self, method: str, path: str, body: dict, profile_key: str | None) -> dict:
+        headers = {"Authorization": f"Bearer {self.api_keys[0]}"}
+        if profile_key is not None:
+            headers["Profile-Key"] = profile_key
+        response = requests.request(
+            method, f"{self.base_url}/{path}", json=body, headers=headers, timeout=CONTROL_TIMEOUT_SECONDS
+        )
+        if not response.ok:
+            raise RuntimeError(f"emulator {path}: HTTP {response.status_code}: {response.text}")
+        return response.json()
 
     def _control(self, method: str, name: str, **kwargs: object) -> dict | list:
         response = requests.request(
