@@ -23,7 +23,6 @@ AUTH = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
 SECRET = "ayrshare-webhook-secret-0001"
 OLD_SECRET = "ayrshare-webhook-secret-0000"
 FORWARD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-KEY = "PK-WEBHOOK-0001"
 
 
 @pytest.fixture
@@ -64,8 +63,8 @@ def make_app(settings_env, database):
             worker.stop()
 
 
-def social(kind: str = "link", platform: str = "linkedin", ref_id: str = "ref-dana", **extra) -> bytes:
-    event = {"action": "social", "type": kind, "platform": platform, "refId": ref_id, "title": "Dana", **extra}
+def social(kind: str = "link", platform: str = "linkedin", ref_id: str | None = None, **extra) -> bytes:
+    event = {"action": "social", "type": kind, "platform": platform, "refId": ref_id or REF, "title": "Dana", **extra}
     return json.dumps(event).encode()
 
 
@@ -81,21 +80,27 @@ def post(client, body: bytes, headers: dict):
     return client.post("/webhooks/ayrshare", data=body, headers=headers)
 
 
-def attach(client, networks: list[str] | None = None):
-    client.put("/internal/v1/users/dana", json={"profileKey": KEY, "refId": "ref-dana"}, headers=AUTH)
-
-
 def events(database) -> int:
     with database.engine.connect() as connection:
         return connection.execute(select(func.count()).select_from(WebhookEvent)).scalar()
 
 
+def make_dana(app) -> str:
+    """Dana gets a real profile at the emulator; social events name its refId."""
+    created = app.test_client().post("/internal/v1/users/dana/profile", headers=AUTH)
+    assert created.status_code == 201, created.json
+    global REF
+    REF = created.json["refId"]
+    return REF
+
+
+REF = "unset"
+
+
 @pytest.fixture
 def app(make_app, emulator):
     app = make_app()
-    client = app.test_client()
-    emulator_key_ok = client.put("/internal/v1/users/dana", json={"profileKey": KEY, "refId": "ref-dana"}, headers=AUTH)
-    assert emulator_key_ok.status_code in (200, 201), emulator_key_ok.json
+    make_dana(app)
     return app
 
 
@@ -185,7 +190,7 @@ def test_link_and_unlink_update_known_networks_and_drop_cached_links(app, emulat
 def test_events_are_forwarded_signed_per_standard_webhooks(make_app, emulator, receiver):
     app = make_app(WEBHOOK_FORWARD_URL=receiver.url, WEBHOOK_FORWARD_SECRET=FORWARD_SECRET)
     client = app.test_client()
-    client.put("/internal/v1/users/dana", json={"profileKey": KEY, "refId": "ref-dana"}, headers=AUTH)
+    make_dana(app)
     body = social(kind="link", platform="tiktok")
     event_id = post(client, body, signed_headers(body)).json["id"]
     assert app.extensions["webhook_worker"].run_once() == 1
@@ -301,5 +306,6 @@ def test_no_secret_reaches_a_log_line_or_an_answer(app, caplog):
     text = "\n".join(r.getMessage() + repr(r.__dict__) for r in caplog.records) + "".join(
         a.get_data(True) for a in answers
     )
-    for secret in (SECRET, OLD_SECRET, KEY, hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()):
+    key = client.get("/internal/v1/users/dana", headers=AUTH).json["profileKey"]
+    for secret in (SECRET, OLD_SECRET, key, hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()):
         assert secret not in text

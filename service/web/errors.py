@@ -27,8 +27,8 @@ def wants_json(req: Request | None = None) -> bool:
 
 
 def render_error(error: ServiceError) -> Response:
-    # The internal API is JSON only: its callers are backends, whatever Accept they send.
-    if request.blueprint == "internal" or wants_json():
+    # The internal API and the webhook receiver are JSON only: their callers are backends, whatever Accept they send.
+    if request.blueprint in ("internal", "webhooks") or wants_json():
         response = jsonify(error={"code": error.code, "message": error.message})
     else:
         response = Response(

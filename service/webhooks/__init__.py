@@ -1,7 +1,7 @@
 """Ayrshare's signed webhooks in (verified, recorded once, applied to the directory) and passed on to the team's
 backend through a durable outbox, signed per the Standard Webhooks spec."""
 
-from .forwarder import DeliveryWorker, ForwardFailed, Forwarder
+from .forwarder import DeliveryWorker, Forwarder, ForwardFailed
 from .outbox import Delivery, Outbox
 from .receiver import Receipt, WebhookReceiver, WebhookRefused
 from .signature import BadSignature, verify

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import requests
 from standardwebhooks.webhooks import Webhook
@@ -38,7 +38,7 @@ class Forwarder:
         self.session = session or requests.Session()
 
     def headers_for(self, delivery: Delivery, body: str, now: datetime | None = None) -> dict[str, str]:
-        moment = now or datetime.now(timezone.utc)
+        moment = now or datetime.now(UTC)
         return {
             "Content-Type": "application/json",
             "webhook-id": delivery.id,
