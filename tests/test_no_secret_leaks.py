@@ -1,13 +1,17 @@
 """No secret, JWT or linking URL ever reaches a log line or an error body.
 
 Starts the real service under gunicorn with every secret set to a recognisable value (API key, private key, signing
-secret, internal token, JWT secret, cache encryption key), drives every error path — each kind of auth failure, bad
-input, an unknown user, every upstream fault the emulator can inject, our own rate limit, and a Redis outage — and
-then searches the whole captured stdout/stderr and every error body for any of them.
+secret, internal token, JWT secret, cache and data encryption keys, webhook secret), drives every error path — each
+kind of auth failure, bad input, an unknown user, a created and a refused profile key, forged and real webhooks,
+every upstream fault the emulator can inject, our own rate limit, and a Redis outage — and then searches the whole
+captured stdout/stderr and every error body for any of them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import re
 import time
 from urllib.parse import parse_qs, urlsplit
@@ -18,12 +22,13 @@ import requests
 from cryptography.fernet import Fernet
 
 from service.auth import sign, signed_path
-from tests.conftest import API_KEY, INTERNAL_TOKEN, SIGNING_SECRET
+from tests.conftest import API_KEY, DATA_KEY, INTERNAL_TOKEN, SIGNING_SECRET
 from tests.support.processes import RedisServer
 
 RUN_IN_BOTH_LINK_FLOWS = True  # each test that builds the service runs once per AYRSHARE_LINK_FLOW
 
 JWT_SECRET = "JWT-HS-SECRET-LEAKCHECK-4f9a2c7e1b3d5f7a9c1e"
+WEBHOOK_SECRET = "WEBHOOK-SECRET-LEAKCHECK-8d2f6a"
 CACHE_KEY = Fernet.generate_key().decode()
 ISSUER, AUDIENCE = "https://id.example.com/", "connect"
 JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}")
@@ -61,6 +66,7 @@ def test_no_secret_jwt_or_linking_url_in_any_log_line_or_error_body(
         RATE_LIMIT_PER_USER="3/minute",
         CIRCUIT_FAILURE_THRESHOLD="1000",  # this test walks every upstream fault in turn; the breaker has its own
         LOG_LEVEL="DEBUG",
+        AYRSHARE_WEBHOOK_SECRET=WEBHOOK_SECRET,
     )
     base = service.url
     error_bodies: list[str] = []
@@ -91,6 +97,33 @@ def test_no_secret_jwt_or_linking_url_in_any_log_line_or_error_body(
             response = requests.request(method, base + path, headers=headers, timeout=30)
             assert response.status_code == (200 if method == "delete" and expect == 404 else expect), path
             error_bodies.append(response.text)
+
+    # The directory: a profile created, linked, listed, attached, refused; the key must never be echoed.
+    internal_json = {**JSON, "Authorization": f"Bearer {INTERNAL_TOKEN}"}
+    newcomer = f"newcomer-{link_flow}-{int(time.time() * 1000)}"  # the suite's shared directory outlives this test
+    created = requests.post(f"{base}/internal/v1/users/{newcomer}/profile", headers=internal_json, timeout=30).json()
+    call(signed_path(newcomer, SIGNING_SECRET), 200)
+    profile_keys = [created["profileKey"], "PKLEAK-" + API_KEY[:12]]
+    for body, expect in (
+        ({"profileKey": profile_keys[1]}, 422),  # Ayrshare refuses it
+        ({"profileKey": profile_keys[1], "extra": SIGNING_SECRET}, 400),
+        ({"profileKey": f"{profile_keys[1]} {API_KEY}"}, 400),
+    ):
+        response = requests.put(base + "/internal/v1/users/leaky", json=body, headers=internal_json, timeout=30)
+        assert response.status_code == expect, (sorted(body), response.text)
+        error_bodies.append(response.text)
+    listed = requests.get(base + "/internal/v1/users", headers=internal_json, timeout=30)
+    assert profile_keys[0] not in listed.text
+
+    # Webhooks: refused (bad signature echoing secrets) and accepted; neither body nor log shows the secret.
+    event = json.dumps({"action": "social", "type": "link", "platform": "x", "refId": created["refId"]}).encode()
+    good = hmac.new(WEBHOOK_SECRET.encode(), event, hashlib.sha256).hexdigest()
+    for signature, expect in ((good[::-1], 401), (WEBHOOK_SECRET, 401), (good, 200)):
+        headers = {"X-Authorization-Timestamp": str(int(time.time())), "X-Authorization-Content-SHA256": signature}
+        response = requests.post(base + "/webhooks/ayrshare", data=event, headers=headers, timeout=30)
+        assert response.status_code == expect, response.text
+        error_bodies.append(response.text)
+    webhook_signatures = [good]
 
     # Authentication failures, each carrying something secret-shaped the service must not echo.
     now = int(time.time())
@@ -143,7 +176,8 @@ def test_no_secret_jwt_or_linking_url_in_any_log_line_or_error_body(
     log = service.log()
     assert '"level":"warning"' in log and "redis" in log.lower()  # the outage was logged, so the log is real
 
-    secrets = [API_KEY, SIGNING_SECRET, INTERNAL_TOKEN, JWT_SECRET, CACHE_KEY, leak_redis.url]
+    secrets = [API_KEY, SIGNING_SECRET, INTERNAL_TOKEN, JWT_SECRET, CACHE_KEY, leak_redis.url, WEBHOOK_SECRET]
+    secrets += profile_keys + webhook_signatures + [DATA_KEY]
     pem_lines = [line for line in keypair["private_pem"].splitlines() if line and not line.startswith("-----")]
     assert len(pem_lines) > 10
     tokens = [parse_qs(urlsplit(url).query)[link_flow][0] for url in linking_urls]  # the jwt or ayr_ls_ token

@@ -92,6 +92,8 @@ def test_a_key_ayrshare_refuses_is_422_and_nothing_is_stored(client):
         ({}, "profileKey"),
         ({"profileKey": "short"}, "profileKey"),
         ({"profileKey": "has spaces in it"}, "profileKey"),
+        ({"profileKey": "PK-GOOD-0001 and then more"}, "profileKey"),
+        ({"profileKey": "PK-GOOD-0001\n"}, "profileKey"),
         ({"profileKey": "PK-GOOD-0001", "colour": "red"}, "colour"),
         ({"profileKey": "PK-GOOD-0001", "title": ""}, "title"),
         ([], None),

@@ -20,7 +20,7 @@ from .directory import ClaimHeld, Directory, UserRecord
 from .lookup import ProfileLookup
 from .provisioning import Provisioner
 
-PROFILE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{5,127}")
+PROFILE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{5,127}\Z")  # \Z: marshmallow's Regexp only anchors the start
 MAX_PAGE = 500
 
 
