@@ -1,0 +1,56 @@
+"""The database goes away: known users keep their links, everything else that needs it answers 503 and says so."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from service import create_app
+from service.auth import signed_path
+from service.profiles import Database
+from tests.conftest import INTERNAL_TOKEN, SIGNING_SECRET
+from tests.support.tcp_proxy import TcpProxy
+
+AUTH = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
+JSON = {"Accept": "application/json"}
+
+
+@pytest.fixture
+def proxied(postgres_url):
+    """A fresh, migrated PostgreSQL database reached through a TCP proxy the test can cut."""
+    database = Database(postgres_url)
+    database.upgrade()
+    database.engine.dispose()
+    url = make_url(postgres_url)
+    proxy = TcpProxy(url.host, url.port)
+    yield proxy, url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    proxy.close()
+
+
+def test_a_known_user_keeps_connecting_while_the_database_is_down(settings_env, emulator, proxied):
+    proxy, url = proxied
+    app = create_app({**settings_env, "DATABASE_URL": url})
+    client = app.test_client()
+    created = client.post("/internal/v1/users/dbdown-known/profile", headers=AUTH)
+    assert created.status_code in (200, 201), created.json
+    link = signed_path("dbdown-known", SIGNING_SECRET, 300)
+    assert client.get(link).status_code == 302  # the lookup and the link are now cached
+
+    proxy.cut()
+    assert client.get(link).status_code == 302  # a fresh lookup entry: no database needed
+    app.extensions["connect"].profiles.cache.fresh_seconds = 0  # every entry stale: the database is asked first
+    assert client.get(link).status_code == 302  # ...and when it cannot answer, the stale entry serves
+
+    other = client.get(signed_path("dbdown-unknown", SIGNING_SECRET, 300), headers=JSON)
+    assert other.status_code == 503 and other.json["error"]["code"] == "database_unavailable"
+    assert other.headers["Retry-After"].isdigit()
+    listing = client.get("/internal/v1/users", headers=AUTH)
+    assert listing.status_code == 503 and listing.json["error"]["code"] == "database_unavailable"
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json["checks"]["database"] == "failing"
+    assert ready.json["error"]["code"] == "database_unreachable"
+    assert url.split("@")[-1] not in other.get_data(as_text=True)  # no database address in an answer
+
+    proxy.restore()
+    assert client.get("/internal/v1/users", headers=AUTH).status_code == 200  # the pool reconnects by itself
+    assert client.get("/readyz").status_code == 200
