@@ -21,6 +21,10 @@ SESSION_TOKEN_FAULTS = TOKEN_FAULTS - {"unsigned"}
 # orphaned-profile case the vendor warns about, since the key is returned only there).
 PROFILE_FAULTS = frozenset({"missing_profile_key"})
 ALL_FAULTS = TRANSPORT_FAULTS | TOKEN_FAULTS | PROFILE_FAULTS
+# Faults of the emulator's own webhook deliveries (emulator/webhooks.py), armed separately from `fault` so an API
+# fault and a delivery fault can be set at once: each consumed delivery is sent twice ("duplicate"), with a timestamp
+# an hour old ("stale_timestamp") or signed with a secret the receiver does not know ("bad_signature").
+WEBHOOK_FAULTS = frozenset({"duplicate", "stale_timestamp", "bad_signature"})
 
 # fault_count value meaning "every call until reset".
 UNLIMITED = -1
@@ -45,6 +49,9 @@ class Knobs:
     webhook_timeout_ms: int | None = None
     # How long deliveries stay signed with the previous secret after a rotation; None is the vendor's 24 hours.
     webhook_grace_seconds: int | None = None
+    # A delivery fault and how many deliveries (events, not attempts) it applies to; -1 is every one until reset.
+    webhook_fault: str | None = None
+    webhook_fault_count: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -60,7 +67,8 @@ def _require_int(name: str, value: object, minimum: int) -> int:
 def merge_knobs(current: Knobs, update: object) -> Knobs:
     """Return `current` with the JSON object `update` merged in, or raise KnobError.
 
-    Setting a fault without a fault_count arms it for one call; setting fault to null disarms it.
+    Setting a fault without a fault_count arms it for one call; setting fault to null disarms it. The same goes for
+    webhook_fault and webhook_fault_count, counted in deliveries.
     """
     if not isinstance(update, dict):
         raise KnobError("knobs must be a JSON object")
@@ -96,4 +104,12 @@ def merge_knobs(current: Knobs, update: object) -> Knobs:
         changes["fault_count"] = 0 if fault is None else 1
     if "fault_count" in update:
         changes["fault_count"] = _require_int("fault_count", update["fault_count"], UNLIMITED)
+    if "webhook_fault" in update:
+        fault = update["webhook_fault"]
+        if fault is not None and fault not in WEBHOOK_FAULTS:
+            raise KnobError(f"webhook_fault must be null or one of: {', '.join(sorted(WEBHOOK_FAULTS))}")
+        changes["webhook_fault"] = fault
+        changes["webhook_fault_count"] = 0 if fault is None else 1
+    if "webhook_fault_count" in update:
+        changes["webhook_fault_count"] = _require_int("webhook_fault_count", update["webhook_fault_count"], UNLIMITED)
     return replace(current, **changes)

@@ -155,6 +155,19 @@ class EmulatorState:
             self._faults_served += 1
             return knobs.fault
 
+    def take_webhook_fault(self) -> str | None:
+        """Consume one armed webhook delivery fault (knob `webhook_fault`); return its name, else None."""
+        with self._lock:
+            knobs = self._knobs
+            if knobs.webhook_fault is None or knobs.webhook_fault_count == 0:
+                return None
+            if knobs.webhook_fault_count != UNLIMITED:
+                remaining = knobs.webhook_fault_count - 1
+                self._knobs = merge_knobs(knobs, {"webhook_fault_count": remaining})
+                if remaining == 0:
+                    self._knobs = merge_knobs(self._knobs, {"webhook_fault": None})
+            return knobs.webhook_fault
+
     # --- statistics --------------------------------------------------------------------------------------
     def record_generate_call(self, entry: dict, *, connection: str) -> None:
         """Count one generateJWT request that reached the handler (and the connection it came over: a client that

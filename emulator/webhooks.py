@@ -7,6 +7,10 @@ Written from the vendor's pages "Webhooks Overview" (answer 2xx within 10 s or a
 body keyed by the secret in `X-Authorization-Content-SHA256`, Unix seconds in `X-Authorization-Timestamp`), "Rotate
 Signing Secret" (one secret per profile for all its actions; 24 h during which deliveries are signed with both the
 previous and the new secret) and "Webhook Actions" (`social`). Where they are silent the emulator's choice is marked.
+
+The knob `webhook_fault` (emulator/knobs.py) makes deliveries misbehave on demand: "duplicate" sends the delivery's
+body once more after the delivery ends, "stale_timestamp" dates every attempt an hour back, "bad_signature" signs
+every attempt with a secret nobody knows. Each armed count is one delivery (an event), with all its retries.
 """
 
 from __future__ import annotations
@@ -81,6 +85,8 @@ DEFAULT_GRACE_SECONDS = 24 * 3600
 # How long a `refresh` event gives the person by default (emulator's choice: the docs name `refreshBy`, no period).
 DEFAULT_REFRESH_DAYS = 7
 MAX_RECORDED_ATTEMPTS = 1_000
+# How far back a "stale_timestamp" delivery is dated: well outside any sensible tolerance (the vendor names none).
+STALE_TIMESTAMP_SECONDS = 3600
 COUNTERS = (
     "webhook_registers",
     "webhook_unregisters",
@@ -89,6 +95,7 @@ COUNTERS = (
     "webhook_events",
     "webhook_attempts",
     "webhook_failed_attempts",
+    "webhook_faults_served",
 )
 
 
@@ -276,6 +283,9 @@ def dispatch(owner_key: str, event: dict) -> dict | None:
     registration = store.target(owner_key, event["action"])
     if registration is None:
         return None
+    fault = state.take_webhook_fault()
+    if fault is not None:
+        store.count("webhook_faults_served")
     knobs = state.knobs
     delays = (
         tuple(delay / 1000 for delay in knobs.webhook_retry_delays_ms)
@@ -293,6 +303,7 @@ def dispatch(owner_key: str, event: dict) -> dict | None:
         delivery_id=secrets.token_hex(10),
         delays=delays,
         timeout=timeout,
+        fault=fault,
     )
     store.count("webhook_events")
     # A thread (a greenlet under `python -m emulator`): the request that caused the event must not wait for it.
@@ -310,38 +321,61 @@ class _Delivery:
     delivery_id: str
     delays: tuple[float, ...]
     timeout: float
+    fault: str | None = None  # knob `webhook_fault`, consumed for this delivery
 
     def run(self) -> None:
-        for attempt, delay in enumerate((0.0, *self.delays), start=1):
+        attempt = 0
+        for delay in (0.0, *self.delays):
             time.sleep(delay)
-            if self.store.generation != self.generation:
-                return
-            status, error = self._attempt()
-            ok = error is None and status is not None and 200 <= status < 300
-            entry = {
-                "deliveryId": self.delivery_id,
-                "attempt": attempt,
-                "action": self.event["action"],
-                "type": self.event.get("type"),
-                "platform": self.event.get("platform"),
-                "refId": self.event.get("refId"),
-                "url": self.registration.url,
-                "statusCode": status,
-                "error": error,
-                "ok": ok,
-                "at": iso_time(time.time()),
-            }
-            if not self.store.record_attempt(self.generation, entry) or ok:
-                return
+            attempt += 1
+            ok = self._attempt_and_record(attempt, self.fault if self.fault != "duplicate" else None)
+            if ok is None:
+                return  # reset since the delivery began
+            if ok:
+                break
+        if self.fault == "duplicate":
+            # Emulator's choice: the same body once more when the delivery is over (as a sender that lost the
+            # receiver's answer would), with a fresh timestamp and signature, like any retry.
+            self._attempt_and_record(attempt + 1, "duplicate")
 
-    def _attempt(self) -> tuple[int | None, str | None]:
+    def _attempt_and_record(self, attempt: int, fault: str | None) -> bool | None:
+        """One attempt: whether it succeeded, or None when a reset stopped the delivery."""
+        if self.store.generation != self.generation:
+            return None
+        status, error = self._attempt(fault)
+        ok = error is None and status is not None and 200 <= status < 300
+        entry = {
+            "deliveryId": self.delivery_id,
+            "attempt": attempt,
+            "action": self.event["action"],
+            "type": self.event.get("type"),
+            "platform": self.event.get("platform"),
+            "refId": self.event.get("refId"),
+            "url": self.registration.url,
+            "statusCode": status,
+            "error": error,
+            "ok": ok,
+            "fault": fault,
+            "at": iso_time(time.time()),
+        }
+        if not self.store.record_attempt(self.generation, entry):
+            return None
+        return ok
+
+    def _attempt(self, fault: str | None = None) -> tuple[int | None, str | None]:
         now = time.time()
         headers = {"Content-Type": "application/json"}
         # Signing uses the secret of the profile whose hook this is (a User Profile falling back to the Primary
         # Profile's hook gets the Primary Profile's signature), read per attempt so a rotation applies to retries.
         secret, new_secret = self.store.signing(self.registration.owner.key, now)
+        if fault == "bad_signature":
+            # A secret nobody knows, for both headers; an unsigned hook gets a signature too (emulator's choice).
+            secret = secrets.token_hex(16)
+            new_secret = secrets.token_hex(16) if new_secret is not None else None
+        stamp = now - STALE_TIMESTAMP_SECONDS if fault == "stale_timestamp" else now
+        if secret is not None or fault == "stale_timestamp":
+            headers[TIMESTAMP_HEADER] = str(int(stamp))
         if secret is not None:
-            headers[TIMESTAMP_HEADER] = str(int(now))
             headers[SIGNATURE_HEADER] = sign(secret, self.body)
         if new_secret is not None:
             headers[NEW_SIGNATURE_HEADER] = sign(new_secret, self.body)

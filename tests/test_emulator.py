@@ -491,6 +491,7 @@ def test_stats_count_calls_and_record_requests_without_secrets(emulator, generat
         "webhook_events": 0,
         "webhook_attempts": 0,
         "webhook_failed_attempts": 0,
+        "webhook_faults_served": 0,
     }
 
 

@@ -441,3 +441,126 @@ def test_reset_stops_a_delivery_that_is_still_retrying(emulator, receiver):
     emulator.reset()
     time.sleep(1.0)
     assert len(receiver.received) == 1 and emulator.webhook_attempts() == []
+
+
+# --- the delivery-fault knob (webhook_fault) ---
+
+
+def test_a_duplicate_delivery_sends_the_same_body_again_after_the_delivery(emulator, receiver):
+    emulator.set_knobs(webhook_fault="duplicate")
+    emulator.register_webhook(receiver.url, secret=SECRET)
+    sent = emulator.send_webhook("link", "linkedin", profile_key=FILE_KEY)
+    first, again = receiver.wait_for(2)
+    assert first.body == again.body == json.dumps(sent["event"], separators=(",", ":")).encode()
+    assert signature_matches(first, [SECRET]) and signature_matches(again, [SECRET])
+    assert int(again.header("X-Authorization-Timestamp")) >= int(first.header("X-Authorization-Timestamp"))
+    attempts = emulator.wait_for_webhook_attempts(2)
+    assert [(a["attempt"], a["ok"], a["fault"]) for a in attempts] == [(1, True, None), (2, True, "duplicate")]
+    assert {a["deliveryId"] for a in attempts} == {sent["deliveryId"]}
+    # Armed for one delivery: the next event is sent once.
+    emulator.send_webhook("unlink", "linkedin", profile_key=FILE_KEY)
+    receiver.wait_for(3)
+    time.sleep(0.3)
+    assert len(receiver.received) == 3
+    assert emulator.stats()["webhook_faults_served"] == 1
+    assert emulator.knobs()["webhook_fault"] is None and emulator.knobs()["webhook_fault_count"] == 0
+
+
+def test_a_duplicate_follows_the_retries_of_a_failed_delivery(emulator, receiver):
+    emulator.set_knobs(webhook_fault="duplicate", webhook_retry_delays_ms=[50])
+    emulator.register_webhook(receiver.url, secret=SECRET)
+    receiver.respond_with(500)
+    emulator.send_webhook("link", "twitter", profile_key=FILE_KEY)
+    attempts = emulator.wait_for_webhook_attempts(3)
+    assert [(a["attempt"], a["statusCode"], a["fault"]) for a in attempts] == [
+        (1, 500, None),
+        (2, 200, None),
+        (3, 200, "duplicate"),
+    ]
+    assert len({received.body for received in receiver.wait_for(3)}) == 1
+
+
+def test_a_stale_timestamp_dates_every_attempt_an_hour_back(emulator, receiver):
+    emulator.set_knobs(webhook_fault="stale_timestamp")
+    emulator.register_webhook(receiver.url, secret=SECRET)
+    receiver.respond_with(401, 401, 401)  # what a verifying receiver answers
+    emulator.send_webhook("link", "twitter", profile_key=FILE_KEY)
+    deliveries = receiver.wait_for(3)
+    for delivery in deliveries:
+        age = delivery.received_at - int(delivery.header("X-Authorization-Timestamp"))
+        assert 3599 <= age <= 3602
+        assert delivery.header("X-Authorization-Content-SHA256") == hex_hmac(SECRET, delivery.body)  # still signed
+    attempts = emulator.wait_for_webhook_attempts(3)
+    assert [(a["statusCode"], a["fault"]) for a in attempts] == [(401, "stale_timestamp")] * 3
+
+
+def test_a_bad_signature_signs_every_attempt_with_an_unknown_secret(emulator, receiver):
+    emulator.set_knobs(webhook_fault="bad_signature", webhook_grace_seconds=60)
+    emulator.register_webhook(receiver.url, secret="old-secret")
+    emulator.rotate_webhook_secret(SECRET)  # both headers are sent, and both are wrong
+    receiver.respond_with(401, 401, 401)
+    emulator.send_webhook("link", "twitter", profile_key=FILE_KEY)
+    deliveries = receiver.wait_for(3)
+    for delivery in deliveries:
+        assert delivery.header("X-Authorization-Content-SHA256")
+        assert delivery.header("X-Authorization-Content-SHA256-V2")
+        assert not signature_matches(delivery, [SECRET, "old-secret"])
+        assert abs(delivery.received_at - int(delivery.header("X-Authorization-Timestamp"))) <= 2  # a fresh time
+    attempts = emulator.wait_for_webhook_attempts(3)
+    assert [(a["statusCode"], a["fault"]) for a in attempts] == [(401, "bad_signature")] * 3
+
+
+def test_an_unsigned_hook_gets_the_faulty_headers_too(emulator, receiver):
+    emulator.set_knobs(webhook_fault="bad_signature", webhook_fault_count=2)
+    emulator.register_webhook(receiver.url)
+    emulator.send_webhook("link", "twitter", profile_key=FILE_KEY)
+    (signed,) = receiver.wait_for(1)
+    assert signed.header("X-Authorization-Content-SHA256") and signed.header("X-Authorization-Timestamp")
+    emulator.set_knobs(webhook_fault="stale_timestamp")
+    emulator.send_webhook("link", "tiktok", profile_key=FILE_KEY)
+    stale = receiver.wait_for(2)[1]
+    assert stale.header("X-Authorization-Content-SHA256") is None
+    assert stale.received_at - int(stale.header("X-Authorization-Timestamp")) >= 3599
+
+
+def test_the_webhook_fault_count_counts_deliveries(emulator, receiver):
+    emulator.set_knobs(webhook_fault="bad_signature", webhook_fault_count=2)
+    with pytest.raises(RuntimeError, match="409"):  # no hook yet: nothing delivered, nothing consumed
+        emulator.send_webhook("link", "twitter", profile_key=FILE_KEY)
+    assert emulator.knobs()["webhook_fault_count"] == 2
+    emulator.register_webhook(receiver.url, secret=SECRET)
+    for platform in ("twitter", "tiktok", "linkedin"):
+        emulator.send_webhook("link", platform, profile_key=FILE_KEY)
+        receiver.wait_for(len(receiver.received) + 1)
+    signed = {received.json()["platform"]: signature_matches(received, [SECRET]) for received in receiver.received}
+    assert signed == {"twitter": False, "tiktok": False, "linkedin": True}
+    assert emulator.stats()["webhook_faults_served"] == 2
+
+    emulator.set_knobs(webhook_fault="duplicate", webhook_fault_count=-1)
+    for _ in range(3):
+        emulator.send_webhook("refresh", "facebook", profile_key=FILE_KEY)
+    receiver.wait_for(3 + 6)
+    assert emulator.knobs()["webhook_fault"] == "duplicate"  # every delivery until reset
+    emulator.set_knobs(webhook_fault=None)
+    assert emulator.knobs()["webhook_fault_count"] == 0
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"webhook_fault": "replay"},
+        {"webhook_fault": "duplicate", "webhook_fault_count": -2},
+        {"webhook_fault_count": "1"},
+        {"webhook_fault": "bad_signature", "webhook_fault_count": True},
+    ],
+)
+def test_bad_webhook_fault_knobs_are_refused(emulator, knobs):
+    response = requests.post(f"{emulator.origin}/_emulator/knobs", json=knobs, timeout=10)
+    assert response.status_code == 400 and "webhook_fault" in response.json()["error"]
+    assert emulator.knobs()["webhook_fault"] is None
+
+
+def test_reset_disarms_the_webhook_fault(emulator):
+    emulator.set_knobs(webhook_fault="stale_timestamp", webhook_fault_count=-1)
+    emulator.reset()
+    assert (emulator.knobs()["webhook_fault"], emulator.knobs()["webhook_fault_count"]) == (None, 0)

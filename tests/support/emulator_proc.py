@@ -208,7 +208,8 @@ class EmulatorProcess:
 
     # --- control endpoints ---------------------------------------------------------------------------------
     def set_knobs(self, **knobs: object) -> dict:
-        """Merge knobs (latency_ms, fault, fault_count, token_lifetime_seconds, rate_limit_max)."""
+        """Merge knobs (latency_ms, fault, fault_count, token_lifetime_seconds, rate_limit_max, webhook_*: see
+        emulator/knobs.py)."""
         return self._control("post", "knobs", json=knobs)
 
     def knobs(self) -> dict:
@@ -280,7 +281,8 @@ class EmulatorProcess:
 
     def webhook_attempts(self) -> list[dict]:
         """Every delivery attempt, oldest first: deliveryId, attempt (1, 2, 3), action, type, platform, refId, url,
-        statusCode (None when the connection failed; 503 on a timeout, as the vendor records it), error, ok, at."""
+        statusCode (None when the connection failed; 503 on a timeout, as the vendor records it), error, ok, fault
+        (the knob `webhook_fault` this attempt carried, else None), at."""
         return self.webhooks()["attempts"]
 
     def wait_for_webhook_attempts(self, count: int, timeout: float = CONTROL_TIMEOUT_SECONDS) -> list[dict]:

@@ -63,14 +63,15 @@ def signature_matches(received: ReceivedRequest, secrets: list[str] | tuple[str,
 class WebhookReceiver:
     """Listens on 127.0.0.1 (a free port) and records every request, whatever its path."""
 
-    def __init__(self, path: str = "/hooks/ayrshare") -> None:
+    def __init__(self, path: str = "/hooks/ayrshare", port: int = 0) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._received: list[ReceivedRequest] = []
         self._script: deque[int | str] = deque()
         self.default_status = 200
-        self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
+        # port 0 is any free one; a given port lets a test bring a receiver up where an outage left nothing listening
+        self._server = make_server("127.0.0.1", port, self._app, threaded=True)
         self._thread = threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True)
 
     @property
