@@ -1,15 +1,19 @@
-"""The shipped deployments (docker-compose.yml, the Dockerfile, the Kubernetes manifests in docs/operations.md):
-what they publish and what they protect, read from the files themselves."""
+"""The shipped deployments (docker-compose.yml, the Dockerfile, the Kubernetes manifests in deploy/kubernetes/):
+what they publish and what they protect, read from the files themselves (tests/test_kubernetes_manifests.py checks
+the Kubernetes ones in depth)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = (ROOT / "docker-compose.yml").read_text()
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 OPERATIONS = (ROOT / "docs" / "operations.md").read_text()
+KUBERNETES = ROOT / "deploy" / "kubernetes"
 METRICS_PORT = "9100"  # METRICS_BIND's default port
 
 
@@ -18,9 +22,8 @@ def published_container_ports(compose: str) -> set[str]:
     return {match.rpartition(":")[2] for match in re.findall(r'^\s*- "([0-9.:\-\[\]]+)"\s*$', compose, re.MULTILINE)}
 
 
-def kubernetes_documents(markdown: str) -> list[str]:
-    blocks = re.findall(r"```yaml\n(.*?)```", markdown, re.DOTALL)
-    return [doc for block in blocks for doc in block.split("\n---\n")]
+def kubernetes_documents() -> list[dict]:
+    return [doc for path in sorted(KUBERNETES.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
 def test_compose_never_publishes_the_metrics_port():
@@ -35,11 +38,27 @@ def test_the_image_does_not_expose_the_metrics_port():
 
 
 def test_the_kubernetes_service_and_ingress_route_only_the_http_port():
-    documents = kubernetes_documents(OPERATIONS)
-    routed = [doc for doc in documents if re.search(r"^kind: (Service|Ingress)\s*$", doc, re.MULTILINE)]
-    assert routed
+    documents = kubernetes_documents()
+    # Every Service with a cluster IP, and every Ingress. The headless metrics Service has no address to route to:
+    # it only lists the pods' metrics ports for Prometheus, and nothing points at it.
+    routed = [
+        doc
+        for doc in documents
+        if doc["kind"] == "Ingress" or (doc["kind"] == "Service" and doc["spec"].get("clusterIP") != "None")
+    ]
+    assert {doc["kind"] for doc in routed} == {"Service", "Ingress"}
     for doc in routed:
-        assert "metrics" not in doc and METRICS_PORT not in doc
+        text = yaml.safe_dump(doc)
+        assert "metrics" not in text and METRICS_PORT not in text
+    (headless,) = [doc for doc in documents if doc["kind"] == "Service" and doc not in routed]
+    assert [port["port"] for port in headless["spec"]["ports"]] == [int(METRICS_PORT)]
+    assert not any(
+        path["backend"]["service"]["name"] == headless["metadata"]["name"]
+        for doc in routed
+        if doc["kind"] == "Ingress"
+        for rule in doc["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    )
 
 
 # -- slow clients: every shipped deployment reads requests with header timeouts (tests/test_slow_clients.py) -------
@@ -65,6 +84,15 @@ def test_the_documented_docker_run_uses_the_worker_that_times_out_header_reads()
 
 def test_the_kubernetes_example_says_the_ingress_buffers():
     assert re.search(r"[Ii]ngress[^.]*buffer", OPERATIONS)
+    (ingress,) = [doc for doc in kubernetes_documents() if doc["kind"] == "Ingress"]
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "on"
+    (config,) = [
+        doc
+        for doc in kubernetes_documents()
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "ayrshare-connect"
+    ]
+    assert "GUNICORN_WORKER_CLASS" not in config["data"]  # behind it the default gthread worker is right
+    assert config["data"]["TRUSTED_PROXY_COUNT"] == "1"
 
 
 def test_compose_redis_requires_the_password_from_a_secret_and_the_service_uses_it():
