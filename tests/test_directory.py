@@ -134,3 +134,15 @@ def test_linked_networks_are_kept_and_survive_an_attach_of_the_same_key(director
     assert directory.get("gina").linked_networks == ("facebook", "linkedin")
     directory.put("gina", "PK-OTHER-0002", "api")
     assert directory.get("gina").linked_networks is None  # another profile: its networks are unknown
+
+
+def test_the_migrations_build_exactly_the_tables_the_models_describe(database):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from service.profiles.models import Base
+    from service.webhooks import models as _webhook_models  # noqa: F401 - its tables join Base.metadata
+
+    with database.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []

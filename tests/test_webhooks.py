@@ -137,6 +137,21 @@ def test_a_bad_delivery_is_401_and_touches_nothing(app, database, mangle, reason
     assert record["linkedNetworks"] is None
 
 
+def test_the_same_event_later_is_new_not_a_duplicate(app, database, monkeypatch):
+    from service.webhooks import receiver
+
+    client = app.test_client()
+    link, unlink, refresh = social(kind="link"), social(kind="unlink"), social(kind="refresh")
+    for body in (link, unlink, link):  # linked, unlinked, linked again: three events
+        assert post(client, body, signed_headers(body)).json["status"] == "accepted"
+    assert post(client, link, signed_headers(link)).json["status"] == "duplicate"  # Ayrshare's retry of the last
+    assert post(client, refresh, signed_headers(refresh)).json["status"] == "accepted"
+    monkeypatch.setattr(receiver, "DUPLICATE_WINDOW_SECONDS", 0)  # the same refresh days later is a new one
+    assert post(client, refresh, signed_headers(refresh)).json["status"] == "accepted"
+    assert events(database) == 5
+    assert app.test_client().get("/internal/v1/users/dana", headers=AUTH).json["state"] == "active"
+
+
 def test_the_previous_secret_and_the_rotation_header_both_verify(app):
     client = app.test_client()
     old = social(platform="facebook")
@@ -216,6 +231,7 @@ def test_an_outage_of_the_target_is_retried_with_backoff_then_fails_visibly(data
             WebhookEvent(
                 id="evt_outage",
                 body_sha256="a" * 64,
+                dedupe_key="a",
                 received_at=now,
                 action="social",
                 kind="unlink",
@@ -266,6 +282,7 @@ def test_two_deliverers_send_each_event_once(database, receiver):
                 WebhookEvent(
                     id=f"evt_{index:04d}",
                     body_sha256=f"{index:064d}",
+                    dedupe_key=str(index),
                     received_at=now,
                     action="social",
                     kind="link",

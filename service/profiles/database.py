@@ -17,7 +17,14 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import ConfigError
@@ -69,9 +76,11 @@ class Database:
                 yield session
         except IntegrityError:
             raise  # a constraint said no: the caller decides what that means
-        except (OperationalError, DBAPIError) as error:
+        except (OperationalError, InterfaceError, ProgrammingError) as error:
             if _is_missing_table(error):
                 raise NotMigrated() from None
+            if isinstance(error, ProgrammingError):
+                raise  # our bug, not an outage: a 500 with its traceback in the log
             log.warning("database unavailable", extra={"error_type": type(error.orig or error).__name__})
             raise DatabaseDown() from None
 
@@ -82,7 +91,12 @@ class Database:
                 current = MigrationContext.configure(connection).get_current_revision()
         except (OperationalError, DBAPIError):
             return "failing"
-        return "ok" if current == self.head_revision() else "not_migrated"
+        script = ScriptDirectory.from_config(self._alembic_config())
+        if current == script.get_current_head():
+            return "ok"
+        # A revision this code does not know is a newer release's: the old pods keep serving during a rollout.
+        known = {revision.revision for revision in script.walk_revisions()}
+        return "not_migrated" if current is None or current in known else "ok"
 
     def head_revision(self) -> str | None:
         return ScriptDirectory.from_config(self._alembic_config()).get_current_head()

@@ -13,7 +13,8 @@ from ..auth import signed_path
 
 def invoked_from_flask_cli() -> bool:
     """True under the `flask` command: its stdout belongs to the command, and a bad setting ends it with one line."""
-    return Path(sys.argv[0]).name == "flask"
+    program = Path(sys.argv[0])
+    return program.name == "flask" or program.parent.name == "flask"  # `flask ...` or `python -m flask ...`
 
 
 def init_app(app: Flask) -> None:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import requests
 from standardwebhooks.webhooks import Webhook
 
+from ..errors import ServiceError
 from .outbox import Delivery, Outbox
 
 log = logging.getLogger(__name__)
@@ -75,11 +76,15 @@ class DeliveryWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def run_once(self) -> int:
-        """Attempt every due event once: how many were delivered."""
-        owner, due = self.outbox.claim_due()
+    def run_once(self, batch: int = 50) -> int:
+        """Attempt up to `batch` due events once each: how many were delivered."""
         delivered = 0
-        for delivery in due:
+        for _ in range(batch):
+            # One event per claim: its lease (60 s) always outlasts the one send (at most 13 s) it covers.
+            owner, due = self.outbox.claim_due(limit=1)
+            if not due:
+                break
+            delivery = due[0]
             try:
                 self.forwarder.send(delivery)
             except ForwardFailed as failure:
@@ -99,8 +104,10 @@ class DeliveryWorker:
         while not self._stop.is_set():
             try:
                 self.run_once()
-            except Exception:  # noqa: BLE001 - the database may be down for a while: keep trying
-                log.warning("webhook delivery paused: database unavailable", exc_info=False)
+            except ServiceError as error:  # the database is down for a while: keep trying
+                log.warning("webhook delivery paused", extra={"error_code": error.code})
+            except Exception:  # a bug must not end the thread for good; it is logged with its traceback
+                log.exception("webhook delivery failed unexpectedly")
             self._wake.wait(self.poll_seconds)
             self._wake.clear()
 

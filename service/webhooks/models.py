@@ -20,7 +20,9 @@ class WebhookEvent(Base):
     __tablename__ = "webhook_events"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the stable id the team's backend sees
-    body_sha256: Mapped[str] = mapped_column(String(64), unique=True)  # a retried delivery has the same body
+    body_sha256: Mapped[str] = mapped_column(String(64), index=True)  # a retried delivery has the same body
+    # body hash + the event it followed (for its profile and network): unique, so two copies never both get in
+    dedupe_key: Mapped[str] = mapped_column(String(100), unique=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     action: Mapped[str] = mapped_column(String(32))
     kind: Mapped[str | None] = mapped_column(String(16))  # social: link | unlink | refresh

@@ -27,6 +27,10 @@ from .signature import BadSignature, verify
 log = logging.getLogger(__name__)
 
 SOCIAL_TYPES = ("link", "unlink", "refresh")
+# Ayrshare retries a failed delivery after 5 s and 30 s with the same body. A social body carries no id or time, so a
+# body is a duplicate only when it repeats the latest event of its profile and network, this recently: link, unlink,
+# link again are three events; a `refresh` tomorrow is a new one.
+DUPLICATE_WINDOW_SECONDS = 600
 
 
 class WebhookRefused(Unauthenticated):
@@ -87,14 +91,29 @@ class WebhookReceiver:
 
     def _record(self, body_sha256: str, kind: str, network: str, ref_id: str) -> Receipt:
         now = utcnow()
-        event_id = "evt_" + secrets.token_hex(12)
+        # Time-ordered ids: the deliveries list reads oldest first, and ids stay unguessable.
+        event_id = f"evt_{int(now.timestamp() * 1000):012x}{secrets.token_hex(6)}"
         try:
             with self.database.begin() as session:
+                latest = session.execute(
+                    select(WebhookEvent.id, WebhookEvent.body_sha256, WebhookEvent.received_at)
+                    .where(WebhookEvent.ref_id == ref_id, WebhookEvent.network == network)
+                    .order_by(WebhookEvent.id.desc())
+                    .limit(1)
+                ).first()
+                if (
+                    latest is not None
+                    and latest.body_sha256 == body_sha256
+                    and latest.received_at > now - timedelta(seconds=DUPLICATE_WINDOW_SECONDS)
+                ):
+                    return Receipt("duplicate", latest.id)
                 user = session.scalars(select(UserRow).where(UserRow.ref_id == ref_id).limit(1)).first()
                 session.add(
                     WebhookEvent(
                         id=event_id,
                         body_sha256=body_sha256,
+                        # Two copies arriving at once both see the same latest event: the unique key lets one in.
+                        dedupe_key=f"{body_sha256}:{latest.id if latest else '-'}",
                         received_at=now,
                         action="social",
                         kind=kind,

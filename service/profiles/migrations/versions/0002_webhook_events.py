@@ -20,7 +20,8 @@ def upgrade() -> None:
     op.create_table(
         "webhook_events",
         sa.Column("id", sa.String(40), primary_key=True),
-        sa.Column("body_sha256", sa.String(64), nullable=False, unique=True),
+        sa.Column("body_sha256", sa.String(64), nullable=False, index=True),
+        sa.Column("dedupe_key", sa.String(100), nullable=False, unique=True),
         sa.Column("received_at", UTCDateTime(), nullable=False),
         sa.Column("action", sa.String(32), nullable=False),
         sa.Column("kind", sa.String(16), nullable=True),
