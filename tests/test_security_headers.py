@@ -111,6 +111,40 @@ def test_preflight_for_a_bearer_token_is_answered_for_listed_origins_only(cors_c
     assert emulator.calls() == 0
 
 
+def accounts_path(user: str) -> str:
+    """The signed link's query on `/connect/<user>/accounts`, as connect.js asks for the linked networks."""
+    path, query = signed_path(user, SIGNING_SECRET).split("?")
+    return f"{path}/accounts?{query}"
+
+
+def test_the_linked_networks_reach_listed_origins_only(cors_client, emulator):
+    response = cors_client.get(accounts_path("alice"), headers={**JSON, "Origin": FRONTEND})
+    assert response.status_code == 200 and response.json == {"networks": []}
+    assert response.headers["Access-Control-Allow-Origin"] == FRONTEND
+    assert response.headers["Access-Control-Allow-Credentials"] == "true"
+    assert "Origin" in response.headers["Vary"]
+    other = cors_client.get(accounts_path("alice"), headers={**JSON, "Origin": "https://evil.com"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    refused = cors_client.get("/connect/alice/accounts", headers={**JSON, "Origin": FRONTEND})
+    assert refused.status_code == 401 and refused.headers["Access-Control-Allow-Origin"] == FRONTEND
+
+
+def test_preflight_for_the_linked_networks_is_answered_for_listed_origins_only(cors_client, emulator):
+    preflight = {
+        "Origin": FRONTEND,
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    response = cors_client.options("/connect/alice/accounts", headers=preflight)
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == FRONTEND
+    assert response.headers["Access-Control-Allow-Methods"] == "GET"
+    assert "Authorization" in response.headers["Access-Control-Allow-Headers"]
+    other = cors_client.options("/connect/alice/accounts", headers={**preflight, "Origin": "https://evil.com"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    assert emulator.calls() == 0
+
+
 def test_no_cors_headers_when_no_origin_is_configured(client, emulator):
     response = client.get(signed_path("alice", SIGNING_SECRET), headers={**JSON, "Origin": FRONTEND})
     assert "Access-Control-Allow-Origin" not in response.headers

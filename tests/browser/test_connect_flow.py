@@ -225,3 +225,76 @@ def test_origin_true_redirects_the_opener_back_to_the_app(page, demo_service, em
     expect(page.locator("#status")).to_have_attribute("data-state", "linked")
     expect(page.locator("#status")).to_contain_text("bob")
     shot(page, "01-opener-redirected-back-linked")
+
+
+def link_network(popup: Page, network: str) -> None:
+    """Press the emulator's Link button for `network` (a form post that comes back to the same linking page)."""
+    popup.click(f"#link-{network}")
+    expect(popup.locator(f"#network-{network}")).to_have_attribute("data-linked", "true")
+
+
+def test_after_done_the_demo_shows_the_networks_linked_in_the_popup(page, context, demo_service, emulator, shot):
+    service = demo_service()
+    console: list[str] = []
+    context.on("console", lambda message: console.append(message.text))
+    accounts_reads: list[str] = []
+    page.on("request", lambda request: accounts_reads.append(request.url) if "/accounts" in request.url else None)
+    open_demo(page, service, "alice")
+    expect(page.locator("#networks")).to_have_text("")
+
+    popup = click_connect(page)
+    expect(popup.locator("#profile-key")).to_have_text(PROFILES["alice"])
+    link_network(popup, "linkedin")
+    shot(popup, "01-linkedin-linked-in-popup")
+    with popup.expect_event("close"):
+        popup.click("#done")
+
+    expect(page.locator("#status")).to_have_attribute("data-state", "linked")
+    expect(page.locator("#networks")).to_have_text("Connected: linkedin")
+    expect(page.locator("#networks")).to_have_attribute("data-networks", "linkedin")
+    shot(page, "02-demo-page-shows-connected-networks")
+    # Read by connect.js from the service, with the page's signed link: never from the emulator directly.
+    (read,) = accounts_reads
+    assert read.startswith(f"{service.url}/connect/alice/accounts?") and "signature=" in read, read
+    assert not [text for text in console if "Content Security Policy" in text], console
+
+    # A second round: the page forgets the old answer at the click, then shows the new one.
+    popup = click_connect(page)
+    expect(page.locator("#networks")).to_have_text("")
+    link_network(popup, "twitter")
+    with popup.expect_event("close"):
+        popup.click("#done")
+    expect(page.locator("#networks")).to_have_text("Connected: linkedin, twitter")
+
+
+def test_after_a_same_tab_round_trip_the_demo_shows_the_linked_networks(page, context, demo_service, emulator, shot):
+    service = demo_service()
+    page.goto(f"{service.url}/demo")
+    cdp = context.new_cdp_session(page)  # a click without user activation: the popup is blocked (see above)
+    script = "document.getElementById('user').value = 'bob'; document.getElementById('connect').click()"
+    with page.expect_navigation(url=f"{emulator.origin}/**"):
+        cdp.send("Runtime.evaluate", {"expression": script, "userGesture": False})
+
+    link_network(page, "facebook")
+    page.click("#done")
+    page.wait_for_url(f"{service.url}/demo**")
+    expect(page.locator("#status")).to_have_attribute("data-state", "linked")
+    expect(page.locator("#networks")).to_have_text("Connected: facebook")
+    expect(page.locator("#networks")).to_have_attribute("data-networks", "facebook")
+    shot(page, "01-back-on-demo-page-with-networks")
+
+
+def test_networks_that_cannot_be_read_leave_the_link_a_success(page, demo_service, emulator, shot):
+    service = demo_service()
+    open_demo(page, service, "carol@example.com")
+    # The service refuses the networks read (as for a link that expired while the popup was open).
+    page.route("**/accounts?*", lambda route: route.fulfill(status=401, json={"error": {"code": "link_expired"}}))
+
+    popup = click_connect(page)
+    link_network(popup, "linkedin")
+    with popup.expect_event("close"):
+        popup.click("#done")
+    expect(page.locator("#status")).to_have_attribute("data-state", "linked")
+    expect(page.locator("#networks")).to_have_text("Linked networks unavailable.")
+    assert page.get_attribute("#networks", "data-networks") is None
+    shot(page, "01-linked-without-networks")

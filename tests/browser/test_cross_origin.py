@@ -26,6 +26,7 @@ APP_PAGE = """<!doctype html>
 <body>
 <button id="connect" type="button">Connect</button>
 <p id="status" data-state="idle">idle</p>
+<p id="networks"></p>
 <script type="module">
   import { connectSocialAccounts } from "__SERVICE__/static/connect.js";
   const config = __CONFIG__;
@@ -33,7 +34,13 @@ APP_PAGE = """<!doctype html>
   const show = (state) => { status.dataset.state = state; status.textContent = state; };
   document.getElementById("connect").addEventListener("click", () => {
     show("waiting");
-    connectSocialAccounts(config).then((result) => show(result.status), (error) => show("error:" + error.code));
+    connectSocialAccounts(config).then(
+      (result) => {
+        if ("networks" in result) document.getElementById("networks").textContent = JSON.stringify(result.networks);
+        show(result.status);
+      },
+      (error) => show("error:" + error.code),
+    );
   });
 </script>
 </body></html>
@@ -101,6 +108,8 @@ def test_listed_origin_is_notified_and_forged_messages_are_ignored(page, app_ser
     with popup.expect_event("close"):
         popup.click("#done")
     expect(page.locator("#status")).to_have_attribute("data-state", "linked")
+    # Not in CORS_ALLOWED_ORIGINS: the app may not read the networks, and "linked" stands without them.
+    expect(page.locator("#networks")).to_have_text("null")
     shot(page, "02-cross-origin-app-linked")
 
 
@@ -135,3 +144,48 @@ def test_bearer_caller_gets_the_linking_url_as_json_and_the_popup_follows(page, 
         popup.click("#done")
     expect(page.locator("#status")).to_have_attribute("data-state", "linked")
     assert emulator.calls() == 1
+
+
+def link_network(popup: Page, network: str) -> None:
+    popup.click(f"#link-{network}")
+    expect(popup.locator(f"#network-{network}")).to_have_attribute("data-linked", "true")
+
+
+def test_a_signed_link_caller_on_a_cors_listed_origin_gets_the_networks(page, app_server, demo_service, emulator):
+    origin = f"http://127.0.0.1:{app_server.port}"
+    service = demo_service(FRONTEND_ORIGINS=origin, CORS_ALLOWED_ORIGINS=origin)
+    app_server.add("signed", service.url, {"url": service.url + signed_path("alice", SIGNING_SECRET, 300)})
+    page.goto(f"{origin}/signed")
+
+    popup = click_connect(page)
+    link_network(popup, "twitter")
+    link_network(popup, "linkedin")
+    with popup.expect_event("close"):
+        popup.click("#done")
+    expect(page.locator("#status")).to_have_attribute("data-state", "linked")
+    expect(page.locator("#networks")).to_have_text('["linkedin","twitter"]')
+
+
+def test_a_bearer_caller_gets_the_networks_with_its_own_headers(page, app_server, demo_service, emulator):
+    origin = f"http://127.0.0.1:{app_server.port}"
+    service = demo_service(FRONTEND_ORIGINS=origin, CORS_ALLOWED_ORIGINS=origin)
+    config = {
+        "url": f"{service.url}/connect/carol@example.com",
+        "headers": {"Authorization": f"Bearer {INTERNAL_TOKEN}"},
+    }
+    app_server.add("bearer", service.url, config)
+    reads: list[dict] = []
+    page.on("request", lambda r: reads.append({"url": r.url, **r.headers}) if "/accounts" in r.url else None)
+    page.goto(f"{origin}/bearer")
+
+    popup = click_connect(page)
+    expect(popup.locator("#profile-key")).to_have_text(PROFILES["carol@example.com"])
+    link_network(popup, "youtube")
+    with popup.expect_event("close"):
+        popup.click("#done")
+    expect(page.locator("#status")).to_have_attribute("data-state", "linked")
+    expect(page.locator("#networks")).to_have_text('["youtube"]')
+    # Asked for at the service with the caller's bearer token (so after a CORS preflight the service answered).
+    (read,) = [r for r in reads if r.get("authorization")]
+    assert read["url"] == f"{service.url}/connect/carol@example.com/accounts"
+    assert read["authorization"] == f"Bearer {INTERNAL_TOKEN}"

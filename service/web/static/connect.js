@@ -6,7 +6,7 @@
 //   import { connectSocialAccounts } from "https://connect.example.com/static/connect.js";
 //   button.addEventListener("click", () => {
 //     connectSocialAccounts({ url: signedLink })            // "/connect/<user>?expires=…&signature=…"
-//       .then((result) => { if (result.status === "linked") refreshAccounts(); })
+//       .then((result) => { if (result.status === "linked") showLinked(result.networks); })  // ["linkedin"] or null
 //       .catch((error) => showError(error.message));         // a ConnectError with .code
 //   });
 //
@@ -19,6 +19,9 @@
 //   this window. The message is believed only if it comes from the popup (event.source) and from the done page's
 //   origin (event.origin, by default the origin of `url`).
 // - There is no event for a cross-origin window closing, so the popup's `closed` flag is polled.
+// - After "Done", the networks the user has linked are read from the service (`<link path>/accounts`, same query,
+//   same headers): the promise then carries them. Not reading them (an expired link, the service slow or away)
+//   never turns a successful link into an error: `networks` is null instead.
 
 const MESSAGE_TYPE = "ayrshare-connect";
 const PENDING_KEY = "ayrshare-connect:pending";
@@ -27,6 +30,8 @@ const CLOSED_POLL_MS = 300;
 // The done page posts, then closes itself; the two reach this window separately, so a "closed" is confirmed a
 // moment later to let a "done" that is still in flight win.
 const CLOSED_GRACE_MS = 400;
+// How long "linked" may wait for the linked networks before it resolves without them.
+const NETWORKS_TIMEOUT_MS = 5000;
 
 /** A failure the caller can show: `code` is the service's error code (e.g. "link_expired") or one of ours. */
 export class ConnectError extends Error {
@@ -55,10 +60,12 @@ let active = null; // the flow in progress: one popup at a time
  * options.onOpen(win), options.onBlocked(), options.onError(ConnectError)   optional callbacks
  * options.signal       an AbortSignal: closes the popup and rejects with an AbortError
  *
- * Resolves {status: "linked"} after "Done", {status: "closed"} when the user closed the popup without "Done",
- * {status: "same-tab"} when the page is navigating to the linking page instead, {status: "superseded"} when a newer
- * call took over the popup. Rejects with a ConnectError when the service answered with an error (error.code) or the
- * popup was blocked with `fallback: "none"` (code "popup_blocked").
+ * Resolves {status: "linked", networks} after "Done" (`networks`: the names of the networks the user has linked, e.g.
+ * ["facebook", "linkedin"], read from the service; null when they could not be read), {status: "closed"} when the
+ * user closed the popup without "Done", {status: "same-tab"} when the page is navigating to the linking page
+ * instead, {status: "superseded"} when a newer call took over the popup. Rejects with a ConnectError when the
+ * service answered with an error (error.code) or the popup was blocked with `fallback: "none"` (code
+ * "popup_blocked").
  */
 export function connectSocialAccounts(options) {
   const opts = normalise(options);
@@ -108,9 +115,30 @@ export function resumeSameTab() {
   return { status: "linked", context: pending.context };
 }
 
+/**
+ * The networks a user has linked, read from the service: `url` is the user's /connect/<user> link (the same signed
+ * link, or the same `headers` / `credentials` as for connectSocialAccounts); `/accounts` is added to its path.
+ * Resolves an array of network names, or null when they could not be read: it never rejects. Useful after
+ * resumeSameTab(), whose answer is synchronous and carries no networks.
+ *
+ * options.headers, options.credentials   as for connectSocialAccounts
+ * options.signal                         an AbortSignal: stops the request (resolves null)
+ * options.timeout                        milliseconds before giving up (default 5000)
+ */
+export function linkedNetworks(url, options = {}) {
+  let href;
+  try {
+    href = accountsHref(resolveHref(url));
+  } catch {
+    return Promise.resolve(null);
+  }
+  return readNetworks(href, options, options.timeout ?? NETWORKS_TIMEOUT_MS);
+}
+
 function watch(popup, opts, direct) {
   return new Promise((resolve, reject) => {
-    let doneOrigin = opts.doneOrigin || (direct ? new URL(resolveHref(opts.url)).origin : null);
+    let link = direct ? resolveHref(opts.url) : null; // the /connect link, once known
+    let doneOrigin = opts.doneOrigin || (link ? new URL(link).origin : null);
     let lastError = null;
     let settled = false;
     let closedSeenAt = null;
@@ -124,7 +152,11 @@ function watch(popup, opts, direct) {
       if (active === flow) active = null;
       if (!(result && result.status === "superseded")) forgetPending();
       if (error) reject(error);
-      else resolve(result);
+      else if (result.status === "linked") {
+        // Settled already (no "closed" can follow), but the promise waits for the networks; it never fails on them.
+        const networks = link ? readNetworks(accountsHref(link), opts) : Promise.resolve(null);
+        networks.then((names) => resolve({ ...result, networks: names }));
+      } else resolve(result);
     };
     const flow = { popup, finish };
     active = flow;
@@ -160,10 +192,11 @@ function watch(popup, opts, direct) {
 
     if (!direct) {
       linkUrl(opts).then(
-        ({ target, link }) => {
+        (answer) => {
           if (settled) return;
+          link = answer.link;
           if (!doneOrigin) doneOrigin = new URL(link).origin;
-          popup.location.replace(target);
+          popup.location.replace(answer.target);
         },
         (error) => {
           closeQuietly(popup);
@@ -208,6 +241,43 @@ async function linkUrl(opts) {
     throw new ConnectError("bad_response", "The connect service answered without a linking URL.");
   }
   return { target: body.url, link: href };
+}
+
+// `/connect/<user>?…` → `/connect/<user>/accounts?…`: the same caller authentication answers both.
+function accountsHref(link) {
+  const url = new URL(link);
+  url.pathname = `${url.pathname.replace(/\/+$/, "")}/accounts`;
+  url.hash = "";
+  return url.href;
+}
+
+// Resolves the network names, or null: a failure here is never the caller's error.
+async function readNetworks(href, opts, timeout = NETWORKS_TIMEOUT_MS) {
+  const controller = new AbortController();
+  const abort = () => controller.abort();
+  const timer = window.setTimeout(abort, timeout);
+  if (opts.signal) {
+    if (opts.signal.aborted) abort();
+    else opts.signal.addEventListener("abort", abort, { once: true });
+  }
+  try {
+    const response = await fetch(href, {
+      headers: { ...opts.headers, Accept: "application/json" },
+      credentials: opts.credentials || "same-origin",
+      cache: "no-store",
+      referrerPolicy: "no-referrer",
+      signal: controller.signal,
+    });
+    if (!response.ok) return null;
+    const body = await response.json();
+    const networks = body && body.networks;
+    return Array.isArray(networks) && networks.every((name) => typeof name === "string") ? networks : null;
+  } catch {
+    return null;
+  } finally {
+    window.clearTimeout(timer);
+    if (opts.signal) opts.signal.removeEventListener("abort", abort);
+  }
 }
 
 function normalise(options) {

@@ -1,5 +1,5 @@
 // The demo page (/demo, DEMO_MODE only): one button that runs connect.js the way an app would.
-import { connectSocialAccounts, resumeSameTab } from "./connect.js";
+import { connectSocialAccounts, linkedNetworks, resumeSameTab } from "./connect.js";
 
 const select = document.getElementById("user");
 const button = document.getElementById("connect");
@@ -12,19 +12,15 @@ function show(state, text) {
   status.textContent = text;
 }
 
-// After "Done": what the user really linked, read through the service (GET /connect/<user>/accounts).
-async function showAccounts(option) {
-  const link = new URL(option.getAttribute("data-url"), location.href);
-  link.pathname += "/accounts";
-  try {
-    const answer = await fetch(link, { headers: { Accept: "application/json" } });
-    const body = await answer.json();
-    if (!answer.ok) throw new Error(body.error ? body.error.message : answer.statusText);
-    networks.setAttribute("data-networks", body.networks.join(","));
-    networks.textContent = body.networks.length ? `Connected: ${body.networks.join(", ")}` : "Connected: none yet";
-  } catch (error) {
-    networks.textContent = `Linked networks unavailable: ${error.message}`;
+// After "Done": what the user really linked, as connect.js read it through the service (GET /connect/<user>/accounts).
+function showNetworks(names) {
+  if (!names) {
+    networks.removeAttribute("data-networks");
+    networks.textContent = "Linked networks unavailable.";
+    return;
   }
+  networks.setAttribute("data-networks", names.join(","));
+  networks.textContent = names.length ? `Connected: ${names.join(", ")}` : "Connected: none yet";
 }
 
 const returned = resumeSameTab();
@@ -32,7 +28,8 @@ if (returned) {
   const user = returned.context && returned.context.user;
   show("linked", `Linked: ${user || "the user"}'s social accounts are connected (same-tab flow).`);
   if (user) select.value = user;
-  showAccounts(select.selectedOptions[0]);
+  // resumeSameTab() answers synchronously, so the networks are asked for here, the way connect.js does it.
+  linkedNetworks(select.selectedOptions[0].getAttribute("data-url")).then(showNetworks);
 }
 
 button.addEventListener("click", () => {
@@ -40,6 +37,8 @@ button.addEventListener("click", () => {
   const user = option.value;
   show("waiting", `The linking page for ${user} is open in a popup window…`);
   button.disabled = true;
+  networks.removeAttribute("data-networks");
+  networks.textContent = "";
   connectSocialAccounts({
     url: option.getAttribute("data-url"),
     context: { user },
@@ -49,7 +48,7 @@ button.addEventListener("click", () => {
     .then((result) => {
       if (result.status === "linked") {
         show("linked", `Linked: ${user}'s social accounts are connected.`);
-        showAccounts(option);
+        showNetworks(result.networks);
       }
       else if (result.status === "closed") show("closed", "The popup was closed before “Done”. Click to try again.");
     })
