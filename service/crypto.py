@@ -32,6 +32,13 @@ class FernetCodec:
     def for_settings(cls, cache_encryption_key: str | None, api_key: str) -> FernetCodec:
         return cls(cache_encryption_key) if cache_encryption_key else cls(derived_cache_key(api_key))
 
+    def rotate(self, token: bytes) -> bytes:
+        """The same value encrypted under the first key (after a new key was put first)."""
+        try:
+            return self._fernet.rotate(token)
+        except InvalidToken:
+            raise ValueError("value not readable with the configured keys") from None
+
     def encode(self, data: bytes) -> bytes:
         return self._fernet.encrypt(data)
 

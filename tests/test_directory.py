@@ -63,11 +63,13 @@ def test_the_profile_key_is_stored_only_encrypted(directory, database):
 
 def test_keys_rotate_by_putting_a_new_one_first(database):
     Directory(database, FernetCodec(DATA_KEY)).put("alice", KEY, "api")
-    rotated = Directory(database, FernetCodec(f"{Fernet.generate_key().decode()},{DATA_KEY}"))
+    new_key = Fernet.generate_key().decode()
+    rotated = Directory(database, FernetCodec(f"{new_key},{DATA_KEY}"))
     assert rotated.profile_key("alice") == KEY
-    wrong = Directory(database, FernetCodec(Fernet.generate_key().decode()))
+    assert rotated.reencrypt() == 1  # every row under the new key: the old key can go
+    assert Directory(database, FernetCodec(new_key)).profile_key("alice") == KEY
     with pytest.raises(Exception) as raised:
-        wrong.profile_key("alice")
+        Directory(database, FernetCodec(DATA_KEY)).profile_key("alice")
     assert raised.value.code == "profile_key_unreadable" and KEY not in str(raised.value)
 
 

@@ -223,6 +223,18 @@ class Directory:
             result = session.execute(delete(UserRow).where(UserRow.user_id == user, UserRow.state == "pending"))
             return result.rowcount > 0
 
+    def reencrypt(self) -> int:
+        """Re-encrypt every stored key under DATA_ENCRYPTION_KEY's first key (the last step of a rotation)."""
+        done = 0
+        with self.database.begin() as session:
+            for row in session.scalars(select(UserRow).where(UserRow.profile_key_encrypted.is_not(None))):
+                try:
+                    row.profile_key_encrypted = self.codec.rotate(row.profile_key_encrypted.encode()).decode()
+                except ValueError:
+                    raise KeyUnreadable() from None
+                done += 1
+        return done
+
     def set_networks(self, user: str, networks: tuple[str, ...], checked_at: datetime) -> None:
         with self.database.begin() as session:
             session.execute(

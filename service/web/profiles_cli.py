@@ -103,6 +103,13 @@ def profiles_pending(as_json: bool) -> None:
         click.echo("no pending profile creations", err=True)
 
 
+@profiles_cli.command("reencrypt")
+def profiles_reencrypt() -> None:
+    """Re-encrypt every stored profile key under DATA_ENCRYPTION_KEY's first key; then the old keys can go."""
+    count = _run(lambda: current_app.extensions["users"].directory.reencrypt(), "directory")
+    click.echo(f"re-encrypted {count} profile keys under the first DATA_ENCRYPTION_KEY")
+
+
 @profiles_cli.command("release")
 @click.argument("user")
 @click.confirmation_option(prompt="Only if Ayrshare has no profile with this claim's title. Release it?")
