@@ -217,11 +217,15 @@ class SettingsSchema(Schema):
     metrics_bind = fields.String(data_key="METRICS_BIND", load_default="0.0.0.0:9100", validate=_check_metrics_bind)
 
     # -- gunicorn (read by config/gunicorn.conf.py; command-line flags override them) ---------------------------
-    bind = fields.String(data_key="BIND", load_default="0.0.0.0:8000")
+    # BIND and GUNICORN_WORKERS win; else the platform conventions PORT (Cloud Run, Heroku, Render: listen on all
+    # interfaces there) and WEB_CONCURRENCY (Heroku's, and gunicorn's own); else 0.0.0.0:8000 and 2 (load_settings).
+    bind = fields.String(data_key="BIND", load_default=None, validate=validate.Length(min=1))
+    port = fields.Integer(data_key="PORT", load_default=None, validate=validate.Range(1, 65535))
     worker_class = fields.String(
         data_key="GUNICORN_WORKER_CLASS", load_default="gthread", validate=validate.OneOf(["gthread", "gevent", "sync"])
     )
-    workers = fields.Integer(data_key="GUNICORN_WORKERS", load_default=2, validate=validate.Range(1, 64))
+    workers = fields.Integer(data_key="GUNICORN_WORKERS", load_default=None, validate=validate.Range(1, 64))
+    web_concurrency = fields.Integer(data_key="WEB_CONCURRENCY", load_default=None, validate=validate.Range(1, 64))
     # Each thread holds one request; a slow Ayrshare call holds its thread for up to AYRSHARE_DEADLINE_SECONDS.
     threads = fields.Integer(data_key="GUNICORN_THREADS", load_default=128, validate=validate.Range(1, 1024))
     worker_connections = fields.Integer(

@@ -170,6 +170,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"AYRSHARE_PRIVATE_KEY: {error}") from None
     if data["profile_keys_file"]:
         _check_profile_keys_file(data["profile_keys_file"])
+    port, web_concurrency = data.pop("port"), data.pop("web_concurrency")
+    data["bind"] = data["bind"] or (f"0.0.0.0:{port}" if port else "0.0.0.0:8000")
+    data["workers"] = data["workers"] or web_concurrency or 2
     data["database_url"] = data["database_url"] or default_database_url(data["data_dir"])
     if data["database_migrate_on_start"] is None:  # on by default only for the embedded SQLite file
         data["database_migrate_on_start"] = data["database_url"].startswith("sqlite")
