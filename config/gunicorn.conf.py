@@ -7,9 +7,16 @@ a bad setting stops the start with one line naming it. Command-line flags overri
 import os
 import sys
 
+from dotenv import dotenv_values
+
 # gevent must patch the standard library before anything imports ssl or sockets, settings included; so this one
-# choice is read from the process environment first (validated below like every other setting).
-if os.environ.get("GUNICORN_WORKER_CLASS") == "gevent":
+# choice is read first, from the process environment or else the settings file as load_settings reads them
+# (python-dotenv imports neither), and validated below like every other setting.
+_env_file = os.environ.get("ENV_FILE") or ".env"
+_early = os.environ.get("GUNICORN_WORKER_CLASS") or (
+    dotenv_values(_env_file).get("GUNICORN_WORKER_CLASS") if os.path.isfile(_env_file) else None
+)
+if _early == "gevent":
     from gevent import monkey
 
     monkey.patch_all()

@@ -7,12 +7,13 @@ reads `os.environ`.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from dotenv import dotenv_values
+from dotenv import dotenv_values, find_dotenv
 from marshmallow import ValidationError
 
 from ..urls import web_origin
@@ -140,16 +141,44 @@ class Settings:
         return [value for value in values if value]
 
 
+def invoked_from_flask_cli() -> bool:
+    """True under the `flask` command: its stdout belongs to the command, and a bad setting ends it with one line."""
+    return Path(sys.argv[0]).name == "flask"
+
+
+def settings_file(environ: Mapping[str, str] | None = None) -> Path:
+    """The settings file: `ENV_FILE` from the process environment, else `.env` in the working directory."""
+    return Path((os.environ if environ is None else environ).get("ENV_FILE") or ".env")
+
+
+def read_settings_file(path: Path) -> dict[str, str]:
+    """The file's settings as python-dotenv parses them (what docker compose's `env_file` also accepts)."""
+    if not path.is_file():
+        return {}
+    return {name: value for name, value in dotenv_values(path).items() if value is not None}
+
+
+def process_environment() -> dict[str, str]:
+    """`os.environ`, less what Flask's CLI copied into it from `.flaskenv` and `.env` files it found itself."""
+    process = dict(os.environ)
+    if invoked_from_flask_cli():
+        # `flask` loads .flaskenv and the nearest .env (searching up from the working directory) into os.environ,
+        # for keys not already set, before the app loads: take those out again so that ENV_FILE, or ./.env only,
+        # decides as under gunicorn. A key whose real value equals the file's is read from the file: the same value.
+        for name in (".flaskenv", ".env"):
+            found = find_dotenv(name, usecwd=True)
+            for key, value in (read_settings_file(Path(found)) if found else {}).items():
+                if process.get(key) == value:
+                    del process[key]
+    return process
+
+
 def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The process environment over the `.env` file (the environment wins, as with docker/compose)."""
+    """The process environment over the settings file (the environment wins, as with docker/compose)."""
     if environ is not None:
         return dict(environ)
-    merged = {}
-    env_file = Path(os.environ.get("ENV_FILE", ".env"))
-    if env_file.is_file():
-        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    merged.update(os.environ)
-    return merged
+    process = process_environment()
+    return {**read_settings_file(settings_file(process)), **process}
 
 
 _SECURITY_LISTS = ("jwt_algorithms", "trusted_proxies", "redirect_allowed_hosts", "cors_allowed_origins")

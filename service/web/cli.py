@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import click
 from flask import Flask, current_app
 
 from ..auth import signed_path
+from ..config.settings import invoked_from_flask_cli
 
-
-def invoked_from_flask_cli() -> bool:
-    """True under the `flask` command: its stdout belongs to the command, and a bad setting ends it with one line."""
-    return Path(sys.argv[0]).name == "flask"
+__all__ = ["init_app", "invoked_from_flask_cli"]
 
 
 def init_app(app: Flask) -> None:
