@@ -203,7 +203,8 @@ class SettingsSchema(Schema):
     connect_email_terms_url = fields.Url(data_key="CONNECT_EMAIL_TERMS_URL", load_default=None, schemes={"https"})
     connect_email_privacy_url = fields.Url(data_key="CONNECT_EMAIL_PRIVACY_URL", load_default=None, schemes={"https"})
     cache_encryption_key = fields.String(data_key="CACHE_ENCRYPTION_KEY", load_default=None)
-    log_level = fields.String(
+    log_level = fields.Function(
+        deserialize=lambda value: value.upper(),
         data_key="LOG_LEVEL",
         load_default="INFO",
         validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]),
@@ -289,3 +290,44 @@ class SettingsSchema(Schema):
         if "{user}" not in template or template.replace("{user}", "").count("{") + template.count("}") > 1:
             raise ValidationError("must contain {user} and no other {placeholder}", "PROFILE_TITLE_TEMPLATE")
         checks.check(data)
+
+
+# A variable starting with one of these that is no setting (nor listed below) stops the start: it is a typo, or a
+# setting of another version. Broad words other software also uses (LOG_, REQUEST_, TRUSTED_) are left out.
+SETTING_PREFIXES = (
+    "AYRSHARE_",
+    "CONNECT_",
+    "REDIS_",
+    "DATABASE_",
+    "DATA_",
+    "PROFILE_",
+    "LINK_",
+    "SIGNED_LINK_",
+    "JWT_",
+    "RATE_LIMIT_",
+    "CIRCUIT_",
+    "CACHE_",
+    "GUNICORN_",
+    "WEBHOOK_",
+)
+# Variables with those prefixes that are not the service's settings: read by docker-compose.yml (host paths of the
+# secrets, the Redis container's memory cap), by gunicorn itself, or by the project's scripts.
+NOT_SETTINGS = frozenset(
+    {
+        "AYRSHARE_SHARED_DIR",  # scripts/container-engine.sh
+        "AYRSHARE_API_KEY_SECRET",
+        "AYRSHARE_PRIVATE_KEY_SECRET",
+        "DATABASE_URL_SECRET",
+        "DATA_ENCRYPTION_KEY_SECRET",
+        "REDIS_PASSWORD_SECRET",
+        "REDIS_URL_SECRET",
+        "REDIS_MAXMEMORY",
+        "PROFILE_KEYS_HOST_FILE",
+        "GUNICORN_CMD_ARGS",
+    }
+)
+
+
+def setting_names() -> list[str]:
+    """Every environment variable the schema reads (its data keys), so a setting added to it is known at once."""
+    return sorted(field.data_key or name for name, field in SettingsSchema().fields.items())

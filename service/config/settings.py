@@ -6,7 +6,9 @@ reads `os.environ`.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from marshmallow import ValidationError
 
 from ..urls import web_origin
 from .keys import KeyFormatError, SigningKey, load_signing_key, parse_fernet_keys
-from .schema import SettingsSchema
+from .schema import NOT_SETTINGS, SETTING_PREFIXES, SettingsSchema, setting_names
 
 SECRET_SETTINGS = (
     "AYRSHARE_API_KEY",
@@ -184,8 +186,38 @@ def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]
 _SECURITY_LISTS = ("jwt_algorithms", "trusted_proxies", "redirect_allowed_hosts", "cors_allowed_origins")
 
 
+# What Kubernetes sets in every pod for each Service in the namespace (REDIS_SERVICE_HOST, REDIS_PORT_6379_TCP_ADDR,
+# ...), and X_PORT=tcp://...: a Service named redis or ayrshare-connect must not stop the start.
+_SERVICE_LINK = re.compile(r"[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT_\d+_(TCP|UDP|SCTP)(_[A-Z]+)?)")
+_SERVICE_LINK_VALUE = re.compile(r"(tcp|udp|sctp)://")
+
+
+def known_settings() -> frozenset[str]:
+    """The schema's settings, the `<NAME>_FILE` form of each secret, and the variables listed in NOT_SETTINGS."""
+    return frozenset([*setting_names(), *(f"{name}_FILE" for name in SECRET_SETTINGS), *NOT_SETTINGS])
+
+
+def unknown_setting(raw: Mapping[str, str]) -> str | None:
+    """One line naming the first variable with a setting's prefix that no setting has, and the closest known name."""
+    known = known_settings()
+    for name in sorted(raw):
+        if not raw[name] or not name.startswith(SETTING_PREFIXES) or name in known or _SERVICE_LINK.fullmatch(name):
+            continue
+        if name.endswith("_PORT") and _SERVICE_LINK_VALUE.match(raw[name]):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        if close:
+            return f"{name}: not a setting of this service; did you mean {close[0]}?"
+        return f"{name}: not a setting of this service (see docs/configuration.md)"
+    return None
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    raw = _resolve_secret_files(read_environment(environ))
+    raw = read_environment(environ)
+    problem = unknown_setting(raw)
+    if problem:
+        raise ConfigError(problem)
+    raw = _resolve_secret_files(raw)
     raw = {name: value for name, value in raw.items() if value != ""}  # an empty setting counts as unset
     try:
         data = SettingsSchema().load(raw)
