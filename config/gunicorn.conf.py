@@ -59,7 +59,8 @@ loglevel = settings.log_level.lower()
 
 
 def when_ready(server):
-    """Serve the workers' summed metrics from the master on METRICS_BIND (unless "main": the app's own route)."""
+    """Say once if Redis does not answer; serve the workers' summed metrics on METRICS_BIND (unless "main")."""
+    _check_redis(server)
     if settings.metrics_bind == METRICS_ON_MAIN_PORT:
         return
     host, _, port = settings.metrics_bind.rpartition(":")
@@ -72,6 +73,33 @@ def when_ready(server):
         on_exit(server)
         sys.exit(2)
     server.log.info("Serving metrics on http://%s/metrics", settings.metrics_bind)
+
+
+def _check_redis(server):
+    # Once per start, in the master before any worker boots: each worker's own probe would say it once per worker,
+    # and requests only notice it later (and then without saying where).
+    if not settings.redis_url:
+        return
+    import redis
+
+    from service.links.store import redis_address, redis_client_from_url
+
+    try:
+        client = redis_client_from_url(settings.redis_url, settings.redis_timeout)
+    except ValueError:  # a malformed URL: each worker's start refuses it with the configuration error
+        return
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        address = redis_address(settings.redis_url)
+        server.log.warning(
+            "Redis at %s does not answer (%s): serving without the shared cache until it does",
+            address,
+            type(error).__name__,
+            extra={"redis": address, "error_type": type(error).__name__},
+        )
+    finally:
+        client.close()
 
 
 def child_exit(server, worker):

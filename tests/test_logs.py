@@ -112,3 +112,18 @@ def test_every_field_of_a_record_is_scrubbed(app, capsys):
     assert line["status"] == 302 and line["upstream_ms"] is None
     assert line["extra"] == '{"nested":"[redacted]"}'
     assert INTERNAL_TOKEN not in json.dumps(line) and API_KEY not in json.dumps(line)
+
+
+def test_an_unreachable_redis_is_logged_once_at_start_with_host_and_port_and_no_password(start_service):
+    from tests.support.processes import free_port
+
+    port = free_port()
+    service = start_service(workers=2, REDIS_URL=f"redis://:REDIS-PASSWORD-x1@127.0.0.1:{port}/0")
+    at_start = [line for line in service.log().splitlines() if f"127.0.0.1:{port}" in line]
+    assert len(at_start) == 1, service.log()
+    assert "Redis" in at_start[0] and "does not answer" in at_start[0]
+    for _ in range(5):  # requests that find the cache down do not repeat it
+        requests.get(service.url + signed_path("alice", SIGNING_SECRET), allow_redirects=False, timeout=20)
+    log = service.log()
+    assert [line for line in log.splitlines() if f"127.0.0.1:{port}" in line] == at_start
+    assert "REDIS-PASSWORD-x1" not in log
