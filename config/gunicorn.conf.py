@@ -36,6 +36,8 @@ METRICS_DIR, _owner_lock = metrics_dir.prepare()
 
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server  # noqa: E402
 
+from service.web import gunicorn_logging  # noqa: E402
+
 worker_class = settings.worker_class
 bind = settings.bind
 workers = settings.workers
@@ -50,11 +52,12 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # The service writes its own JSON request line; gunicorn's access log would repeat it and print query strings, which
 # carry link signatures. GUNICORN_ACCESS_LOG=1 turns it on, without query strings.
 accesslog = "-" if settings.access_log else None
-access_log_format = (
-    '{"ts":"%(t)s","method":"%(m)s","path":"%(U)s","status":%(s)s,"bytes":%(B)s,'
-    '"duration_us":%(D)s,"request_id":"%({x-request-id}o)s"}'
-)
+access_log_format = gunicorn_logging.ACCESS_LOG_FORMAT
 errorlog = "-"
+# gunicorn's own lines ("Booting worker", "Listening at", ...) as JSON with ISO 8601 timestamps, like the service's.
+# A logger_class rather than logconfig_dict: with logconfig_dict gunicorn builds every request's access-log atoms
+# even when the access log is off.
+logger_class = gunicorn_logging.JsonLogger
 loglevel = settings.log_level.lower()
 
 
