@@ -322,9 +322,11 @@ def test_log_level_accepts_any_case(env):
 def test_gunicorn_refuses_an_unknown_setting_with_one_line(env):
     service = ServiceProcess({**env, "REDIS_ULR": "redis://127.0.0.1:6379/0"}, workers=2)
     service.start(wait=False)
-    assert service.proc.wait(30) == 2
-    output = service.log()
-    service.stop()
-    service.remove_log()
+    try:
+        assert service.proc.wait(30) == 2
+        output = service.log()
+    finally:
+        service.stop()
+        service.remove_log()
     lines = [line for line in output.splitlines() if "configuration error" in line]
     assert lines == ["configuration error: REDIS_ULR: not a setting of this service; did you mean REDIS_URL?"]
