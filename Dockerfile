@@ -34,8 +34,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    BIND=0.0.0.0:8000 \
     DATA_DIR=/var/lib/ayrshare-connect
+# No BIND here: the service listens on 0.0.0.0:8000 by default, or on $PORT where a platform sets it (Cloud Run).
 # A fixed numeric uid/gid so Kubernetes' runAsNonRoot can verify it and volume permissions are predictable.
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin app \

@@ -7,9 +7,16 @@ a bad setting stops the start with one line naming it. Command-line flags overri
 import os
 import sys
 
+from dotenv import dotenv_values
+
 # gevent must patch the standard library before anything imports ssl or sockets, settings included; so this one
-# choice is read from the process environment first (validated below like every other setting).
-if os.environ.get("GUNICORN_WORKER_CLASS") == "gevent":
+# choice is read first, from the process environment or else the settings file as load_settings reads them
+# (python-dotenv imports neither), and validated below like every other setting.
+_env_file = os.environ.get("ENV_FILE") or ".env"
+_early = os.environ.get("GUNICORN_WORKER_CLASS") or (
+    dotenv_values(_env_file).get("GUNICORN_WORKER_CLASS") if os.path.isfile(_env_file) else None
+)
+if _early == "gevent":
     from gevent import monkey
 
     monkey.patch_all()
@@ -29,6 +36,8 @@ METRICS_DIR, _owner_lock = metrics_dir.prepare()
 
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server  # noqa: E402
 
+from service.web import gunicorn_logging  # noqa: E402
+
 worker_class = settings.worker_class
 bind = settings.bind
 workers = settings.workers
@@ -43,16 +52,18 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # The service writes its own JSON request line; gunicorn's access log would repeat it and print query strings, which
 # carry link signatures. GUNICORN_ACCESS_LOG=1 turns it on, without query strings.
 accesslog = "-" if settings.access_log else None
-access_log_format = (
-    '{"ts":"%(t)s","method":"%(m)s","path":"%(U)s","status":%(s)s,"bytes":%(B)s,'
-    '"duration_us":%(D)s,"request_id":"%({x-request-id}o)s"}'
-)
+access_log_format = gunicorn_logging.ACCESS_LOG_FORMAT
 errorlog = "-"
+# gunicorn's own lines ("Booting worker", "Listening at", ...) as JSON with ISO 8601 timestamps, like the service's.
+# A logger_class rather than logconfig_dict: with logconfig_dict gunicorn builds every request's access-log atoms
+# even when the access log is off.
+logger_class = gunicorn_logging.JsonLogger
 loglevel = settings.log_level.lower()
 
 
 def when_ready(server):
-    """Serve the workers' summed metrics from the master on METRICS_BIND (unless "main": the app's own route)."""
+    """Say once if Redis does not answer; serve the workers' summed metrics on METRICS_BIND (unless "main")."""
+    _check_redis(server)
     if settings.metrics_bind == METRICS_ON_MAIN_PORT:
         return
     host, _, port = settings.metrics_bind.rpartition(":")
@@ -65,6 +76,33 @@ def when_ready(server):
         on_exit(server)
         sys.exit(2)
     server.log.info("Serving metrics on http://%s/metrics", settings.metrics_bind)
+
+
+def _check_redis(server):
+    # Once per start, in the master before any worker boots: each worker's own probe would say it once per worker,
+    # and requests only notice it later (and then without saying where).
+    if not settings.redis_url:
+        return
+    import redis
+
+    from service.links.store import redis_address, redis_client_from_url
+
+    try:
+        client = redis_client_from_url(settings.redis_url, settings.redis_timeout)
+    except ValueError:  # a malformed URL: each worker's start refuses it with the configuration error
+        return
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        address = redis_address(settings.redis_url)
+        server.log.warning(
+            "Redis at %s does not answer (%s): serving without the shared cache until it does",
+            address,
+            type(error).__name__,
+            extra={"redis": address, "error_type": type(error).__name__},
+        )
+    finally:
+        client.close()
 
 
 def child_exit(server, worker):

@@ -1,9 +1,9 @@
-"""`make run`: start the service locally.
+"""`make run`: start the service locally, and say first which mode it runs in and why.
 
-With Ayrshare credentials in the environment or `.env`, it runs the service under gunicorn with the production
-config against the real Ayrshare (and Redis when REDIS_URL is set). With none, it starts a complete demo that needs
-nothing: a fresh RSA key, the project's Ayrshare emulator, an in-process cache and `CONNECT_AUTH=none`, then prints
-the URL to open.
+With an Ayrshare API key or domain in the environment or the settings file (`ENV_FILE`, else `.env`), it runs the
+service as the container does (bin/boot: migrations, then gunicorn with the production config) with those settings,
+on 127.0.0.1:$PORT unless BIND is set. With neither, it starts a complete demo that needs nothing: a fresh RSA key,
+the project's Ayrshare emulator, an in-process cache and `CONNECT_AUTH=none`, then prints the URL to open.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import requests
@@ -21,8 +22,38 @@ from dotenv import dotenv_values
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / ".demo"
-PORT = int(os.environ.get("PORT", "8000"))
+# Any of these, set in the environment or the settings file, means "your settings": an Ayrshare account's identity.
+DECIDING = ("AYRSHARE_API_KEY", "AYRSHARE_API_KEY_FILE", "AYRSHARE_DOMAIN")
 EMULATOR_PORT = int(os.environ.get("EMULATOR_PORT", "8001"))
+
+
+def settings_file(environ: Mapping[str, str]) -> Path:
+    """`ENV_FILE`, else `.env`, relative to the project (where bin/boot and gunicorn run), as the service reads it."""
+    return ROOT / (environ.get("ENV_FILE") or ".env")
+
+
+def read_file(path: Path) -> dict[str, str]:
+    return {k: v for k, v in dotenv_values(path).items() if v} if path.is_file() else {}
+
+
+def choose_mode(environ: Mapping[str, str], path: Path) -> tuple[bool, str]:
+    """(demo?, why): the settings that decided, and where they were found."""
+    in_env = [name for name in DECIDING if environ.get(name)]
+    if in_env:
+        return False, f"{in_env[0]} is set in the environment"
+    in_file = [name for name in DECIDING if read_file(path).get(name)]
+    if in_file:
+        return False, f"{in_file[0]} is set in {path}"
+    if not path.is_file():
+        return True, f"no {path}, and no AYRSHARE_API_KEY or AYRSHARE_DOMAIN in the environment"
+    return True, f"neither {path} nor the environment sets AYRSHARE_API_KEY or AYRSHARE_DOMAIN; {path} is not used"
+
+
+def _port(environ: Mapping[str, str], path: Path) -> int:
+    return int(environ.get("PORT") or read_file(path).get("PORT") or "8000")
+
+
+PORT = _port(os.environ, settings_file(os.environ))
 
 
 def gunicorn(env: dict[str, str], workers: int) -> list[str]:
@@ -36,11 +67,6 @@ def gunicorn(env: dict[str, str], workers: int) -> list[str]:
         str(workers),
         "service:create_app()",
     ]
-
-
-def has_real_settings() -> bool:
-    env_file = dotenv_values(ROOT / ".env") if (ROOT / ".env").is_file() else {}
-    return any(os.environ.get(name) or env_file.get(name) for name in ("AYRSHARE_API_KEY", "AYRSHARE_API_KEY_FILE"))
 
 
 def run_demo() -> int:
@@ -123,14 +149,20 @@ def _wait_for(url: str, timeout: float = 20) -> None:
 
 
 def main() -> int:
-    if has_real_settings():
-        workers = os.environ.get("GUNICORN_WORKERS", "2")
-        os.chdir(ROOT)
-        # bin/boot, as in the container: the directory's migrations (DATABASE_MIGRATE_ON_START), then gunicorn.
-        boot = str(ROOT / "bin" / "boot")
-        os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-        os.execv(boot, [boot, "--bind", f"127.0.0.1:{PORT}", "--workers", workers])
-    return run_demo()
+    path = settings_file(os.environ)
+    demo, why = choose_mode(os.environ, path)
+    print(f"make run: {'the demo' if demo else 'your settings'} ({why})", flush=True)
+    if demo:
+        return run_demo()
+    os.chdir(ROOT)
+    # Loopback unless BIND says otherwise: PORT alone would make the service listen on every interface.
+    if not (os.environ.get("BIND") or read_file(path).get("BIND")):
+        os.environ["BIND"] = f"127.0.0.1:{PORT}"
+    # bin/boot, as in the container: the directory's migrations (DATABASE_MIGRATE_ON_START), then gunicorn, which
+    # take every other setting (GUNICORN_WORKERS, ...) from the environment and the settings file themselves.
+    boot = str(ROOT / "bin" / "boot")
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.execv(boot, [boot])
 
 
 if __name__ == "__main__":

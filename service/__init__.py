@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from .config import ConfigError, Settings, load_settings
 
@@ -54,8 +54,9 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         settings = load_settings(environ)
     except ConfigError as error:
         if environ is None and cli.invoked_from_flask_cli():  # gunicorn's config file does the same
-            sys.stderr.write(f"configuration error: {error}\n")
-            raise SystemExit(2) from None
+            if _listing_commands():
+                return _unconfigured_app(error)
+            _exit_with(error)
         raise
     app = Flask(__name__, static_folder="web/static", template_folder="web/templates")
     # Werkzeug would answer `/connect//x` with a redirect to `/connect/x` on whatever Host the request named: the
@@ -189,6 +190,51 @@ def _build_webhooks(app: Flask, settings: Settings, database, user_links) -> Non
     # Flask CLI never does, so `flask profiles list` does not start sending.
     if worker is not None and settings.webhook_delivery == "thread" and not cli.invoked_from_flask_cli():
         worker.start()
+
+
+def _exit_with(error: ConfigError) -> NoReturn:
+    sys.stderr.write(f"configuration error: {error}\n")
+    raise SystemExit(2) from None
+
+
+def _listing_commands() -> bool:
+    """True while `flask` loads the app to list or find its commands, before any command (or its --help) runs.
+
+    Flask's own commands (run, shell, routes) load the app from inside their callback, where this is False.
+    """
+    import click
+
+    context = click.get_current_context(silent=True)
+    return context is not None and isinstance(context.command, click.Group)
+
+
+def _unconfigured_app(error: ConfigError) -> Flask:
+    """An app with every command and its help, each of which ends with the configuration error when it runs."""
+    import copy
+
+    import click
+    from flask import Flask
+
+    from .web import cli, profiles_cli, webhooks_cli
+
+    def refuse(**_: object) -> None:
+        _exit_with(error)
+
+    def unconfigured(command: click.Command) -> click.Command:
+        # Copies: the module-level groups keep their real commands for apps that are configured.
+        command = copy.copy(command)
+        if isinstance(command, click.Group):
+            command.commands = {name: unconfigured(sub) for name, sub in command.commands.items()}
+        else:
+            command.callback = refuse
+        return command
+
+    app = Flask(__name__)
+    cli.init_app(app)
+    profiles_cli.init_app(app)
+    webhooks_cli.init_app(app)
+    app.cli.commands = {name: unconfigured(command) for name, command in app.cli.commands.items()}
+    return app
 
 
 def _build_directory(settings: Settings, store) -> dict:

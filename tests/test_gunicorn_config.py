@@ -64,3 +64,41 @@ def test_gunicorn_takes_its_settings_from_the_validated_service_settings(setting
     assert config["threads"] == "3" and config["timeout"] == "40"
     assert config["workers"] == "2" and config["worker_class"] == "gthread"
     assert config["bind"] == "['127.0.0.1:0']"
+
+
+def _printed_config(env: dict[str, str]) -> dict[str, str]:
+    """What gunicorn itself resolves from config/gunicorn.conf.py under `env` (its --print-config)."""
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    printed = subprocess.run(
+        [gunicorn, "-c", "config/gunicorn.conf.py", "--print-config", "service:create_app()"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    return {name.strip(): value.strip() for name, _, value in (line.partition("=") for line in printed.splitlines())}
+
+
+def test_port_and_web_concurrency_are_honoured_when_bind_and_gunicorn_workers_are_not_set(settings_env):
+    """Cloud Run, Heroku and Render name the port in PORT; Heroku and gunicorn size workers by WEB_CONCURRENCY."""
+    env = {**ServiceProcess(settings_env).env, "PORT": "9123", "WEB_CONCURRENCY": "5"}
+    config = _printed_config(env)
+    assert config["bind"] == "['0.0.0.0:9123']" and config["workers"] == "5"
+
+
+def test_bind_and_gunicorn_workers_win_over_port_and_web_concurrency(settings_env):
+    env = {**ServiceProcess(settings_env).env, "PORT": "9123", "WEB_CONCURRENCY": "5"}
+    config = _printed_config({**env, "BIND": "127.0.0.1:9124", "GUNICORN_WORKERS": "3"})
+    assert config["bind"] == "['127.0.0.1:9124']" and config["workers"] == "3"
+    default = _printed_config(ServiceProcess(settings_env).env)
+    assert default["bind"] == "['0.0.0.0:8000']" and default["workers"] == "2"
+
+
+@pytest.mark.parametrize(("name", "value"), [("PORT", "eighty"), ("PORT", "70000"), ("WEB_CONCURRENCY", "0")])
+def test_a_bad_port_or_web_concurrency_stops_the_start_naming_it(start_service, name, value):
+    service = start_service(wait=False, **{name: value})
+    assert service.proc.wait(30) == 2
+    errors = [line for line in service.log().splitlines() if "configuration error" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"configuration error: {name}:")

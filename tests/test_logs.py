@@ -11,6 +11,7 @@ import requests
 
 from service.auth import signed_path
 from tests.conftest import API_KEY, INTERNAL_TOKEN, SIGNING_SECRET
+from tests.support.processes import wait_until
 
 BEARER = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
 JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.")
@@ -112,3 +113,44 @@ def test_every_field_of_a_record_is_scrubbed(app, capsys):
     assert line["status"] == 302 and line["upstream_ms"] is None
     assert line["extra"] == '{"nested":"[redacted]"}'
     assert INTERNAL_TOKEN not in json.dumps(line) and API_KEY not in json.dumps(line)
+
+
+def test_an_unreachable_redis_is_logged_once_at_start_with_host_and_port_and_no_password(start_service):
+    from tests.support.processes import free_port
+
+    port = free_port()
+    service = start_service(workers=2, REDIS_URL=f"redis://:REDIS-PASSWORD-x1@127.0.0.1:{port}/0")
+    at_start = [line for line in service.log().splitlines() if f"127.0.0.1:{port}" in line]
+    assert len(at_start) == 1, service.log()
+    assert "Redis" in at_start[0] and "does not answer" in at_start[0]
+    for _ in range(5):  # requests that find the cache down do not repeat it
+        requests.get(service.url + signed_path("alice", SIGNING_SECRET), allow_redirects=False, timeout=20)
+    log = service.log()
+    assert [line for line in log.splitlines() if f"127.0.0.1:{port}" in line] == at_start
+    assert "REDIS-PASSWORD-x1" not in log
+
+
+def _iso(ts: str):
+    from datetime import datetime
+
+    parsed = datetime.fromisoformat(ts)
+    assert parsed.tzinfo is not None and ts.endswith("Z"), ts
+    return parsed
+
+
+def test_gunicorns_own_lines_are_json_like_the_services_with_iso_8601_timestamps(start_service):
+    service = start_service(workers=2, GUNICORN_ACCESS_LOG="1")
+    requests.get(service.url + "/healthz?signature=SIGNED-VALUE", timeout=5)
+    wait_until(lambda: '"gunicorn.access"' in service.log(), 10, what="the access line")
+    service.stop()
+    lines = service.log().splitlines()
+    entries = [json.loads(line) for line in lines]  # every line, gunicorn's and the service's
+    for message in ("Starting gunicorn", "Listening at", "Booting worker with pid", "Handling signal"):
+        entry = next(e for e in entries if e["msg"].startswith(message))
+        assert entry["logger"] == "gunicorn.error" and entry["level"] == "info", entry
+        assert list(entry)[:4] == ["ts", "level", "logger", "msg"]
+    access = next(e for e in entries if e["logger"] == "gunicorn.access")
+    assert access["path"] == "/healthz" and access["status"] == 200 and access["method"] == "GET"
+    assert "SIGNED-VALUE" not in json.dumps(entries)
+    for entry in entries:
+        _iso(entry["ts"])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -197,7 +199,9 @@ def test_check_config_cli_reports_ok_and_sign_url_prints_a_verifiable_link(env, 
 
     environment = {**env, "ENV_FILE": "/nonexistent", "PATH": "/usr/bin:/bin"}
     flask = [str(ServiceProcess({}).command()[0]).replace("gunicorn", "flask"), "--app", "service"]
-    ok = subprocess.run([*flask, "check-config"], env=environment, capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [*flask, "check-config", "--offline"], env=environment, capture_output=True, text=True, timeout=60
+    )
     assert ok.returncode == 0 and "configuration ok" in ok.stdout
 
     signed = subprocess.run(
@@ -243,3 +247,86 @@ def test_redis_url_can_come_from_a_file_like_every_secret(env, tmp_path):
     settings = load_settings({**environ, "REDIS_URL_FILE": str(path)})
     assert settings.redis_url == "redis://:REDIS-PASSWORD-x1@redis:6379/0"
     assert "REDIS-PASSWORD-x1" in settings.secrets()  # redacted from logs like every secret
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [("AYRSHARE_DOMIAN", "AYRSHARE_DOMAIN"), ("REDIS_ULR", "REDIS_URL"), ("CONNECT_AUTHE", "CONNECT_AUTH")],
+)
+def test_an_unknown_setting_with_the_projects_prefix_stops_the_start_naming_the_closest_known_one(env, typo, meant):
+    with pytest.raises(ConfigError) as raised:
+        load_settings({**env, typo: "value-SECRETVALUE"})
+    assert str(raised.value) == f"{typo}: not a setting of this service; did you mean {meant}?"
+
+
+def test_an_unknown_setting_far_from_every_known_one_is_named_without_a_guess(env):
+    with pytest.raises(ConfigError, match=r"^GUNICORN_ZZZZZZZZZZZZZZZZ: not a setting of this service \(see docs"):
+        load_settings({**env, "GUNICORN_ZZZZZZZZZZZZZZZZ": "1"})
+
+
+def test_secret_file_forms_other_prefixes_and_kubernetes_service_links_are_not_unknown(env, tmp_path):
+    (tmp_path / "secret").write_text(SIGNING_SECRET)
+    del env["CONNECT_SIGNING_SECRET"]
+    load_settings(
+        {
+            **env,
+            "CONNECT_SIGNING_SECRET_FILE": str(tmp_path / "secret"),
+            "HOME": "/root",
+            "SOMETHING_ELSE": "1",
+            "GUNICORN_CMD_ARGS": "--log-level debug",  # gunicorn's own
+            # What Kubernetes puts in every pod for each Service in the namespace (enableServiceLinks).
+            "REDIS_SERVICE_HOST": "10.0.0.7",
+            "REDIS_SERVICE_PORT": "6379",
+            "REDIS_SERVICE_PORT_REDIS": "6379",
+            "REDIS_PORT": "tcp://10.0.0.7:6379",
+            "REDIS_PORT_6379_TCP": "tcp://10.0.0.7:6379",
+            "REDIS_PORT_6379_TCP_ADDR": "10.0.0.7",
+            "REDIS_PORT_6379_TCP_PORT": "6379",
+            "REDIS_PORT_6379_TCP_PROTO": "tcp",
+            "AYRSHARE_CONNECT_SERVICE_HOST": "10.0.0.8",
+            "AYRSHARE_CONNECT_PORT": "tcp://10.0.0.8:80",
+            "AYRSHARE_DOMIAN": "",  # empty counts as unset
+        }
+    )
+
+
+def test_every_variable_of_the_compose_file_and_every_setting_of_the_example_is_known():
+    from service.config.settings import unknown_setting
+
+    root = Path(__file__).resolve().parents[1]
+    compose = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (root / "docker-compose.yml").read_text()))
+    example = set(re.findall(r"^#?([A-Z][A-Z0-9_]*)=", (root / ".env.example").read_text(), re.MULTILINE))
+    assert {"REDIS_MAXMEMORY", "PROFILE_KEYS_HOST_FILE", "AYRSHARE_API_KEY_SECRET"} <= compose | example
+    for name in sorted(compose | example):
+        assert unknown_setting({name: "x"}) is None, name
+
+
+def test_every_family_of_three_or_more_settings_has_its_prefix_checked():
+    from service.config.schema import SETTING_PREFIXES, setting_names
+
+    families: dict[str, list[str]] = {}
+    for name in setting_names():
+        families.setdefault(name.partition("_")[0], []).append(name)
+    for word, names in families.items():
+        if len(names) >= 3:
+            assert any(all(n.startswith(p) for n in names) for p in SETTING_PREFIXES), (word, names)
+
+
+def test_log_level_accepts_any_case(env):
+    assert load_settings({**env, "LOG_LEVEL": "debug"}).log_level == "DEBUG"
+    assert load_settings({**env, "LOG_LEVEL": "Warning"}).log_level == "WARNING"
+    with pytest.raises(ConfigError, match=r"^LOG_LEVEL: "):
+        load_settings({**env, "LOG_LEVEL": "loud"})
+
+
+def test_gunicorn_refuses_an_unknown_setting_with_one_line(env):
+    service = ServiceProcess({**env, "REDIS_ULR": "redis://127.0.0.1:6379/0"}, workers=2)
+    service.start(wait=False)
+    try:
+        assert service.proc.wait(30) == 2
+        output = service.log()
+    finally:
+        service.stop()
+        service.remove_log()
+    lines = [line for line in output.splitlines() if "configuration error" in line]
+    assert lines == ["configuration error: REDIS_ULR: not a setting of this service; did you mean REDIS_URL?"]

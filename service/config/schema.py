@@ -234,7 +234,8 @@ class SettingsSchema(Schema):
     connect_email_terms_url = fields.Url(data_key="CONNECT_EMAIL_TERMS_URL", load_default=None, schemes={"https"})
     connect_email_privacy_url = fields.Url(data_key="CONNECT_EMAIL_PRIVACY_URL", load_default=None, schemes={"https"})
     cache_encryption_key = fields.String(data_key="CACHE_ENCRYPTION_KEY", load_default=None)
-    log_level = fields.String(
+    log_level = fields.Function(
+        deserialize=lambda value: value.upper(),
         data_key="LOG_LEVEL",
         load_default="INFO",
         validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]),
@@ -248,11 +249,15 @@ class SettingsSchema(Schema):
     metrics_bind = fields.String(data_key="METRICS_BIND", load_default="0.0.0.0:9100", validate=_check_metrics_bind)
 
     # -- gunicorn (read by config/gunicorn.conf.py; command-line flags override them) ---------------------------
-    bind = fields.String(data_key="BIND", load_default="0.0.0.0:8000")
+    # BIND and GUNICORN_WORKERS win; else the platform conventions PORT (Cloud Run, Heroku, Render: listen on all
+    # interfaces there) and WEB_CONCURRENCY (Heroku's, and gunicorn's own); else 0.0.0.0:8000 and 2 (load_settings).
+    bind = fields.String(data_key="BIND", load_default=None, validate=validate.Length(min=1))
+    port = fields.Integer(data_key="PORT", load_default=None, validate=validate.Range(1, 65535))
     worker_class = fields.String(
         data_key="GUNICORN_WORKER_CLASS", load_default="gthread", validate=validate.OneOf(["gthread", "gevent", "sync"])
     )
-    workers = fields.Integer(data_key="GUNICORN_WORKERS", load_default=2, validate=validate.Range(1, 64))
+    workers = fields.Integer(data_key="GUNICORN_WORKERS", load_default=None, validate=validate.Range(1, 64))
+    web_concurrency = fields.Integer(data_key="WEB_CONCURRENCY", load_default=None, validate=validate.Range(1, 64))
     # Each thread holds one request; a slow Ayrshare call holds its thread for up to AYRSHARE_DEADLINE_SECONDS.
     threads = fields.Integer(data_key="GUNICORN_THREADS", load_default=128, validate=validate.Range(1, 1024))
     worker_connections = fields.Integer(
@@ -327,3 +332,44 @@ class SettingsSchema(Schema):
         if any(len(secret) < 16 for secret in data["webhook_secrets"]):
             raise ValidationError("each secret must be at least 16 characters", "AYRSHARE_WEBHOOK_SECRET")
         checks.check(data)
+
+
+# A variable starting with one of these that is no setting (nor listed below) stops the start: it is a typo, or a
+# setting of another version. Broad words other software also uses (LOG_, REQUEST_, TRUSTED_) are left out.
+SETTING_PREFIXES = (
+    "AYRSHARE_",
+    "CONNECT_",
+    "REDIS_",
+    "DATABASE_",
+    "DATA_",
+    "PROFILE_",
+    "LINK_",
+    "SIGNED_LINK_",
+    "JWT_",
+    "RATE_LIMIT_",
+    "CIRCUIT_",
+    "CACHE_",
+    "GUNICORN_",
+    "WEBHOOK_",
+)
+# Variables with those prefixes that are not the service's settings: read by docker-compose.yml (host paths of the
+# secrets, the Redis container's memory cap), by gunicorn itself, or by the project's scripts.
+NOT_SETTINGS = frozenset(
+    {
+        "AYRSHARE_SHARED_DIR",  # scripts/container-engine.sh
+        "AYRSHARE_API_KEY_SECRET",
+        "AYRSHARE_PRIVATE_KEY_SECRET",
+        "DATABASE_URL_SECRET",
+        "DATA_ENCRYPTION_KEY_SECRET",
+        "REDIS_PASSWORD_SECRET",
+        "REDIS_URL_SECRET",
+        "REDIS_MAXMEMORY",
+        "PROFILE_KEYS_HOST_FILE",
+        "GUNICORN_CMD_ARGS",
+    }
+)
+
+
+def setting_names() -> list[str]:
+    """Every environment variable the schema reads (its data keys), so a setting added to it is known at once."""
+    return sorted(field.data_key or name for name, field in SettingsSchema().fields.items())

@@ -6,18 +6,21 @@ reads `os.environ`.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from dotenv import dotenv_values
+from dotenv import dotenv_values, find_dotenv
 from marshmallow import ValidationError
 
 from ..urls import web_origin
 from .keys import KeyFormatError, SigningKey, load_signing_key, parse_fernet_keys
-from .schema import SettingsSchema
+from .schema import NOT_SETTINGS, SETTING_PREFIXES, SettingsSchema, setting_names
 
 SECRET_SETTINGS = (
     "AYRSHARE_API_KEY",
@@ -152,23 +155,82 @@ class Settings:
         return [value for value in values if value]
 
 
+def invoked_from_flask_cli() -> bool:
+    """True under the `flask` command: its stdout belongs to the command, and a bad setting ends it with one line."""
+    program = Path(sys.argv[0])
+    return program.name == "flask" or program.parent.name == "flask"  # `flask ...` or `python -m flask ...`
+
+
+def settings_file(environ: Mapping[str, str] | None = None) -> Path:
+    """The settings file: `ENV_FILE` from the process environment, else `.env` in the working directory."""
+    return Path((os.environ if environ is None else environ).get("ENV_FILE") or ".env")
+
+
+def read_settings_file(path: Path) -> dict[str, str]:
+    """The file's settings as python-dotenv parses them (what docker compose's `env_file` also accepts)."""
+    if not path.is_file():
+        return {}
+    return {name: value for name, value in dotenv_values(path).items() if value is not None}
+
+
+def process_environment() -> dict[str, str]:
+    """`os.environ`, less what Flask's CLI copied into it from `.flaskenv` and `.env` files it found itself."""
+    process = dict(os.environ)
+    if invoked_from_flask_cli():
+        # `flask` loads .flaskenv and the nearest .env (searching up from the working directory) into os.environ,
+        # for keys not already set, before the app loads: take those out again so that ENV_FILE, or ./.env only,
+        # decides as under gunicorn. A key whose real value equals the file's is read from the file: the same value.
+        for name in (".flaskenv", ".env"):
+            found = find_dotenv(name, usecwd=True)
+            for key, value in (read_settings_file(Path(found)) if found else {}).items():
+                if process.get(key) == value:
+                    del process[key]
+    return process
+
+
 def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The process environment over the `.env` file (the environment wins, as with docker/compose)."""
+    """The process environment over the settings file (the environment wins, as with docker/compose)."""
     if environ is not None:
         return dict(environ)
-    merged = {}
-    env_file = Path(os.environ.get("ENV_FILE", ".env"))
-    if env_file.is_file():
-        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    merged.update(os.environ)
-    return merged
+    process = process_environment()
+    return {**read_settings_file(settings_file(process)), **process}
 
 
 _SECURITY_LISTS = ("jwt_algorithms", "trusted_proxies", "redirect_allowed_hosts", "cors_allowed_origins")
 
 
+# What Kubernetes sets in every pod for each Service in the namespace (REDIS_SERVICE_HOST, REDIS_PORT_6379_TCP_ADDR,
+# ...), and X_PORT=tcp://...: a Service named redis or ayrshare-connect must not stop the start.
+_SERVICE_LINK = re.compile(r"[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT_\d+_(TCP|UDP|SCTP)(_[A-Z]+)?)")
+_SERVICE_LINK_VALUE = re.compile(r"(tcp|udp|sctp)://")
+
+
+def known_settings() -> frozenset[str]:
+    """The schema's settings, the `<NAME>_FILE` form of each secret, and the variables listed in NOT_SETTINGS."""
+    return frozenset([*setting_names(), *(f"{name}_FILE" for name in SECRET_SETTINGS), *NOT_SETTINGS])
+
+
+def unknown_setting(raw: Mapping[str, str]) -> str | None:
+    """One line naming the first variable with a setting's prefix that no setting has, and the closest known name."""
+    known = known_settings()
+    for name in sorted(raw):
+        if not raw[name] or not name.startswith(SETTING_PREFIXES) or name in known or _SERVICE_LINK.fullmatch(name):
+            continue
+        if name.endswith("_PORT") and _SERVICE_LINK_VALUE.match(raw[name]):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        if close:
+            return f"{name}: not a setting of this service; did you mean {close[0]}?"
+        return f"{name}: not a setting of this service (see docs/configuration.md)"
+    return None
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    raw = _resolve_secret_files(read_environment(environ))
+    raw = read_environment(environ)
+    problem = unknown_setting(raw)
+    if problem:
+        raise ConfigError(problem)
+    raw = _resolve_secret_files(raw)
     raw = {name: value for name, value in raw.items() if value != ""}  # an empty setting counts as unset
     try:
         data = SettingsSchema().load(raw)
@@ -182,6 +244,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"AYRSHARE_PRIVATE_KEY: {error}") from None
     if data["profile_keys_file"]:
         _check_profile_keys_file(data["profile_keys_file"])
+    port, web_concurrency = data.pop("port"), data.pop("web_concurrency")
+    data["bind"] = data["bind"] or (f"0.0.0.0:{port}" if port else "0.0.0.0:8000")
+    data["workers"] = data["workers"] or web_concurrency or 2
     data["database_url"] = data["database_url"] or default_database_url(data["data_dir"])
     if data["database_migrate_on_start"] is None:  # on by default only for the embedded SQLite file
         data["database_migrate_on_start"] = data["database_url"].startswith("sqlite")

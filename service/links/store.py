@@ -273,6 +273,23 @@ def redis_client_from_url(url: str, timeout: float):
     return sentinel.master_for(path[0], db=db, password=password, **common)
 
 
+def redis_address(url: str) -> str:
+    """Where a Redis URL points, for messages: host:port (each node for Sentinel and Cluster) or the socket path.
+
+    Never the password or the rest of the URL.
+    """
+    scheme, _, _ = url.partition("://")
+    parts = urlsplit(url)
+    if scheme == "unix":
+        return parts.path
+    if scheme in ("redis+sentinel", "redis+cluster"):
+        return ",".join(f"{host}:{port}" for host, port in map(_host_port, parts.netloc.rpartition("@")[2].split(",")))
+    try:
+        return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+    except ValueError:  # a port that is not a number: the start already refuses such a URL
+        return parts.hostname or "localhost"
+
+
 def _host_port(node: str) -> tuple[str, int]:
     host, _, port = node.rpartition(":")
     return (host.strip("[]") or "localhost", int(port or 6379)) if host else (node, 6379)

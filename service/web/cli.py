@@ -1,20 +1,17 @@
-"""Command-line helpers: `flask --app service sign-url <user>` and `flask --app service check-config`."""
+"""Command-line helpers: `flask --app service sign-url <user>` and `flask --app service check-config [--offline]`."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 from flask import Flask, current_app
 
 from ..auth import signed_path
+from ..config.settings import invoked_from_flask_cli
+from ..links.store import redis_address
 
-
-def invoked_from_flask_cli() -> bool:
-    """True under the `flask` command: its stdout belongs to the command, and a bad setting ends it with one line."""
-    program = Path(sys.argv[0])
-    return program.name == "flask" or program.parent.name == "flask"  # `flask ...` or `python -m flask ...`
+__all__ = ["init_app", "invoked_from_flask_cli"]
 
 
 def init_app(app: Flask) -> None:
@@ -33,10 +30,40 @@ def init_app(app: Flask) -> None:
         click.echo(base_url.rstrip("/") + signed_path(user, settings.signing_secret, ttl, options=options))
 
     @app.cli.command("check-config")
-    def check_config() -> None:
-        """Load and validate every setting; exits non-zero with one line naming a bad setting."""
+    @click.option("--offline", is_flag=True, help="Only the settings: do not try to reach Redis or the database.")
+    def check_config(offline: bool) -> None:
+        """Validate every setting, then try Redis (PING) and the database (reachable, migrated); non-zero on failure."""
         settings = current_app.config["SETTINGS"]
-        click.echo(
-            f"configuration ok (auth: {','.join(settings.connect_auth)}, cache: "
-            f"{current_app.extensions['link_store'].name})"
-        )
+        store = current_app.extensions["link_store"]
+        click.echo(f"configuration ok (auth: {','.join(settings.connect_auth)}, cache: {store.name})")
+        if offline:
+            return
+        failed = False
+        if not settings.redis_url:
+            click.echo("cache: in-process (REDIS_URL is not set), nothing to reach")
+        elif store.ping():
+            click.echo(f"cache: ok (Redis at {redis_address(settings.redis_url)})")
+        else:
+            failed = True
+            click.echo(f"cache: failing (Redis at {redis_address(settings.redis_url)} does not answer PING)")
+        state = current_app.extensions["database"].ping()
+        where = database_address(settings.database_url)
+        if state == "ok":
+            click.echo(f"database: ok ({where})")
+        elif state == "not_migrated":
+            failed = True
+            click.echo("database: not migrated (run `flask --app service db upgrade`)")
+        else:
+            failed = True
+            click.echo(f"database: failing ({where} does not answer)")
+        if failed:
+            raise click.exceptions.Exit(1)
+
+
+def database_address(url: str) -> str:
+    """Which database a URL names, for messages: the SQLite file, or dialect, host, port and name; never a password."""
+    parts = urlsplit(url)
+    dialect = parts.scheme.partition("+")[0]
+    if dialect == "sqlite":
+        return f"sqlite at {url.partition(':///')[2].partition('?')[0]}"
+    return f"{dialect} at {parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"

@@ -1,0 +1,103 @@
+"""The `flask --app service ...` commands: help needs no configuration; check-config checks what it can reach."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def _flask(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "flask"), "--app", "service", *args],
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["check-config"], ["sign-url"], ["db"], ["db", "upgrade"], ["profiles"], ["profiles", "pending"]],
+    ids=lambda command: " ".join(command) or "flask",
+)
+def test_help_works_without_any_configuration(command, tmp_path):
+    result = _flask([*command, "--help"], {}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: flask") and result.stderr == ""
+
+
+def test_the_top_level_help_lists_every_command_without_configuration(tmp_path):
+    listed = _flask(["--help"], {}, tmp_path).stdout
+    for command in ("check-config", "sign-url", "db", "profiles"):
+        assert f"  {command} " in listed
+
+
+@pytest.mark.parametrize(
+    "command", [["check-config"], ["sign-url", "alice"], ["db", "upgrade"], ["profiles", "list"], ["routes"]]
+)
+def test_a_real_command_without_configuration_ends_with_the_one_line_error_and_exit_code_2(command, tmp_path):
+    result = _flask(command, {}, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == "configuration error: AYRSHARE_API_KEY: is required but not set\n"
+    assert result.stdout == ""
+
+
+@pytest.fixture
+def configured(profiles_file, tmp_path, redis_url) -> dict[str, str]:
+    from tests.conftest import API_KEY, DATA_KEY, SIGNING_SECRET
+
+    return {
+        "ENV_FILE": "/nonexistent",
+        "AYRSHARE_API_KEY": API_KEY,
+        "AYRSHARE_DOMAIN": "ACME",
+        "PROFILE_KEYS_FILE": str(profiles_file),
+        "CONNECT_SIGNING_SECRET": SIGNING_SECRET,
+        "DATA_ENCRYPTION_KEY": DATA_KEY,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'directory.db'}",
+        "REDIS_URL": redis_url,
+    }
+
+
+def test_check_config_reports_each_reachable_dependency(configured, tmp_path):
+    assert _flask(["db", "upgrade"], configured, tmp_path).returncode == 0
+    result = _flask(["check-config"], configured, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    redis_at = configured["REDIS_URL"].split("//")[1].split("/")[0]
+    assert lines[1:] == [f"cache: ok (Redis at {redis_at})", f"database: ok (sqlite at {tmp_path / 'directory.db'})"]
+
+
+def test_check_config_fails_naming_an_unreachable_redis_and_an_unmigrated_database(configured, tmp_path):
+    from tests.support.processes import free_port
+
+    port = free_port()
+    env = {**configured, "REDIS_URL": f"redis://:REDIS-PASSWORD-x1@127.0.0.1:{port}/0"}
+    result = _flask(["check-config"], env, tmp_path)
+    assert result.returncode == 1
+    assert f"cache: failing (Redis at 127.0.0.1:{port} does not answer PING)" in result.stdout.splitlines()
+    assert "database: not migrated (run `flask --app service db upgrade`)" in result.stdout.splitlines()
+    assert "REDIS-PASSWORD-x1" not in result.stdout + result.stderr
+
+
+def test_check_config_offline_checks_only_the_settings(configured, tmp_path):
+    from tests.support.processes import free_port
+
+    env = {**configured, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    result = _flask(["check-config", "--offline"], env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == ["configuration ok (auth: signed, cache: redis)"]
+
+
+def test_check_config_without_redis_says_there_is_nothing_to_reach(configured, tmp_path):
+    env = {name: value for name, value in configured.items() if name != "REDIS_URL"}
+    assert _flask(["db", "upgrade"], env, tmp_path).returncode == 0
+    result = _flask(["check-config"], env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "cache: in-process (REDIS_URL is not set), nothing to reach" in result.stdout.splitlines()
