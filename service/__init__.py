@@ -239,6 +239,7 @@ def _unconfigured_app(error: ConfigError) -> Flask:
 
 def _build_directory(settings: Settings, store) -> dict:
     """The database, the directory on it, and the lookup that `/connect` asks (file first, then a cached directory)."""
+    from .config.settings import invoked_from_flask_cli
     from .crypto import FernetCodec, derived_cache_key
     from .profiles import Database, Directory, JsonFileDirectory, LookupCache, ProfileLookup
 
@@ -246,7 +247,7 @@ def _build_directory(settings: Settings, store) -> dict:
     # Only the embedded demo may go without DATA_ENCRYPTION_KEY (load_settings refuses it elsewhere).
     key = settings.data_encryption_key or derived_cache_key(settings.api_key, b"ayrshare-connect demo directory v1")
     directory = Directory(database, FernetCodec(key))
-    cache = LookupCache(redis_client=getattr(store, "client", None))
+    cache = LookupCache(redis_client=getattr(store, "client", None), listen=not invoked_from_flask_cli())
     file = JsonFileDirectory(settings.profile_keys_file) if settings.profile_keys_file else None
     return {"database": database, "directory": directory, "lookup": ProfileLookup(directory, cache, file)}
 

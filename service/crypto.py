@@ -46,4 +46,4 @@ class FernetCodec:
         try:
             return self._fernet.decrypt(data)
         except InvalidToken:
-            raise ValueError("cache entry not readable with the configured keys") from None
+            raise ValueError("value not readable with the configured keys") from None

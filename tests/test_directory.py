@@ -87,6 +87,14 @@ def test_one_claim_per_user_and_the_holder_completes_it(directory):
     assert directory.pending() == []
 
 
+def test_a_late_creation_never_overwrites_a_key_attached_meanwhile(directory):
+    directory.claim("hank", "hank", lease_seconds=0)  # stuck: the operator attaches the key from the dashboard
+    directory.put("hank", KEY, "api")
+    with pytest.raises(ClaimHeld):
+        directory.put("hank", "PK-LATE-0002", "auto", replace=False)  # what the late creator's fallback does
+    assert directory.profile_key("hank") == KEY
+
+
 def test_a_released_claim_frees_the_user_and_an_expired_one_is_reported(directory):
     claim = directory.claim("erin", "erin", lease_seconds=30)
     directory.release(claim)

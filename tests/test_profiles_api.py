@@ -96,6 +96,8 @@ def test_a_key_ayrshare_refuses_is_422_and_nothing_is_stored(client):
         ({"profileKey": "PK-GOOD-0001\n"}, "profileKey"),
         ({"profileKey": "PK-GOOD-0001", "colour": "red"}, "colour"),
         ({"profileKey": "PK-GOOD-0001", "title": ""}, "title"),
+        ({"profileKey": "PK-GOOD-0001", "title": "a\u0000b"}, "title"),
+        ({"profileKey": "PK-GOOD-0001", "refId": "r\n1"}, "refId"),
         ([], None),
         ("not json", None),
     ],
@@ -131,8 +133,14 @@ def test_users_page_through_with_a_cursor_and_never_show_keys(client, emulator):
         if cursor is None:
             break
     assert seen == [f"page{index}" for index in range(5)]
-    assert client.get("/internal/v1/users?limit=0", headers=AUTH).json["error"]["code"] == "bad_limit"
-    assert client.get("/internal/v1/users?cursor=%%%", headers=AUTH).json["error"]["code"] == "bad_cursor"
+    for query, code in [
+        ("limit=0", "bad_limit"),
+        ("limit=%C2%B2", "bad_limit"),  # '²' is a digit to str.isdigit
+        ("cursor=%%%", "bad_cursor"),
+        ("cursor=AA", "bad_cursor"),  # decodes to a NUL byte
+    ]:
+        response = client.get(f"/internal/v1/users?{query}", headers=AUTH)
+        assert response.status_code == 400 and response.json["error"]["code"] == code, query
 
 
 def test_deleting_a_user_revokes_their_sessions_and_can_delete_the_profile(client, emulator):

@@ -122,6 +122,8 @@ def test_a_signed_link_event_is_accepted_and_recorded_once(app, database):
         (lambda body, h: {k: v for k, v in h.items() if "SHA256" not in k}, "missing signature"),
         (lambda body, h: {k: v for k, v in h.items() if "Timestamp" not in k}, "missing timestamp"),
         (lambda body, h: signed_headers(body, at=time.time() - 301), "stale"),
+        (lambda body, h: {**h, "X-Authorization-Timestamp": "nan"}, "not a number"),
+        (lambda body, h: {**h, "X-Authorization-Timestamp": "inf"}, "infinite"),
         (lambda body, h: signed_headers(body, at=time.time() + 301), "from the future"),
         (lambda body, h: signed_headers(body, secret="someone-else-secret-01"), "another secret"),
         (lambda body, h: signed_headers(body + b" "), "another body"),
@@ -310,6 +312,8 @@ def test_deliveries_api_validates_and_retries(make_app, receiver):
     client = app.test_client()
     assert client.get("/internal/v1/webhooks/deliveries?state=lost", headers=AUTH).json["error"]["code"] == "bad_state"
     assert client.post("/internal/v1/webhooks/deliveries/evt_nope/retry", headers=AUTH).status_code == 404
+    for query in ("after=%00", "limit=%C2%B2", "limit=0"):
+        assert client.get(f"/internal/v1/webhooks/deliveries?{query}", headers=AUTH).status_code == 400, query
     assert client.get("/internal/v1/webhooks/deliveries").status_code == 401
 
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values, find_dotenv
 from marshmallow import ValidationError
@@ -149,6 +149,7 @@ class Settings:
             *(self.data_encryption_key or "").split(","),
             urlsplit(self.redis_url).password if self.redis_url else None,
             _url_password(self.database_url),
+            urlsplit(self.database_url).password if self.database_url else None,  # as written, percent-encoded
             *self.webhook_secrets,
             self.webhook_forward_secret,
         ]
@@ -298,9 +299,10 @@ def default_database_url(data_dir: str) -> str:
 
 def _url_password(url: str) -> str | None:
     try:
-        return urlsplit(url).password
+        password = urlsplit(url).password
     except ValueError:
         return None
+    return unquote(password) if password else None
 
 
 def _check_data_encryption_key(data: dict) -> None:

@@ -7,32 +7,19 @@ reaches Ayrshare), then validate the user id, spend the user's request limit, re
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..auth import Authenticator, Caller, PresentedCredentials
 from ..config import Settings
-from ..errors import BadRequest, Forbidden, ServiceError, UnknownUser
-from ..profiles import ProfileDirectory
+from ..errors import Forbidden, ServiceError, UnknownUser
+from ..profiles import ProfileDirectory, validate_user
 from ..upstream import AyrshareClient, CircuitBreaker, Link, LinkOptions
 from ..urls import RedirectAllowlist
 from .broker import LinkBroker
 from .options import resolve_options
 from .store import cache_key, user_scope
-
-# Conservative on purpose: ids appear in signed strings ("<user>:<expires>"), cache keys and logs.
-USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
-
-
-def validate_user(user: str) -> str:
-    if not USER_ID.fullmatch(user):
-        raise BadRequest(
-            "The user id must be 1-128 characters: letters, digits and . _ @ + - (starting with a letter or digit).",
-            code="bad_user_id",
-        )
-    return user
 
 
 @dataclass

@@ -4,6 +4,7 @@ from .accounts import Accounts, LinkedAccounts
 from .admin import UserAdmin, user_json
 from .database import Database, DatabaseDown, NotMigrated
 from .directory import SOURCES, ClaimHeld, Directory, UserRecord
+from .ids import USER_ID, validate_user
 from .json_file import JsonFileDirectory, ProfileDirectory
 from .lookup import LookupCache, ProfileLookup
 from .provisioning import CreationInProgress, CreationUnresolved, Provisioner
@@ -25,6 +26,8 @@ __all__ = [
     "ProfileLookup",
     "Provisioner",
     "UserAdmin",
+    "USER_ID",
     "UserRecord",
+    "validate_user",
     "user_json",
 ]

@@ -6,6 +6,7 @@ caller at a time (a lock in the link store), so a burst of "Done" clicks costs o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass
@@ -60,7 +61,8 @@ class LinkedAccounts:
             return _accounts_of(record) if self._fresh(record) else self._fetch(user, record.profile_key)
         finally:
             if locked:
-                lock.release()
+                with contextlib.suppress(StoreUnavailable):  # the lock expires by itself; the reading stands
+                    lock.release()
 
     def unlink(self, user: str, network: str) -> Accounts:
         """Unlink one network at Ayrshare, then read what is left."""

@@ -17,11 +17,13 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from ..errors import BadRequest, ServiceError, UnknownUser
 from ..upstream import AyrshareClient, ProfileKeyRefused, UpstreamNotFound
 from .directory import ClaimHeld, Directory, UserRecord
+from .ids import validate_user
 from .lookup import ProfileLookup
 from .provisioning import Provisioner
 
 PROFILE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{5,127}\Z")  # \Z: marshmallow's Regexp only anchors the start
 MAX_PAGE = 500
+PRINTABLE = validate.Regexp(r"[^\x00-\x1f\x7f]*\Z", error="must not contain control characters")
 
 
 class AttachSchema(Schema):
@@ -34,8 +36,8 @@ class AttachSchema(Schema):
         required=True,
         validate=validate.Regexp(PROFILE_KEY, error="must be an Ayrshare profile key (letters, digits, - and _)"),
     )
-    refId = fields.String(validate=validate.Length(1, 128))  # noqa: N815
-    title = fields.String(validate=validate.Length(1, 255))
+    refId = fields.String(validate=[validate.Length(1, 128), PRINTABLE])  # noqa: N815
+    title = fields.String(validate=[validate.Length(1, 255), PRINTABLE])
 
 
 class KeyRefused(ServiceError):
@@ -125,7 +127,7 @@ class UserAdmin:
 
     def create(self, user: str) -> tuple[UserRecord, bool]:
         """Create the user's Ayrshare profile now (never a second one): (the row, created now)."""
-        if self.lookup.from_file(user):
+        if self.lookup.from_file(validate_user(user)):
             raise ManagedByFile()
         _, created = self.provisioner.ensure(user, source="api")
         return self.directory.get(user), created
@@ -146,7 +148,7 @@ class UserAdmin:
 
     def page(self, limit: object, cursor: object) -> tuple[list[UserRecord], str | None]:
         """A page of users and the cursor of the next one (None at the end)."""
-        size = _limit(limit)
+        size = page_limit(limit)
         after = _decode_cursor(cursor) if cursor else None
         records = self.directory.page(size + 1, after)
         more = len(records) > size
@@ -172,10 +174,10 @@ def load(schema: Schema, body: object, code: str) -> dict:
         raise BadRequest(f"'{name}': {problem}", code=code) from None
 
 
-def _limit(value: object) -> int:
+def page_limit(value: object) -> int:
     if value in (None, ""):
         return 100
-    if not isinstance(value, str) or not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
+    if not isinstance(value, str) or not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE:
         raise BadRequest(f"'limit' must be a whole number from 1 to {MAX_PAGE}.", code="bad_limit")
     return int(value)
 
@@ -189,8 +191,8 @@ def _decode_cursor(cursor: object) -> str:
     try:
         if not re.fullmatch(r"[A-Za-z0-9_-]+", text):
             raise ValueError(text)
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return validate_user(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode())
+    except (binascii.Error, UnicodeDecodeError, ValueError, BadRequest):
         raise BadRequest("'cursor' is not a cursor this API returned.", code="bad_cursor") from None
 
 

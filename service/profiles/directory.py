@@ -91,9 +91,17 @@ class Directory:
             )
         return self._decrypt(token) if token else None
 
-    def put(self, user: str, profile_key: str, source: str, ref_id: str | None = None, title: str | None = None):
-        """Attach a profile to the user (insert or replace): True when the user is new. A pending claim is never
-        replaced: `ClaimHeld`."""
+    def put(
+        self,
+        user: str,
+        profile_key: str,
+        source: str,
+        ref_id: str | None = None,
+        title: str | None = None,
+        replace: bool = True,
+    ) -> bool:
+        """Attach a profile to the user: True when the user is new. A live claim is never replaced (`ClaimHeld`),
+        and with `replace=False` neither is an active row (a late creation must not overwrite an attached key)."""
         now = self.clock()
         values = {
             "state": "active",
@@ -108,21 +116,22 @@ class Directory:
             "linked_networks_checked_at": None,
             "updated_at": now,
         }
-        with self.database.begin() as session:
-            row = session.get(UserRow, user, with_for_update=True)
-            if row is None:
-                session.add(UserRow(user_id=user, created_at=now, **values))
-                created = True
-            elif row.state == "pending" and self._record(row).in_flight(now):
-                raise ClaimHeld(self._record(row))  # an operator may attach over a stuck claim, never a live one
-            else:
-                same_key = bool(row.profile_key_encrypted) and self._decrypt(row.profile_key_encrypted) == profile_key
-                if same_key:  # keep what we know about the linked accounts of the same profile
+        try:
+            with self.database.begin() as session:
+                row = session.get(UserRow, user, with_for_update=True)
+                if row is None:
+                    session.add(UserRow(user_id=user, created_at=now, **values))
+                    return True
+                record = self._record(row)
+                if record.in_flight(now) or (not replace and record.state == "active"):
+                    raise ClaimHeld(record)  # an operator may attach over a stuck claim, never a live one
+                if record.profile_key == profile_key:  # the same profile: keep what we know of its networks
                     values.pop("linked_networks"), values.pop("linked_networks_checked_at")
                 for name, value in values.items():
                     setattr(row, name, value)
-                created = False
-        return created
+                return False
+        except IntegrityError:  # a claim was written between our read and our insert
+            raise ClaimHeld(self.get(user) or _vanished(user, now)) from None
 
     def delete(self, user: str) -> UserRecord | None:
         """Forget the user; the row as it was, or None when there was none."""
@@ -184,9 +193,11 @@ class Directory:
             raise ClaimHeld(existing) from None
         return claim
 
-    def retitle(self, claim: Claim, title: str) -> Claim:
-        """Record the next title tried (after a duplicate title) before asking Ayrshare, so an orphan is findable."""
-        self._update_claim(claim, title=title, updated_at=self.clock())
+    def retitle(self, claim: Claim, title: str, lease_seconds: float) -> Claim:
+        """Record the next title tried (after a duplicate title) before asking Ayrshare, so an orphan is findable;
+        the lease starts over, as another call is about to be made."""
+        now = self.clock()
+        self._update_claim(claim, title=title, updated_at=now, lease_until=now + timedelta(seconds=lease_seconds))
         return Claim(claim.user, claim.claim_id, title)
 
     def complete(self, claim: Claim, profile_key: str, ref_id: str | None, title: str, source: str) -> None:

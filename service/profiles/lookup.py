@@ -32,13 +32,16 @@ class LookupCache:
     redis_client: where changes are announced and heard (None: this process only).
     """
 
-    def __init__(self, fresh_seconds: float = 30.0, max_entries: int = 10_000, redis_client=None):
+    def __init__(self, fresh_seconds: float = 30.0, max_entries: int = 10_000, redis_client=None, listen=True):
         self.fresh_seconds = fresh_seconds
         self.max_entries = max_entries
         self.redis = redis_client
+        self.listen = listen  # False under the Flask CLI: a command must not start a subscriber thread
         self._entries: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._lock = threading.Lock()
         self._listening_pid: int | None = None
+        self._next_listen_try = 0.0
+        self.version = 0  # bumped by every drop: a lookup that read the database before a change must not cache it
 
     def get(self, user: str, allow_stale: bool = False) -> str | None:
         self._listen()
@@ -50,8 +53,10 @@ class LookupCache:
         key, stored_at = entry
         return key if allow_stale or time.monotonic() - stored_at < self.fresh_seconds else None
 
-    def put(self, user: str, profile_key: str) -> None:
+    def put(self, user: str, profile_key: str, version: int | None = None) -> None:
         with self._lock:
+            if version is not None and version != self.version:
+                return  # something changed while the database was read: the next lookup reads it again
             self._entries[user] = (profile_key, time.monotonic())
             self._entries.move_to_end(user)
             while len(self._entries) > self.max_entries:
@@ -68,18 +73,20 @@ class LookupCache:
 
     def clear(self) -> None:
         with self._lock:
+            self.version += 1
             self._entries.clear()
 
     def _drop(self, user: str) -> None:
         with self._lock:
+            self.version += 1
             self._entries.pop(user, None)
 
     def _listen(self) -> None:
         """Subscribe once per process (gunicorn forks workers after the app may have been built)."""
-        if self.redis is None or self._listening_pid == os.getpid():
+        if not self.listen or self.redis is None or self._listening_pid == os.getpid():
             return
         with self._lock:
-            if self._listening_pid == os.getpid():
+            if self._listening_pid == os.getpid() or time.monotonic() < self._next_listen_try:
                 return
             self._listening_pid = os.getpid()
         try:
@@ -89,6 +96,7 @@ class LookupCache:
         except Exception:  # noqa: BLE001 - without the channel, entries still go stale after fresh_seconds
             log.warning("directory changes not heard: redis unavailable; lookups refresh every %ss", self.fresh_seconds)
             self._listening_pid = None
+            self._next_listen_try = time.monotonic() + self.fresh_seconds  # not on every lookup of the hot path
 
     def _heard(self, message: dict) -> None:
         user = message.get("data")
@@ -117,6 +125,7 @@ class ProfileLookup:
         key = self.cache.get(user)
         if key is not None:
             return key
+        version = self.cache.version
         try:
             key = self.directory.profile_key(user)
         except DatabaseDown:
@@ -125,7 +134,7 @@ class ProfileLookup:
                 return stale  # a known user keeps working while the database is down
             raise
         if key is not None:
-            self.cache.put(user, key)
+            self.cache.put(user, key, version)
         return key
 
     def from_file(self, user: str) -> bool:

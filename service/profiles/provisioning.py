@@ -105,7 +105,8 @@ class Provisioner:
                         "Ayrshare already has profiles with this user's titles; check PROFILE_TITLE_TEMPLATE.",
                         code="profile_title_taken",
                     ) from None
-                claim = self.directory.retitle(claim, f"{claim.title.split(' ~')[0]} ~{secrets.token_hex(3)}")
+                title = f"{claim.title.split(' ~')[0]} ~{secrets.token_hex(3)}"
+                claim = self.directory.retitle(claim, title, self.lease_seconds)
                 continue
             except (UpstreamTimeout, UpstreamUnavailable, MalformedAnswer) as error:
                 if not sent or getattr(error, "code", "") == "upstream_rate_limited":
@@ -133,9 +134,12 @@ class Provisioner:
                 self.directory.complete(claim, created.profile_key, created.ref_id, created.title, source)
                 break
             except LostClaim:
-                # An operator released the claim meanwhile: keep the key if the user still has none.
+                # An operator released the claim (or attached a key over it) meanwhile: keep this key only if the
+                # user still has none; never overwrite what the operator attached.
                 try:
-                    self.directory.put(claim.user, created.profile_key, source, created.ref_id, created.title)
+                    self.directory.put(
+                        claim.user, created.profile_key, source, created.ref_id, created.title, replace=False
+                    )
                     break
                 except ClaimHeld:
                     self._not_stored(claim, created)

@@ -7,6 +7,8 @@ Session status, Connect Accounts email). The handlers lift the request into plai
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ..auth import require_internal_token
@@ -14,6 +16,7 @@ from ..config.schema import SUPPORTED_NETWORKS
 from ..errors import BadRequest, NotFound
 from ..links import UserLinks, validate_user
 from ..profiles import UserAdmin, user_json
+from ..profiles.admin import page_limit
 from .errors import NO_STORE_HEADERS
 from .routes import iso_time
 
@@ -123,6 +126,7 @@ def _flag(value: str | None, name: str) -> bool:
 
 # -- webhooks passed on to the team's backend ------------------------------------------------------------------
 DELIVERY_STATES = ("pending", "delivered", "failed")
+EVENT_ID = re.compile(r"evt_[0-9a-f]{24}")
 
 
 @bp.get("/webhooks/deliveries")
@@ -130,16 +134,16 @@ def deliveries() -> Response:
     state = request.args.get("state") or None
     if state is not None and state not in DELIVERY_STATES:
         raise BadRequest(f"'state' must be one of {', '.join(DELIVERY_STATES)}.", code="bad_state")
-    limit = request.args.get("limit", "100")
-    if not limit.isdigit() or not 1 <= int(limit) <= 500:
-        raise BadRequest("'limit' must be a whole number from 1 to 500.", code="bad_limit")
-    found = _outbox().list(state, int(limit), request.args.get("after") or None)
+    after = request.args.get("after") or None
+    if after is not None and not EVENT_ID.fullmatch(after):
+        raise BadRequest("'after' must be a delivery id (evt_...).", code="bad_after")
+    found = _outbox().list(state, page_limit(request.args.get("limit")), after)
     return jsonify(deliveries=[delivery.as_json() for delivery in found])
 
 
 @bp.post("/webhooks/deliveries/<event_id>/retry")
 def retry_delivery(event_id: str) -> tuple[Response, int]:
-    delivery = _outbox().retry(event_id)
+    delivery = _outbox().retry(event_id) if EVENT_ID.fullmatch(event_id) else None
     if delivery is None:
         raise NotFound("No delivery with this id.", code="unknown_delivery")
     worker = current_app.extensions.get("webhook_worker")

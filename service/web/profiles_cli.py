@@ -74,6 +74,7 @@ def profiles_list() -> None:
 @click.argument("user")
 def profiles_create(user: str) -> None:
     """Create USER's Ayrshare profile now (never a second one)."""
+    _run(lambda: validate_user(user), user)
     record, created = _run(lambda: _users().create(user), user)
     click.echo(f"{'created' if created else 'already had'} profile {record.ref_id or '-'} for {user}")
 
@@ -93,7 +94,7 @@ def profiles_pending(as_json: bool) -> None:
     """Profile creations that have not finished; those past their lease need an operator (docs/profiles.md)."""
     records = current_app.extensions["users"].directory.pending()
     for record in records:
-        state = "needs_operator" if record.lease_expired() else "in_progress"
+        state = "in_progress" if record.in_flight() else "needs_operator"
         if as_json:
             body = {k: v for k, v in user_json(record, with_key=False).items() if not k.startswith("linked")}
             click.echo(json.dumps({**body, "status": state, "reason": record.pending_reason}))

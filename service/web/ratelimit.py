@@ -24,7 +24,7 @@ from ..config import Settings
 from ..errors import RateLimited, UpstreamUnavailable
 
 KEY_PREFIX = "connect:ratelimit"
-CONNECT_ENDPOINT = "connect.connect"
+CONNECT_ENDPOINTS = ("connect.connect", "connect.accounts")
 STORAGE_RETRY_SECONDS = 1.0
 
 
@@ -203,5 +203,5 @@ def init_app(app: Flask, settings: Settings, on_refused: Callable[[str], None] =
 
     @app.before_request
     def _spend_address_budget() -> None:
-        if request.endpoint == CONNECT_ENDPOINT and request.method != "OPTIONS":
+        if request.endpoint in CONNECT_ENDPOINTS and request.method != "OPTIONS":
             per_address(address_key(request.remote_addr))

@@ -34,8 +34,10 @@ def connect(user: str) -> Response:
 @bp.get("/connect/<user>/accounts")
 def accounts(user: str) -> Response:
     """The networks the user has linked (names only), for the page to show after "Done"."""
-    caller = current_app.extensions["connect"].authorize(user, PresentedCredentials.from_request(request))
+    service: ConnectService = current_app.extensions["connect"]
+    caller = service.authorize(user, PresentedCredentials.from_request(request))
     g.user, g.auth = user, caller.kind
+    service.spend_request_budget(user)  # a page polling this shares the user's /connect budget
     linked = current_app.extensions["accounts"].read(user)
     response = jsonify(networks=list(linked.networks))
     response.headers.update(NO_STORE_HEADERS)

@@ -30,7 +30,7 @@ def ayrshare_webhook() -> tuple[Response, int]:
     g.auth = "webhook"
     if (request.content_length or 0) > MAX_BODY_BYTES:
         raise BadRequest("The webhook body is too large.", code="bad_webhook_body")
-    body = request.get_data(cache=False)[: MAX_BODY_BYTES + 1]
+    body = request.stream.read(MAX_BODY_BYTES + 1)  # a chunked body has no Content-Length: read no more than this
     if len(body) > MAX_BODY_BYTES:
         raise BadRequest("The webhook body is too large.", code="bad_webhook_body")
     receipt = receiver.receive(body, request.headers)

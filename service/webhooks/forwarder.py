@@ -80,7 +80,7 @@ class DeliveryWorker:
         """Attempt up to `batch` due events once each: how many were delivered."""
         delivered = 0
         for _ in range(batch):
-            # One event per claim: its lease (60 s) always outlasts the one send (at most 13 s) it covers.
+            # One event per claim: its lease (300 s) outlasts the one send it covers (10 s per read, normally).
             owner, due = self.outbox.claim_due(limit=1)
             if not due:
                 break

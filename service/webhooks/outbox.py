@@ -67,7 +67,7 @@ class Outbox:
         self.max_hours = max_hours
         self.clock = clock
 
-    def claim_due(self, limit: int = 10, lease_seconds: float = 60.0) -> tuple[str, list[Delivery]]:
+    def claim_due(self, limit: int = 10, lease_seconds: float = 300.0) -> tuple[str, list[Delivery]]:
         """(our lease owner id, the due deliveries we now hold)."""
         owner = secrets.token_hex(8)
         now = self.clock()
@@ -132,7 +132,8 @@ class Outbox:
                 return None
             row.forward_state, row.next_attempt_at = "pending", now
             row.give_up_at = now + timedelta(hours=self.max_hours)
-            row.lease_owner = row.lease_until = None
+            if row.lease_until is None or row.lease_until < now:  # never take an event from a sender mid-send
+                row.lease_owner = row.lease_until = None
             return _delivery(row)
 
     def _settle(self, event_id: str, owner: str, **values) -> None:

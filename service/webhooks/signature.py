@@ -3,6 +3,7 @@
 
 Every secret in `AYRSHARE_WEBHOOK_SECRET` is tried, so a rotated secret and its predecessor both verify during the
 vendor's grace window; during that window a delivery may also carry the new secret's signature in a second header.
+The HMAC does not cover the timestamp, so a captured body can be replayed with a fresh one (docs/webhooks.md).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import time
 from collections.abc import Mapping
 
@@ -36,6 +38,8 @@ def verify(body: bytes, headers: Mapping[str, str], secrets: tuple[str, ...], to
         sent_at = float(stamp)
     except ValueError:
         raise BadSignature("bad_timestamp") from None
+    if not math.isfinite(sent_at):  # "nan" would pass any distance check
+        raise BadSignature("bad_timestamp")
     if sent_at > 1e11:  # milliseconds, as some Ayrshare timestamps are
         sent_at /= 1000
     if abs((now if now is not None else time.time()) - sent_at) > tolerance:
