@@ -120,6 +120,23 @@ def database_url(request, tmp_path) -> str:
     server.drop_database(name)
 
 
+@pytest.fixture
+def database(database_url):
+    """The `database_url` database, migrated, as the service's `Database`."""
+    from service.profiles import Database
+
+    database = Database(database_url)
+    database.upgrade()
+    yield database
+    database.engine.dispose()
+
+
+@pytest.fixture
+def migrated(database) -> str:
+    """The URL of the migrated `database`, for services started in other processes."""
+    return database.engine.url.render_as_string(hide_password=False)
+
+
 @pytest.fixture(autouse=False)
 def redis_client(redis_url) -> redis.Redis:
     client = redis.Redis.from_url(redis_url)

@@ -16,14 +16,6 @@ KEY = "PK-DIRECTORY-0001"
 
 
 @pytest.fixture
-def database(database_url) -> Database:
-    database = Database(database_url)
-    database.upgrade()
-    yield database
-    database.engine.dispose()
-
-
-@pytest.fixture
 def directory(database) -> Directory:
     return Directory(database, FernetCodec(DATA_KEY))
 

@@ -9,21 +9,11 @@ import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 import requests
 
 from service.auth import signed_path
-from service.profiles import Database
 from tests.conftest import SIGNING_SECRET
 from tests.support.processes import PROJECT_ROOT
-
-
-@pytest.fixture
-def migrated(database_url) -> str:
-    database = Database(database_url)
-    database.upgrade()
-    database.engine.dispose()
-    return database_url
 
 
 def test_sixty_first_clicks_on_three_instances_create_exactly_one_profile(start_service, emulator, migrated):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import threading
 import time
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -13,7 +15,7 @@ from standardwebhooks.webhooks import Webhook
 
 from service import create_app
 from service.auth import signed_path
-from service.profiles import Database
+from service.profiles.directory import utcnow
 from service.webhooks import DeliveryWorker, Forwarder, Outbox
 from service.webhooks.models import WebhookEvent
 from tests.conftest import INTERNAL_TOKEN, SIGNING_SECRET
@@ -23,14 +25,6 @@ AUTH = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
 SECRET = "ayrshare-webhook-secret-0001"
 OLD_SECRET = "ayrshare-webhook-secret-0000"
 FORWARD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-
-
-@pytest.fixture
-def database(database_url) -> Database:
-    database = Database(database_url)
-    database.upgrade()
-    yield database
-    database.engine.dispose()
 
 
 @pytest.fixture
@@ -204,6 +198,29 @@ def test_link_and_unlink_update_known_networks_and_drop_cached_links(app, emulat
 
 
 # -- passing events on ---------------------------------------------------------------------------------------------
+def queue_event(database, event_id: str, give_up_at=None) -> None:
+    """An accepted event waiting in the outbox, due now."""
+    now = utcnow()
+    with database.begin() as session:
+        session.add(
+            WebhookEvent(
+                id=event_id,
+                body_sha256=hashlib.sha256(event_id.encode()).hexdigest(),
+                dedupe_key=event_id,
+                received_at=now,
+                action="social",
+                kind="link",
+                network="x",
+                ref_id="r",
+                user_id="dana",
+                forward_state="pending",
+                attempts=0,
+                next_attempt_at=now,
+                give_up_at=give_up_at or now + timedelta(hours=1),
+            )
+        )
+
+
 def test_events_are_forwarded_signed_per_standard_webhooks(make_app, emulator, receiver):
     app = make_app(WEBHOOK_FORWARD_URL=receiver.url, WEBHOOK_FORWARD_SECRET=FORWARD_SECRET)
     client = app.test_client()
@@ -222,30 +239,8 @@ def test_events_are_forwarded_signed_per_standard_webhooks(make_app, emulator, r
 
 
 def test_an_outage_of_the_target_is_retried_with_backoff_then_fails_visibly(database, receiver):
-    from datetime import timedelta
-
-    from service.profiles.directory import utcnow
-    from service.webhooks.models import WebhookEvent
-
     now = utcnow()
-    with database.begin() as session:
-        session.add(
-            WebhookEvent(
-                id="evt_outage",
-                body_sha256="a" * 64,
-                dedupe_key="a",
-                received_at=now,
-                action="social",
-                kind="unlink",
-                network="x",
-                ref_id="r",
-                user_id="dana",
-                forward_state="pending",
-                attempts=0,
-                next_attempt_at=now,
-                give_up_at=now + timedelta(seconds=30),
-            )
-        )
+    queue_event(database, "evt_outage", give_up_at=now + timedelta(seconds=30))
     outbox = Outbox(database, max_hours=24)
     worker = DeliveryWorker(outbox, Forwarder(receiver.url, FORWARD_SECRET))
     receiver.respond_with(500, 503)
@@ -271,32 +266,8 @@ def test_an_outage_of_the_target_is_retried_with_backoff_then_fails_visibly(data
 
 
 def test_two_deliverers_send_each_event_once(database, receiver):
-    import threading
-    from datetime import timedelta
-
-    from service.profiles.directory import utcnow
-    from service.webhooks.models import WebhookEvent
-
-    now = utcnow()
-    with database.begin() as session:
-        for index in range(30):
-            session.add(
-                WebhookEvent(
-                    id=f"evt_{index:04d}",
-                    body_sha256=f"{index:064d}",
-                    dedupe_key=str(index),
-                    received_at=now,
-                    action="social",
-                    kind="link",
-                    network="x",
-                    ref_id="r",
-                    user_id="dana",
-                    forward_state="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    give_up_at=now + timedelta(hours=1),
-                )
-            )
+    for index in range(30):
+        queue_event(database, f"evt_{index:04d}")
     workers = [DeliveryWorker(Outbox(database, 24), Forwarder(receiver.url, FORWARD_SECRET)) for _ in range(2)]
     threads = [threading.Thread(target=lambda w=w: [w.run_once() for _ in range(5)]) for w in workers]
     for thread in threads:

@@ -23,7 +23,6 @@ import requests
 from standardwebhooks.webhooks import Webhook
 
 from service.auth import signed_path
-from service.profiles import Database
 from tests.conftest import INTERNAL_TOKEN, SIGNING_SECRET
 from tests.support.emulator_proc import press
 from tests.support.processes import PROJECT_ROOT, free_port
@@ -120,14 +119,6 @@ def service_env(database_url: str, forward_url: str | None, delivery: str = "thr
     if forward_url is not None:
         env.update(WEBHOOK_FORWARD_URL=forward_url, WEBHOOK_FORWARD_SECRET=FORWARD_SECRET)
     return env
-
-
-@pytest.fixture
-def migrated(database_url) -> str:
-    database = Database(database_url)
-    database.upgrade()
-    database.engine.dispose()
-    return database_url
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ repeat could pay for a second profile), read a profile's linked networks (`GET /
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -155,14 +156,8 @@ class AyrshareClient:
 
     def linked_accounts(self, profile_key: str) -> LinkedAccounts:
         """The networks the profile has linked, from `GET /user` (`ProfileKeyRefused` when Ayrshare refuses the key)."""
-        try:
+        with _key_refusals_as(ProfileKeyRefused):
             answer = self.transport.call("GET", "/user", profile_key=profile_key)
-        except UpstreamNotFound:
-            raise ProfileKeyRefused() from None
-        except AyrshareRefusal as error:
-            if error.about_the_profile_key():
-                raise ProfileKeyRefused() from None
-            raise
         return _linked_accounts(answer)
 
     def unlink_network(self, profile_key: str, network: str) -> None:
@@ -170,14 +165,8 @@ class AyrshareClient:
         if network not in UNLINKABLE_NETWORKS:
             # Checked here so that a refusal from Ayrshare can only be about the profile key.
             raise BadRequest(f"Ayrshare can unlink only: {', '.join(sorted(UNLINKABLE_NETWORKS))}.")
-        try:
+        with _key_refusals_as(ProfileKeyRefused):
             self.transport.call("DELETE", "/profiles/social", body={"platform": network}, profile_key=profile_key)
-        except UpstreamNotFound:
-            raise ProfileKeyRefused() from None
-        except AyrshareRefusal as error:
-            if error.about_the_profile_key():
-                raise ProfileKeyRefused() from None
-            raise
 
     # -- webhooks --------------------------------------------------------------------------------------------------
     def register_webhook(self, action: str, url: str, secret: str | None = None) -> None:
@@ -282,3 +271,16 @@ def _timestamp(value: object) -> float | None:
     except ValueError:
         return None
     return moment.timestamp() if moment.tzinfo is not None else None
+
+
+@contextlib.contextmanager
+def _key_refusals_as(error_type: type[Exception]):
+    """Ayrshare's refusals of the Profile-Key (a 404, or a refusal about the key) raised as `error_type`."""
+    try:
+        yield
+    except UpstreamNotFound:
+        raise error_type() from None
+    except AyrshareRefusal as error:
+        if error.about_the_profile_key():
+            raise error_type() from None
+        raise
