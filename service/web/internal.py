@@ -16,6 +16,18 @@ from ..links import UserLinks, validate_user
 from ..profiles import UserAdmin, user_json
 from .errors import NO_STORE_HEADERS
 from .routes import iso_time
+from .schemas import (
+    DELIVERY_STATES,
+    MAX_DELIVERIES,
+    DeliveriesSchema,
+    DeliverySchema,
+    EmailSentSchema,
+    LinkedAccountsSchema,
+    LinkSessionSchema,
+    RevokedSchema,
+    UserPageSchema,
+    UserSchema,
+)
 
 bp = Blueprint("internal", __name__, url_prefix="/internal/v1")
 
@@ -40,13 +52,14 @@ def _no_store(response: Response) -> Response:
 def revoke_links(user: str) -> Response:
     g.user = user
     revoked = _user_links().revoke(user)
-    return jsonify(user=user, sessionsRevoked=revoked.sessions_revoked, linksDropped=revoked.links_dropped)
+    body = {"user": user, "sessionsRevoked": revoked.sessions_revoked, "linksDropped": revoked.links_dropped}
+    return jsonify(RevokedSchema().dump(body))
 
 
 @bp.get("/users/<user>/link-session")
 def link_session(user: str) -> Response:
     g.user = user
-    return jsonify(_user_links().session_status(user))
+    return jsonify(LinkSessionSchema().dump(_user_links().session_status(user)))
 
 
 @bp.post("/users/<user>/connect-email")
@@ -54,7 +67,7 @@ def connect_email(user: str) -> tuple[Response, int]:
     g.user = user
     sent = _user_links().send_connect_email(user, request.get_json(silent=True))
     expires = iso_time(sent.expires_at) if sent.expires_at else None
-    return jsonify(emailSent=sent.email_sent, expiresAt=expires), 202
+    return jsonify(EmailSentSchema().dump({"emailSent": sent.email_sent, "expiresAt": expires})), 202
 
 
 # -- the directory of users ------------------------------------------------------------------------------------
@@ -65,27 +78,28 @@ def _users() -> UserAdmin:
 @bp.get("/users")
 def list_users() -> Response:
     records, next_cursor = _users().page(request.args.get("limit"), request.args.get("cursor"))
-    return jsonify(users=[user_json(record, with_key=False) for record in records], nextCursor=next_cursor)
+    users = [user_json(record, with_key=False) for record in records]
+    return jsonify(UserPageSchema().dump({"users": users, "nextCursor": next_cursor}))
 
 
 @bp.get("/users/<user>")
 def get_user(user: str) -> Response:
     g.user = validate_user(user)
-    return jsonify(user_json(_users().get(user)))
+    return jsonify(UserSchema().dump(user_json(_users().get(user))))
 
 
 @bp.put("/users/<user>")
 def put_user(user: str) -> tuple[Response, int]:
     g.user = validate_user(user)
     record, created = _users().attach(user, request.get_json(silent=True))
-    return jsonify(user_json(record)), 201 if created else 200
+    return jsonify(UserSchema().dump(user_json(record))), 201 if created else 200
 
 
 @bp.post("/users/<user>/profile")
 def create_profile(user: str) -> tuple[Response, int]:
     g.user = validate_user(user)
     record, created = _users().create(user)
-    return jsonify(user_json(record)), 201 if created else 200
+    return jsonify(UserSchema().dump(user_json(record))), 201 if created else 200
 
 
 @bp.delete("/users/<user>")
@@ -110,7 +124,8 @@ def unlink_account(user: str, network: str) -> Response:
 
 
 def _accounts_json(accounts) -> Response:
-    return jsonify(networks=list(accounts.networks), checkedAt=accounts.checked_at.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    checked_at = accounts.checked_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return jsonify(LinkedAccountsSchema().dump({"networks": list(accounts.networks), "checkedAt": checked_at}))
 
 
 def _flag(value: str | None, name: str) -> bool:
@@ -122,19 +137,16 @@ def _flag(value: str | None, name: str) -> bool:
 
 
 # -- webhooks passed on to the team's backend ------------------------------------------------------------------
-DELIVERY_STATES = ("pending", "delivered", "failed")
-
-
 @bp.get("/webhooks/deliveries")
 def deliveries() -> Response:
     state = request.args.get("state") or None
     if state is not None and state not in DELIVERY_STATES:
         raise BadRequest(f"'state' must be one of {', '.join(DELIVERY_STATES)}.", code="bad_state")
     limit = request.args.get("limit", "100")
-    if not limit.isdigit() or not 1 <= int(limit) <= 500:
-        raise BadRequest("'limit' must be a whole number from 1 to 500.", code="bad_limit")
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_DELIVERIES:
+        raise BadRequest(f"'limit' must be a whole number from 1 to {MAX_DELIVERIES}.", code="bad_limit")
     found = _outbox().list(state, int(limit), request.args.get("after") or None)
-    return jsonify(deliveries=[delivery.as_json() for delivery in found])
+    return jsonify(DeliveriesSchema().dump({"deliveries": [delivery.as_json() for delivery in found]}))
 
 
 @bp.post("/webhooks/deliveries/<event_id>/retry")
@@ -145,7 +157,7 @@ def retry_delivery(event_id: str) -> tuple[Response, int]:
     worker = current_app.extensions.get("webhook_worker")
     if worker is not None:
         worker.wake()
-    return jsonify(delivery.as_json()), 202
+    return jsonify(DeliverySchema().dump(delivery.as_json())), 202
 
 
 def _outbox():
