@@ -170,3 +170,29 @@ def test_the_running_service_keeps_its_contract(running_service, emulator, mode)
     )
     assert set(sent) == expected
     assert len(sent) > 5 * len(expected)
+
+
+# -- bugs the contract work found: client mistakes that were 500s or 503s ---------------------------------------
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_odd_query_values_are_400s_not_server_errors(settings_env, database_url):
+    """`limit=²` passed str.isdigit() and then failed int() (500); NUL in a cursor, `after` or a delivery id reached
+    PostgreSQL, which refuses NUL in text, and came back as 503 database_unavailable (a retry that never helps)."""
+    from service import create_app
+    from service.profiles import Database
+
+    Database(database_url).upgrade()
+    forward = {"WEBHOOK_FORWARD_URL": "http://127.0.0.1:9/events", "WEBHOOK_FORWARD_SECRET": WEBHOOK_SECRET}
+    client = create_app({**settings_env, "DATABASE_URL": database_url, **forward}).test_client()
+    auth = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
+    for path, code in (
+        ("/internal/v1/users?limit=%C2%B2", "bad_limit"),
+        ("/internal/v1/webhooks/deliveries?limit=%C2%B2", "bad_limit"),
+        ("/internal/v1/webhooks/deliveries?after=%00", "bad_after"),
+        ("/internal/v1/users?cursor=AA", "bad_cursor"),  # the base64 of one NUL byte
+    ):
+        assert client.get(path, headers=auth).json["code"] == code, path
+    missing = client.post("/internal/v1/webhooks/deliveries/evt%00/retry", headers=auth)
+    assert missing.status_code == 404 and missing.json["code"] == "unknown_delivery"
+    # Empty values still count as absent, as before.
+    assert client.get("/internal/v1/users?limit=&cursor=", headers=auth).status_code == 200
+    assert client.get("/internal/v1/webhooks/deliveries?state=&after=&limit=3", headers=auth).status_code == 200

@@ -7,18 +7,27 @@ Session status, Connect Accounts email). The handlers lift the request into plai
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
+
 from flask import Blueprint, Response, current_app, g, jsonify, request
+from marshmallow import Schema, ValidationError
 
 from ..auth import require_internal_token
 from ..config.schema import SUPPORTED_NETWORKS
 from ..errors import BadRequest, NotFound
 from ..links import UserLinks, validate_user
+from ..links.connect import USER_ID
 from ..profiles import UserAdmin, user_json
+from ..profiles.admin import MAX_PAGE
 from .errors import NO_STORE_HEADERS
 from .routes import iso_time
 from .schemas import (
     DELIVERY_STATES,
+    EVENT_ID,
     MAX_DELIVERIES,
+    DeliveriesQuerySchema,
     DeliveriesSchema,
     DeliverySchema,
     EmailSentSchema,
@@ -27,6 +36,7 @@ from .schemas import (
     RevokedSchema,
     UserPageSchema,
     UserSchema,
+    UsersQuerySchema,
 )
 
 bp = Blueprint("internal", __name__, url_prefix="/internal/v1")
@@ -77,7 +87,15 @@ def _users() -> UserAdmin:
 
 @bp.get("/users")
 def list_users() -> Response:
-    records, next_cursor = _users().page(request.args.get("limit"), request.args.get("cursor"))
+    bad_cursor = ("bad_cursor", "'cursor' is not a cursor this API returned.")
+    args = _query(
+        UsersQuerySchema(),
+        {"limit": ("bad_limit", f"'limit' must be a whole number from 1 to {MAX_PAGE}."), "cursor": bad_cursor},
+    )
+    if "cursor" in args and not _names_a_user(args["cursor"]):  # a made-up one could hold NUL, which PostgreSQL refuses
+        raise BadRequest(bad_cursor[1], code=bad_cursor[0])
+    limit = str(args["limit"]) if "limit" in args else None
+    records, next_cursor = _users().page(limit, args.get("cursor"))
     users = [user_json(record, with_key=False) for record in records]
     return jsonify(UserPageSchema().dump({"users": users, "nextCursor": next_cursor}))
 
@@ -128,6 +146,25 @@ def _accounts_json(accounts) -> Response:
     return jsonify(LinkedAccountsSchema().dump({"networks": list(accounts.networks), "checkedAt": checked_at}))
 
 
+def _query(schema: Schema, problems: dict[str, tuple[str, str]]) -> dict:
+    """The query string through its schema (an empty value counts as absent): a 400 with the parameter's own code."""
+    try:
+        return schema.load({name: value for name, value in request.args.items() if value != ""})
+    except ValidationError as error:
+        name = sorted(error.normalized_messages())[0]
+        code, message = problems[name]
+        raise BadRequest(message, code=code) from None
+
+
+def _names_a_user(cursor: str) -> bool:
+    """Whether the cursor is the base64 of a user id, as the cursors this API hands out are."""
+    try:
+        user = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return USER_ID.fullmatch(user) is not None
+
+
 def _flag(value: str | None, name: str) -> bool:
     if value in (None, "", "false", "0"):
         return False
@@ -139,19 +176,21 @@ def _flag(value: str | None, name: str) -> bool:
 # -- webhooks passed on to the team's backend ------------------------------------------------------------------
 @bp.get("/webhooks/deliveries")
 def deliveries() -> Response:
-    state = request.args.get("state") or None
-    if state is not None and state not in DELIVERY_STATES:
-        raise BadRequest(f"'state' must be one of {', '.join(DELIVERY_STATES)}.", code="bad_state")
-    limit = request.args.get("limit", "100")
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_DELIVERIES:
-        raise BadRequest(f"'limit' must be a whole number from 1 to {MAX_DELIVERIES}.", code="bad_limit")
-    found = _outbox().list(state, int(limit), request.args.get("after") or None)
+    args = _query(
+        DeliveriesQuerySchema(),
+        {
+            "state": ("bad_state", f"'state' must be one of {', '.join(DELIVERY_STATES)}."),
+            "limit": ("bad_limit", f"'limit' must be a whole number from 1 to {MAX_DELIVERIES}."),
+            "after": ("bad_after", "'after' must be the id of a delivery."),
+        },
+    )
+    found = _outbox().list(args.get("state"), args.get("limit", 100), args.get("after"))
     return jsonify(DeliveriesSchema().dump({"deliveries": [delivery.as_json() for delivery in found]}))
 
 
 @bp.post("/webhooks/deliveries/<event_id>/retry")
 def retry_delivery(event_id: str) -> tuple[Response, int]:
-    delivery = _outbox().retry(event_id)
+    delivery = _outbox().retry(event_id) if re.match(EVENT_ID, event_id) else None
     if delivery is None:
         raise NotFound("No delivery with this id.", code="unknown_delivery")
     worker = current_app.extensions.get("webhook_worker")

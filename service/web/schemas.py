@@ -7,12 +7,13 @@ service/web/openapi.py describes the API from them and from the request schemas 
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, fields, validate
 
 from ..profiles.admin import MAX_PAGE
 from ..upstream.ayrshare import SESSION_STATES
 
 DELIVERY_STATES = ("pending", "delivered", "failed")
+EVENT_ID = r"[A-Za-z0-9_-]{1,128}\Z"  # evt_ and hex; nothing PostgreSQL would refuse (it refuses NUL in text)
 MAX_DELIVERIES = 500
 
 
@@ -103,8 +104,14 @@ class UserPageSchema(Schema):
 
 
 class UsersQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE  # other query parameters are ignored
+
     limit = fields.Integer(validate=validate.Range(1, MAX_PAGE), metadata={"default": 100})
-    cursor = fields.String(metadata={"description": "The `nextCursor` of the previous page."})
+    cursor = fields.String(
+        validate=validate.Regexp(r"[A-Za-z0-9_-]+\Z"),
+        metadata={"description": "The `nextCursor` of the previous page."},
+    )
 
 
 class DeleteUserQuerySchema(Schema):
@@ -158,9 +165,15 @@ class DeliveriesSchema(Schema):
 
 
 class DeliveriesQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
     state = fields.String(validate=validate.OneOf(DELIVERY_STATES))
     limit = fields.Integer(validate=validate.Range(1, MAX_DELIVERIES), metadata={"default": 100})
-    after = fields.String(metadata={"description": "The id of the last delivery of the previous page."})
+    after = fields.String(
+        validate=validate.Regexp(EVENT_ID),
+        metadata={"description": "The id of the last delivery of the previous page."},
+    )
 
 
 class WebhookReceiptSchema(Schema):
