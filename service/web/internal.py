@@ -87,15 +87,7 @@ def _users() -> UserAdmin:
 
 @bp.get("/users")
 def list_users() -> Response:
-    bad_cursor = ("bad_cursor", "'cursor' is not a cursor this API returned.")
-    args = _query(
-        UsersQuerySchema(),
-        {"limit": ("bad_limit", f"'limit' must be a whole number from 1 to {MAX_PAGE}."), "cursor": bad_cursor},
-    )
-    if "cursor" in args and not _names_a_user(args["cursor"]):  # a made-up one could hold NUL, which PostgreSQL refuses
-        raise BadRequest(bad_cursor[1], code=bad_cursor[0])
-    limit = str(args["limit"]) if "limit" in args else None
-    records, next_cursor = _users().page(limit, args.get("cursor"))
+    records, next_cursor = _users().page(*_page_query())
     users = [user_json(record, with_key=False) for record in records]
     return jsonify(UserPageSchema().dump({"users": users, "nextCursor": next_cursor}))
 
@@ -154,6 +146,18 @@ def _query(schema: Schema, problems: dict[str, tuple[str, str]]) -> dict:
         name = sorted(error.normalized_messages())[0]
         code, message = problems[name]
         raise BadRequest(message, code=code) from None
+
+
+def _page_query() -> tuple[str | None, str | None]:
+    """`limit` and `cursor` of the user list, checked (a made-up cursor could hold NUL, which PostgreSQL refuses)."""
+    bad_cursor = ("bad_cursor", "'cursor' is not a cursor this API returned.")
+    args = _query(
+        UsersQuerySchema(),
+        {"limit": ("bad_limit", f"'limit' must be a whole number from 1 to {MAX_PAGE}."), "cursor": bad_cursor},
+    )
+    if "cursor" in args and not _names_a_user(args["cursor"]):
+        raise BadRequest(bad_cursor[1], code=bad_cursor[0])
+    return (str(args["limit"]) if "limit" in args else None), args.get("cursor")
 
 
 def _names_a_user(cursor: str) -> bool:
