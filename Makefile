@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 .DEFAULT_GOAL := help
 # Prerequisites run in the order written: `tools` may have to install python3.11-venv before .venv can be made.
 .NOTPARALLEL:
-.PHONY: help tools install run test test-fast lint format bench bench-smoke soak image-test fresh-machine-test lock clean
+.PHONY: help tools install run test test-fast lint format bench bench-smoke soak image-test fresh-machine-test lock openapi clean
 
 ## List every target with one line each (also what a bare `make` does).
 help:
@@ -78,6 +78,10 @@ lock: install
 	$(BIN)/pip install -q --dry-run --ignore-installed --report /tmp/ayr-rt.json . >/dev/null
 	$(BIN)/pip install -q --dry-run --ignore-installed --report /tmp/ayr-dev.json '.[dev]' >/dev/null
 	$(BIN)/python scripts/write_locks.py /tmp/ayr-rt.json /tmp/ayr-dev.json
+
+## Rewrite docs/openapi.json from the code (the OpenAPI description also served at /openapi.json).
+openapi: install
+	$(BIN)/python -m service.web.openapi
 
 ## Remove .venv, the caches and the test and demo leftovers.
 clean:

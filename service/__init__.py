@@ -42,6 +42,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         internal,
         logs,
         metrics,
+        openapi,
         pages,
         profiles_cli,
         ratelimit,
@@ -139,6 +140,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     cli.init_app(app)
     profiles_cli.init_app(app)
     webhooks_cli.init_app(app)
+    openapi.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(routes.bp)
     app.register_blueprint(internal.bp)

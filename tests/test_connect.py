@@ -149,7 +149,17 @@ def test_error_pages_are_html_for_browsers_and_json_for_api_callers(client, emul
     api = client.get("/connect/alice", headers=JSON)
     assert html.status_code == api.status_code == 401
     assert html.mimetype == "text/html" and "Try again" in html.get_data(as_text=True)
-    assert api.json == {"error": {"code": "auth_required", "message": api.json["error"]["message"]}}
+    message = api.json["error"]["message"]
+    assert api.mimetype == "application/problem+json"
+    assert api.json == {
+        "type": "https://ayrshare-connect.dev/problems/auth_required",
+        "title": "Auth required",
+        "status": 401,
+        "detail": message,
+        "code": "auth_required",
+        "requestId": api.headers["X-Request-ID"],
+        "error": {"code": "auth_required", "message": message},
+    }
     assert html.headers["Cache-Control"] == "no-store"
 
 

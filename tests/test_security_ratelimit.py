@@ -39,7 +39,8 @@ def test_per_address_limit_answers_429_with_retry_after_in_our_shape(limited_env
     assert statuses == [401, 401, 401]  # refused requests count against the address
     response = client.get(signed_path("alice", SIGNING_SECRET), headers=JSON)
     assert response.status_code == 429
-    assert response.json == {"error": {"code": "rate_limited", "message": response.json["error"]["message"]}}
+    assert response.json["error"] == {"code": "rate_limited", "message": response.json["detail"]}
+    assert response.json["status"] == 429 and response.json["code"] == "rate_limited"
     assert 1 <= int(response.headers["Retry-After"]) <= 61  # the window is a minute, rounded up
     assert response.headers["Cache-Control"] == "no-store"
     assert emulator.calls() == 0

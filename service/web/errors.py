@@ -1,14 +1,24 @@
-"""How errors are shown: JSON callers get `{"error": {"code", "message"}}`, browsers a small HTML page, both with the
-error's status, `Cache-Control: no-store` and `Retry-After` when there is one."""
+"""How errors are shown: JSON callers get RFC 9457 problem details (`application/problem+json`), browsers a small HTML
+page, both with the error's status, `Cache-Control: no-store` and `Retry-After` when there is one.
+
+A problem's `type` is `PROBLEM_TYPE_BASE` + its code, `title` the code in words (both stable per code), `detail` the
+message; `code` and `requestId` are extension members, and so is the older `error: {code, message}` member, kept so
+that clients written against it go on working.
+"""
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, Request, Response, jsonify, render_template, request
+from flask import Flask, Request, Response, g, json, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import ServiceError
+from .schemas import ProblemSchema
+
+# An identifier per error code (RFC 9457 §3.1.1: it need not resolve); documented in docs/operations.md.
+PROBLEM_TYPE_BASE = "https://ayrshare-connect.dev/problems/"
+PROBLEM_JSON = "application/problem+json"
 
 # On every answer that may carry or follow a signed link: no browser, proxy or Referer header keeps a copy.
 NO_STORE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
@@ -21,15 +31,32 @@ def wants_json(req: Request | None = None) -> bool:
     A bare `*/*` (curl, a plain link) is not a preference, so it gets the redirect / HTML page.
     """
     accept = (req or request).accept_mimetypes
-    json_q, html_q = accept["application/json"], accept["text/html"]
-    named = any(value == "application/json" for value, _ in accept)
+    json_q = max(accept["application/json"], accept[PROBLEM_JSON])
+    html_q = accept["text/html"]
+    named = any(value in ("application/json", PROBLEM_JSON) for value, _ in accept)
     return json_q > html_q or (named and json_q > 0 and json_q >= html_q)
+
+
+def problem(error: ServiceError, request_id: str) -> dict:
+    """The error as an RFC 9457 problem details object (see `ProblemSchema` in service/web/schemas.py)."""
+    return ProblemSchema().dump(
+        {
+            "type": PROBLEM_TYPE_BASE + error.code,
+            "title": error.code.replace("_", " ").capitalize(),
+            "status": error.status,
+            "detail": error.message,
+            "code": error.code,
+            "requestId": request_id,
+            "error": {"code": error.code, "message": error.message},
+        }
+    )
 
 
 def render_error(error: ServiceError) -> Response:
     # The internal API and the webhook receiver are JSON only: their callers are backends, whatever Accept they send.
     if request.blueprint in ("internal", "webhooks") or wants_json():
-        response = jsonify(error={"code": error.code, "message": error.message})
+        body = problem(error, g.get("request_id") or "")
+        response = Response(json.dumps(body) + "\n", mimetype=PROBLEM_JSON)
     else:
         response = Response(
             render_template("error.html", status=error.status, code=error.code, message=error.message),

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from .schemas import HealthSchema, ReadySchema
+
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    return jsonify(status="ok")
+    return jsonify(HealthSchema().dump({"status": "ok"}))
 
 
 @bp.get("/readyz")
@@ -29,4 +31,4 @@ def readyz() -> tuple[Response, int]:
             "code": "database_not_migrated",
             "message": "The database schema is older than this code: run `flask --app service db upgrade`.",
         }
-    return jsonify(body), 200 if ready else 503
+    return jsonify(ReadySchema().dump(body)), 200 if ready else 503

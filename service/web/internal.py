@@ -10,15 +10,31 @@ from __future__ import annotations
 import re
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
+from marshmallow import Schema, ValidationError
 
 from ..auth import require_internal_token
 from ..config.schema import SUPPORTED_NETWORKS
 from ..errors import BadRequest, NotFound
 from ..links import UserLinks, validate_user
 from ..profiles import UserAdmin, user_json
-from ..profiles.admin import page_limit
+from ..profiles.admin import MAX_PAGE
 from .errors import NO_STORE_HEADERS
 from .routes import iso_time
+from .schemas import (
+    DELIVERY_STATES,
+    EVENT_ID,
+    MAX_DELIVERIES,
+    DeliveriesQuerySchema,
+    DeliveriesSchema,
+    DeliverySchema,
+    EmailSentSchema,
+    LinkedAccountsSchema,
+    LinkSessionSchema,
+    RevokedSchema,
+    UserPageSchema,
+    UserSchema,
+    UsersQuerySchema,
+)
 
 bp = Blueprint("internal", __name__, url_prefix="/internal/v1")
 
@@ -43,13 +59,14 @@ def _no_store(response: Response) -> Response:
 def revoke_links(user: str) -> Response:
     g.user = user
     revoked = _user_links().revoke(user)
-    return jsonify(user=user, sessionsRevoked=revoked.sessions_revoked, linksDropped=revoked.links_dropped)
+    body = {"user": user, "sessionsRevoked": revoked.sessions_revoked, "linksDropped": revoked.links_dropped}
+    return jsonify(RevokedSchema().dump(body))
 
 
 @bp.get("/users/<user>/link-session")
 def link_session(user: str) -> Response:
     g.user = user
-    return jsonify(_user_links().session_status(user))
+    return jsonify(LinkSessionSchema().dump(_user_links().session_status(user)))
 
 
 @bp.post("/users/<user>/connect-email")
@@ -57,7 +74,7 @@ def connect_email(user: str) -> tuple[Response, int]:
     g.user = user
     sent = _user_links().send_connect_email(user, request.get_json(silent=True))
     expires = iso_time(sent.expires_at) if sent.expires_at else None
-    return jsonify(emailSent=sent.email_sent, expiresAt=expires), 202
+    return jsonify(EmailSentSchema().dump({"emailSent": sent.email_sent, "expiresAt": expires})), 202
 
 
 # -- the directory of users ------------------------------------------------------------------------------------
@@ -67,28 +84,29 @@ def _users() -> UserAdmin:
 
 @bp.get("/users")
 def list_users() -> Response:
-    records, next_cursor = _users().page(request.args.get("limit"), request.args.get("cursor"))
-    return jsonify(users=[user_json(record, with_key=False) for record in records], nextCursor=next_cursor)
+    records, next_cursor = _users().page(*_page_query())
+    users = [user_json(record, with_key=False) for record in records]
+    return jsonify(UserPageSchema().dump({"users": users, "nextCursor": next_cursor}))
 
 
 @bp.get("/users/<user>")
 def get_user(user: str) -> Response:
     g.user = validate_user(user)
-    return jsonify(user_json(_users().get(user)))
+    return jsonify(UserSchema().dump(user_json(_users().get(user))))
 
 
 @bp.put("/users/<user>")
 def put_user(user: str) -> tuple[Response, int]:
     g.user = validate_user(user)
     record, created = _users().attach(user, request.get_json(silent=True))
-    return jsonify(user_json(record)), 201 if created else 200
+    return jsonify(UserSchema().dump(user_json(record))), 201 if created else 200
 
 
 @bp.post("/users/<user>/profile")
 def create_profile(user: str) -> tuple[Response, int]:
     g.user = validate_user(user)
     record, created = _users().create(user)
-    return jsonify(user_json(record)), 201 if created else 200
+    return jsonify(UserSchema().dump(user_json(record))), 201 if created else 200
 
 
 @bp.delete("/users/<user>")
@@ -113,7 +131,28 @@ def unlink_account(user: str, network: str) -> Response:
 
 
 def _accounts_json(accounts) -> Response:
-    return jsonify(networks=list(accounts.networks), checkedAt=accounts.checked_at.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    checked_at = accounts.checked_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return jsonify(LinkedAccountsSchema().dump({"networks": list(accounts.networks), "checkedAt": checked_at}))
+
+
+def _query(schema: Schema, problems: dict[str, tuple[str, str]]) -> dict:
+    """The query string through its schema (an empty value counts as absent): a 400 with the parameter's own code."""
+    try:
+        return schema.load({name: value for name, value in request.args.items() if value != ""})
+    except ValidationError as error:
+        name = sorted(error.normalized_messages())[0]
+        code, message = problems[name]
+        raise BadRequest(message, code=code) from None
+
+
+def _page_query() -> tuple[str | None, str | None]:
+    """`limit` and `cursor` of the user list, checked (UserAdmin.page checks what a cursor decodes to)."""
+    bad_cursor = ("bad_cursor", "'cursor' is not a cursor this API returned.")
+    args = _query(
+        UsersQuerySchema(),
+        {"limit": ("bad_limit", f"'limit' must be a whole number from 1 to {MAX_PAGE}."), "cursor": bad_cursor},
+    )
+    return (str(args["limit"]) if "limit" in args else None), args.get("cursor")
 
 
 def _flag(value: str | None, name: str) -> bool:
@@ -125,31 +164,29 @@ def _flag(value: str | None, name: str) -> bool:
 
 
 # -- webhooks passed on to the team's backend ------------------------------------------------------------------
-DELIVERY_STATES = ("pending", "delivered", "failed")
-EVENT_ID = re.compile(r"evt_[0-9a-f]{24}")
-
-
 @bp.get("/webhooks/deliveries")
 def deliveries() -> Response:
-    state = request.args.get("state") or None
-    if state is not None and state not in DELIVERY_STATES:
-        raise BadRequest(f"'state' must be one of {', '.join(DELIVERY_STATES)}.", code="bad_state")
-    after = request.args.get("after") or None
-    if after is not None and not EVENT_ID.fullmatch(after):
-        raise BadRequest("'after' must be a delivery id (evt_...).", code="bad_after")
-    found = _outbox().list(state, page_limit(request.args.get("limit")), after)
-    return jsonify(deliveries=[delivery.as_json() for delivery in found])
+    args = _query(
+        DeliveriesQuerySchema(),
+        {
+            "state": ("bad_state", f"'state' must be one of {', '.join(DELIVERY_STATES)}."),
+            "limit": ("bad_limit", f"'limit' must be a whole number from 1 to {MAX_DELIVERIES}."),
+            "after": ("bad_after", "'after' must be the id of a delivery."),
+        },
+    )
+    found = _outbox().list(args.get("state"), args.get("limit", 100), args.get("after"))
+    return jsonify(DeliveriesSchema().dump({"deliveries": [delivery.as_json() for delivery in found]}))
 
 
 @bp.post("/webhooks/deliveries/<event_id>/retry")
 def retry_delivery(event_id: str) -> tuple[Response, int]:
-    delivery = _outbox().retry(event_id) if EVENT_ID.fullmatch(event_id) else None
+    delivery = _outbox().retry(event_id) if re.match(EVENT_ID, event_id) else None
     if delivery is None:
         raise NotFound("No delivery with this id.", code="unknown_delivery")
     worker = current_app.extensions.get("webhook_worker")
     if worker is not None:
         worker.wake()
-    return jsonify(delivery.as_json()), 202
+    return jsonify(DeliverySchema().dump(delivery.as_json())), 202
 
 
 def _outbox():

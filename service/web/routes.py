@@ -15,6 +15,7 @@ from ..auth import PresentedCredentials
 from ..links import ConnectService, Timings
 from ..upstream import Link
 from .errors import NO_STORE_HEADERS, wants_json
+from .schemas import LinkSchema, NetworksSchema
 
 bp = Blueprint("connect", __name__)
 
@@ -39,14 +40,16 @@ def accounts(user: str) -> Response:
     g.user, g.auth = user, caller.kind
     service.spend_request_budget(user)  # a page polling this shares the user's /connect budget
     linked = current_app.extensions["accounts"].read(user)
-    response = jsonify(networks=list(linked.networks))
+    response = jsonify(NetworksSchema().dump({"networks": list(linked.networks)}))
     response.headers.update(NO_STORE_HEADERS)
     return response
 
 
 def link_response(link: Link) -> Response:
     if wants_json():
-        response = jsonify(url=link.url, expiresAt=iso_time(link.expires_at), cached=link.cached)
+        response = jsonify(
+            LinkSchema().dump({"url": link.url, "expiresAt": iso_time(link.expires_at), "cached": link.cached})
+        )
     else:
         response = link_redirect(link.url)
     response.headers.update(NO_STORE_HEADERS)

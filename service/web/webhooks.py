@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ..errors import BadRequest, ServiceError
 from .errors import NO_STORE_HEADERS
+from .schemas import WebhookReceiptSchema
 
 bp = Blueprint("webhooks", __name__)
 
@@ -34,6 +35,6 @@ def ayrshare_webhook() -> tuple[Response, int]:
     if len(body) > MAX_BODY_BYTES:
         raise BadRequest("The webhook body is too large.", code="bad_webhook_body")
     receipt = receiver.receive(body, request.headers)
-    response = jsonify(status=receipt.outcome, id=receipt.event_id)
+    response = jsonify(WebhookReceiptSchema().dump({"status": receipt.outcome, "id": receipt.event_id}))
     response.headers.update(NO_STORE_HEADERS)
     return response, 200

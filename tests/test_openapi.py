@@ -1,0 +1,198 @@
+"""The OpenAPI description: served at /openapi.json, the same as docs/openapi.json, covering every route, and kept by
+the running service (schemathesis drives real gunicorn from the description; no 5xx, every answer conforms)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from service.web.openapi import COMMITTED, build_spec, spec_json
+from tests.conftest import INTERNAL_TOKEN
+
+JSON = {"Accept": "application/json"}
+# Served by the app but not part of the API: static files, HTML pages for browsers, and /metrics (its own port).
+UNDOCUMENTED = {"/static/<path:filename>", "/done", "/demo", "/metrics"}
+
+
+def test_the_served_description_is_the_committed_one(client):
+    response = client.get("/openapi.json")
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    assert response.get_data(as_text=True) == COMMITTED.read_text(), "run `make openapi` and commit docs/openapi.json"
+    assert response.json["openapi"] == "3.1.0"
+
+
+def test_every_route_is_described(app):
+    described = {(path, method.upper()) for path, operations in build_spec()["paths"].items() for method in operations}
+    for rule in app.url_map.iter_rules():
+        if rule.rule in UNDOCUMENTED:
+            continue
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            assert (path, method) in described, f"{method} {rule.rule} is not in the OpenAPI description"
+
+
+def test_the_description_names_the_three_security_schemes():
+    schemes = build_spec()["components"]["securitySchemes"]
+    assert schemes["internalToken"] == {**schemes["internalToken"], "type": "http", "scheme": "bearer"}
+    assert schemes["sessionJwt"]["bearerFormat"] == "JWT"
+    assert {schemes[name]["name"] for name in ("signedLinkExpires", "signedLinkSignature")} == {"expires", "signature"}
+
+
+def test_an_error_is_a_problem_details_object_in_every_blueprint(client):
+    for path, headers in (("/connect/alice", JSON), ("/internal/v1/users", {}), ("/nope", JSON)):
+        response = client.get(path, headers=headers)
+        body = response.json
+        assert response.mimetype == "application/problem+json", path
+        assert body["type"] == f"https://ayrshare-connect.dev/problems/{body['code']}"
+        assert body["status"] == response.status_code and body["detail"] == body["error"]["message"]
+        assert body["code"] == body["error"]["code"] and body["requestId"] == response.headers["X-Request-ID"]
+
+
+def test_a_caller_asking_for_problem_json_gets_json_not_a_page(client):
+    response = client.get("/connect/alice", headers={"Accept": "application/problem+json"})
+    assert response.status_code == 401 and response.mimetype == "application/problem+json"
+
+
+def test_the_file_is_what_make_openapi_writes():
+    assert json.loads(spec_json()) == build_spec()
+
+
+# -- the running service keeps the contract --------------------------------------------------------------------
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+MAX_EXAMPLES = 15  # per operation and mode: about 15 s a database
+DIRECTORY_USER = "dora"  # attached through the API before the run; "alice" is in PROFILE_KEYS_FILE
+KNOWN_USERS = ("alice", DIRECTORY_USER)
+# Operations with no parameter or body: there is no invalid request of them to make.
+NOTHING_TO_NEGATE = {"GET /healthz", "GET /readyz", "GET /openapi.json"}
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+@pytest.fixture
+def running_service(start_service, database_url):
+    """Real gunicorn on a fresh, migrated database, with webhooks in and the outbox on (forwarding to a closed port:
+    no event verifies, so nothing is ever sent)."""
+    from service.profiles import Database
+
+    Database(database_url).upgrade()
+    return start_service(
+        workers=2,
+        DATABASE_URL=database_url,
+        AYRSHARE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        WEBHOOK_FORWARD_URL="http://127.0.0.1:9/events",
+        WEBHOOK_FORWARD_SECRET=WEBHOOK_SECRET,
+    )
+
+
+def _cases(operation, mode):
+    """Generated requests; in positive mode, those naming a user also name users who exist (a random id is a 404)."""
+    strategy = operation.as_strategy(mode)
+    if mode is schemathesis.GenerationMode.NEGATIVE or "{user}" not in operation.path:
+        return strategy
+    known = [operation.as_strategy(mode, path_parameters={"user": user}) for user in KNOWN_USERS]
+    return st.one_of(strategy, *known)
+
+
+@pytest.mark.parametrize("mode", [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE])
+def test_the_running_service_keeps_its_contract(running_service, emulator, mode):
+    """Every operation, with the internal token (the one credential every route but the webhook accepts): no 5xx, and
+    every status, content type, header and body is the one the description gives.
+
+    Nothing is excluded: every call the service makes goes to the local emulator. The webhook's generated signatures
+    never verify (so its accepted path is tests/test_webhooks.py's), and schemathesis skips GET /openapi.json, the
+    document it reads.
+    """
+    schema = schemathesis.openapi.from_url(running_service.url + "/openapi.json")
+    session = requests.Session()
+    headers = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
+    attached = session.put(
+        f"{running_service.url}/internal/v1/users/{DIRECTORY_USER}",
+        json={"profileKey": "PK-USER-0007"},
+        headers=headers,
+    )
+    assert attached.status_code == 201, attached.text
+    failures: list[str] = []
+    sent: list[str] = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @settings(
+            max_examples=MAX_EXAMPLES,
+            deadline=None,  # a request's time is the service's, not the generator's
+            database=None,
+            derandomize=True,  # the same examples on every run: a red test means the code changed
+            suppress_health_check=list(HealthCheck),
+        )
+        # Accept picks /connect's answer form (the JSON link, or a redirect) and its error form (problem or page).
+        @given(case=_cases(operation, mode), accept=st.sampled_from(["application/json", "text/html", "*/*"]))
+        def exercise(case, accept):
+            sent.append(case.operation.label)
+            case.call_and_validate(
+                base_url=running_service.url,
+                session=session,
+                headers={**headers, "Accept": accept},
+                checks=CHECKS,
+                timeout=15,
+            )
+
+        try:
+            exercise()
+        except Unsatisfiable:
+            if mode is schemathesis.GenerationMode.POSITIVE or operation.label not in NOTHING_TO_NEGATE:
+                failures.append(f"{operation.label}: no example could be made")
+        except Exception as failure:  # collect every operation's failure, not just the first
+            failures.append(f"{operation.label}: {failure}")
+    assert not failures, "\n\n".join(failures)
+    operations = {f"{method.upper()} {path}" for path, item in build_spec()["paths"].items() for method in item}
+    # schemathesis leaves out the operation that serves the description it reads.
+    expected = (
+        operations
+        - {"GET /openapi.json"}
+        - (NOTHING_TO_NEGATE if mode is schemathesis.GenerationMode.NEGATIVE else set())
+    )
+    assert set(sent) == expected
+    assert len(sent) > 5 * len(expected)
+
+
+# -- bugs the contract work found: client mistakes that were 500s or 503s ---------------------------------------
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_odd_query_values_are_400s_not_server_errors(settings_env, database_url):
+    """`limit=²` passed str.isdigit() and then failed int() (500); NUL in a cursor, `after` or a delivery id reached
+    PostgreSQL, which refuses NUL in text, and came back as 503 database_unavailable (a retry that never helps)."""
+    from service import create_app
+    from service.profiles import Database
+
+    Database(database_url).upgrade()
+    forward = {"WEBHOOK_FORWARD_URL": "http://127.0.0.1:9/events", "WEBHOOK_FORWARD_SECRET": WEBHOOK_SECRET}
+    client = create_app({**settings_env, "DATABASE_URL": database_url, **forward}).test_client()
+    auth = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
+    for path, code in (
+        ("/internal/v1/users?limit=%C2%B2", "bad_limit"),
+        ("/internal/v1/webhooks/deliveries?limit=%C2%B2", "bad_limit"),
+        ("/internal/v1/webhooks/deliveries?after=%00", "bad_after"),
+        ("/internal/v1/users?cursor=AA", "bad_cursor"),  # the base64 of one NUL byte
+    ):
+        assert client.get(path, headers=auth).json["code"] == code, path
+    missing = client.post("/internal/v1/webhooks/deliveries/evt%00/retry", headers=auth)
+    assert missing.status_code == 404 and missing.json["code"] == "unknown_delivery"
+    # Empty values still count as absent, as before.
+    assert client.get("/internal/v1/users?limit=&cursor=", headers=auth).status_code == 200
+    assert client.get("/internal/v1/webhooks/deliveries?state=&after=&limit=3", headers=auth).status_code == 200
