@@ -19,8 +19,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Flask, Response
 
 from ..config.schema import SUPPORTED_NETWORKS
-from ..links.connect import USER_ID
 from ..links.user_links import ConnectEmailSchema
+from ..profiles import USER_ID
 from ..profiles.admin import AttachSchema
 from . import schemas
 from .errors import PROBLEM_JSON, PROBLEM_TYPE_BASE
