@@ -118,7 +118,7 @@ $ENGINE run -d --name "$SVC" --network host --read-only --tmpfs /tmp --cap-drop 
   -e LINK_ALLOWED_HOSTS="http://127.0.0.1:$EMU_PORT" \
   -e PROFILE_KEYS_FILE=/data/profiles.json \
   -e DATA_ENCRYPTION_KEY="$DATA_KEY" \
-  --tmpfs /var/lib/ayrshare-connect:rw,uid=10001,gid=10001,mode=0700 \
+  -e DATA_DIR=/tmp/ayrshare-connect \
   -e REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" \
   -e CONNECT_SIGNING_SECRET="$SIGNING_SECRET" \
   "$IMAGE" >/dev/null 2>>"$WORK/engine.log" || { cat "$WORK/engine.log"; fail "could not start the service container"; }
