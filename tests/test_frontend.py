@@ -203,3 +203,12 @@ def test_connect_js_is_an_importable_module_for_any_origin(client):
     source = response.get_data(as_text=True)
     assert "export function connectSocialAccounts" in source and "export function resumeSameTab" in source
     assert client.get("/static/pages.css").headers.get("Access-Control-Allow-Origin") is None
+
+
+def test_favicon_is_a_same_origin_svg_and_favicon_ico_points_to_it(client):
+    page = client.get("/done").get_data(as_text=True)
+    assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in page
+    icon = client.get("/static/favicon.svg")
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml" and b"<svg" in icon.data
+    legacy = client.get("/favicon.ico")
+    assert legacy.status_code == 301 and legacy.headers["Location"] == "/static/favicon.svg"

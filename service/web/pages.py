@@ -1,4 +1,4 @@
-"""The service's browser pages: `/done`, which ends a linking popup, and `/demo` (demo mode only).
+"""The service's browser pages: `/done`, which ends a linking popup, `/demo` (demo mode only) and `/favicon.ico`.
 
 `/done` tells the page that opened the popup "linked" with `postMessage`, only to `FRONTEND_ORIGINS` and the service's
 own origin, or sends a same-tab user back to an allowed `?return=` URL. All script lives in static files, so the
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from flask import Blueprint, Response, abort, current_app, render_template, request
+from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 
 from ..auth import signed_path
 from ..config import Settings
@@ -67,6 +67,12 @@ def _share_connect_module(response: Response) -> Response:
     if request.endpoint == "static" and (request.view_args or {}).get("filename") == "connect.js":
         response.headers["Access-Control-Allow-Origin"] = "*"
     return response
+
+
+@bp.get("/favicon.ico")
+def favicon() -> Response:
+    """Browsers ask for /favicon.ico on pages that name no icon (a JSON answer opened in a tab): the pages' SVG."""
+    return redirect(url_for("static", filename="favicon.svg"), code=301)
 
 
 @bp.get("/done")

@@ -62,7 +62,7 @@ class RunLocal:
                 self.proc.wait(5)
 
 
-def test_make_run_prints_the_demo_url_and_the_demo_links_a_user(page, shot):
+def test_make_run_prints_the_demo_url_and_the_demo_links_a_user(page, shot, console_problems):
     if (PROJECT_ROOT / ".env").is_file():
         raise AssertionError("a .env file makes `make run` use real settings; move it away to run this test")
     run = RunLocal()
@@ -83,6 +83,7 @@ def test_make_run_prints_the_demo_url_and_the_demo_links_a_user(page, shot):
             popup.click("#done")
         expect(page.locator("#status")).to_have_attribute("data-state", "linked")
         shot(page, "03-make-run-linked")
+        assert console_problems == []
     finally:
         run.stop()
     assert run.proc.returncode == 0

@@ -10,12 +10,7 @@
   "use strict";
   var root = document.getElementById("error");
   var button = document.getElementById("try-again");
-  var opener = null;
-  try {
-    opener = window.opener && !window.opener.closed ? window.opener : null;
-  } catch (e) {
-    opener = null;
-  }
+  var opener = ayrshareConnectNotify.openerOf(window);
 
   if (opener) {
     var message = {
@@ -25,15 +20,7 @@
       code: root.getAttribute("data-code"),
       message: document.getElementById("error-message").textContent,
     };
-    var targets = (root.getAttribute("data-notify-origins") || "").split(" ").filter(Boolean);
-    targets.push(window.location.origin);
-    targets.forEach(function (origin) {
-      try {
-        opener.postMessage(message, origin);
-      } catch (e) {
-        /* a malformed origin: skip it */
-      }
-    });
+    ayrshareConnectNotify.notify(opener, message, root);
     if (button.getAttribute("data-retry") !== "reload") {
       window.opener = null;
     }
