@@ -1,9 +1,15 @@
 """How errors are shown: JSON callers get `{"error": {"code", "message"}}`, browsers a small HTML page, both with the
-error's status, `Cache-Control: no-store` and `Retry-After` when there is one."""
+error's status, `Cache-Control: no-store` and `Retry-After` when there is one.
+
+The page has its own words for a person (`page_wording`): one sentence of what happened and one of what to do, the
+error code kept out of them (it is in `data-code` and the small print). The API's `message` is written for the
+developer who calls it, so the page does not show it.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from flask import Flask, Request, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
@@ -26,14 +32,67 @@ def wants_json(req: Request | None = None) -> bool:
     return json_q > html_q or (named and json_q > 0 and json_q >= html_q)
 
 
-def render_error(error: ServiceError) -> Response:
+@dataclass(frozen=True)
+class PageWording:
+    """What an error page says. `kind`: "retry" (a passing failure: the same link works again later), "link" (this
+    link cannot work: the app must make a fresh one) or "page" (not about a link at all: an unknown address...)."""
+
+    kind: str
+    heading: str
+    happened: str
+    todo: str
+
+
+_FRESH_LINK = "Return to the app and click Connect again: it makes a fresh link."
+_SIGN_IN_AGAIN = "Sign in to the app again, then click Connect."
+_TELL_SUPPORT = "Return to the app and click Connect again; if this keeps happening, tell the app's support team."
+_WAIT = "Wait a moment, then try again."
+# What happened, per code a browser can meet on /connect/<user>; what to do, for each.
+_LINK_WORDING = {
+    "link_expired": ("This link has expired.", _FRESH_LINK),
+    "bad_signature": ("This link was made for another user, or it was changed after it was made.", _FRESH_LINK),
+    "options_not_signed": ("This link carries settings that were not signed with it.", _FRESH_LINK),
+    "auth_required": ("This link is missing its signature.", _FRESH_LINK),
+    "wrong_user": ("This link was made for another user than the one it names.", _FRESH_LINK),
+    "bad_token": ("Your sign-in could not be checked.", _SIGN_IN_AGAIN),
+    "token_expired": ("Your sign-in has expired.", _SIGN_IN_AGAIN),
+    "forbidden": ("You may not connect social accounts for this user.", _SIGN_IN_AGAIN),
+    "unknown_user": (
+        "No social media profile is set up for this user yet.",
+        "Ask the app's support team to set one up, then click Connect again.",
+    ),
+}
+_RETRY_WORDING = {
+    "rate_limited": ("There were too many attempts in a short time.", _WAIT),
+    "upstream_refused": ("Ayrshare, which links the accounts, refused to open the linking page.", _TELL_SUPPORT),
+}
+_PASSING = ("Ayrshare, which links the accounts, did not answer in time or is busy right now.", _WAIT)
+_OUR_SIDE = ("Something went wrong on our side.", _WAIT)
+_OTHER_LINK_PROBLEM = ("This link asks for something the service does not allow.", _TELL_SUPPORT)
+_GO_BACK = "Check the address, or go back to the page you came from."
+
+
+def page_wording(error: ServiceError, generic: bool = False) -> PageWording:
+    """The page's words for `error`; `generic` for a failure that has nothing to do with a link (Werkzeug's own)."""
+    if generic:
+        if error.status == 404:
+            return PageWording("page", "Page not found", "There is nothing at this address.", _GO_BACK)
+        return PageWording("page", "This request cannot be answered", "This address does not answer it.", _GO_BACK)
+    if error.status >= 500 or error.status == 429:
+        happened, todo = _RETRY_WORDING.get(error.code) or (_PASSING if error.status in (502, 503, 504) else _OUR_SIDE)
+        return PageWording("retry", "We could not open the linking page", happened, todo)
+    happened, todo = _LINK_WORDING.get(error.code, _OTHER_LINK_PROBLEM)
+    return PageWording("link", "This link cannot be used", happened, todo)
+
+
+def render_error(error: ServiceError, generic: bool = False) -> Response:
     # The internal API and the webhook receiver are JSON only: their callers are backends, whatever Accept they send.
     if request.blueprint in ("internal", "webhooks") or wants_json():
         response = jsonify(error={"code": error.code, "message": error.message})
     else:
+        wording = page_wording(error, generic)
         response = Response(
-            render_template("error.html", status=error.status, code=error.code, message=error.message),
-            mimetype="text/html",
+            render_template("error.html", status=error.status, code=error.code, page=wording), mimetype="text/html"
         )
     response.status_code = error.status
     response.headers.update(NO_STORE_HEADERS)
@@ -53,7 +112,9 @@ def _http_exception_as_service_error(exc: HTTPException) -> ServiceError:
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(ServiceError, render_error)
-    app.register_error_handler(HTTPException, lambda exc: render_error(_http_exception_as_service_error(exc)))
+    app.register_error_handler(
+        HTTPException, lambda exc: render_error(_http_exception_as_service_error(exc), generic=True)
+    )
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
