@@ -165,12 +165,28 @@ def test_demo_page_renders_signed_links_for_every_user_that_the_service_accepts(
         assert 100 < int(query["expires"]) - time.time() <= 120
 
 
+def test_signed_demo_page_offers_an_expired_link_and_one_signed_for_another_user(settings_env):
+    html = create_app({**settings_env, "DEMO_MODE": "1"}).test_client().get("/demo").get_data(as_text=True)
+    links = dict(re.findall(r'<option value="([^"]+)" data-url="([^"]+)"', html))
+    failing = {value: link.replace("&amp;", "&") for value, link in links.items() if ":" in value}
+    assert len(failing) == 2, failing
+    for value, link in failing.items():
+        kind, user = value.split(":")
+        url = urlsplit(link)
+        assert unquote(url.path) == f"/connect/{user}"
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        with pytest.raises(errors.ServiceError) as refused:
+            check_signature(user, query, SIGNING_SECRET, 86400, time.time())
+        assert refused.value.code == {"expired": "link_expired", "wrong-user": "bad_signature"}[kind]
+
+
 def test_demo_page_uses_plain_links_when_the_service_checks_no_signatures(settings_env):
     env = {**settings_env, "DEMO_MODE": "1", "CONNECT_AUTH": "none"}
     html = create_app(env).test_client().get("/demo").get_data(as_text=True)
     assert attr(html, "link-mode", "data-mode") == "open"
     links = dict(re.findall(r'<option value="([^"]+)" data-url="([^"]+)"', html))
     assert links["alice"] == "/connect/alice" and not any("signature=" in link for link in links.values())
+    assert "<optgroup" not in html  # no failing signed links when nothing is signed
 
 
 def test_error_page_carries_what_the_opener_needs_and_nothing_else(settings_env):

@@ -7,6 +7,7 @@ pages work under a strict `script-src 'self'` policy.
 
 from __future__ import annotations
 
+import time
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
@@ -49,6 +50,27 @@ def demo_links(settings: Settings, users: list[str], ttl_seconds: int) -> list[t
     if signs_links(settings):
         return [(user, signed_path(user, settings.signing_secret, ttl_seconds)) for user in users]
     return [(user, f"/connect/{quote(user, safe='')}") for user in users]
+
+
+def demo_failing_links(settings: Settings, users: list[str], ttl_seconds: int) -> list[tuple[str, str, str]]:
+    """`(value, label, link)` for links that fail the signature check, so the demo can show those pages too: one
+    that expired a minute ago, and one signed for the first user but used for the second (the wrong-user page)."""
+    if not signs_links(settings) or not users:
+        return []
+    first = users[0]
+    expired = signed_path(first, settings.signing_secret, ttl_seconds, now=time.time() - ttl_seconds - 60)
+    links = [(f"expired:{first}", f"{first}: a link that has expired", expired)]
+    if len(users) > 1:
+        second = users[1]
+        query = signed_path(first, settings.signing_secret, ttl_seconds).partition("?")[2]
+        links.append(
+            (
+                f"wrong-user:{second}",
+                f"{second}: a link signed for {first}",
+                f"/connect/{quote(second, safe='')}?{query}",
+            )
+        )
+    return links
 
 
 def _settings() -> Settings:
@@ -102,6 +124,7 @@ def demo() -> Response:
         "demo.html",
         links=demo_links(settings, users, ttl),
         unknown=demo_links(settings, [DEMO_UNKNOWN_USER], ttl)[0],
+        failing=demo_failing_links(settings, users, ttl),
         signed=signs_links(settings),
         auto_create=settings.profile_auto_create,
         ttl=ttl,
