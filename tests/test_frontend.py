@@ -258,6 +258,7 @@ BROWSER_ERRORS = [
     *[errors.BadRequest(code=code) for code in ("bad_redirect", "bad_allowed_social", "bad_user_id")],
     errors.UpstreamUnavailable(code="upstream_circuit_open"),
     errors.UpstreamUnavailable(code="database_unavailable"),
+    errors.UpstreamUnavailable(code="profile_creation_in_progress"),
 ]
 
 
@@ -268,6 +269,8 @@ def test_every_error_page_says_what_happened_and_what_to_do_in_one_sentence_each
     assert_one_plain_sentence(wording.happened, error.code)
     assert_one_plain_sentence(wording.todo, error.code)
     assert wording.kind == ("page" if generic else "retry" if error.status >= 500 or error.status == 429 else "link")
+    if not generic and error.code == "database_unavailable":
+        assert "Ayrshare" not in wording.happened  # only Ayrshare's own failures are put on Ayrshare
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,7 @@ _LINK_WORDING = {
     "bad_signature": ("This link was made for another user, or it was changed after it was made.", _FRESH_LINK),
     "options_not_signed": ("This link carries settings that were not signed with it.", _FRESH_LINK),
     "auth_required": ("This link is missing its signature.", _FRESH_LINK),
-    "wrong_user": ("This link was made for another user than the one it names.", _FRESH_LINK),
+    "wrong_user": ("You are signed in as another user than the one this link is for.", _SIGN_IN_AGAIN),
     "bad_token": ("Your sign-in could not be checked.", _SIGN_IN_AGAIN),
     "token_expired": ("Your sign-in has expired.", _SIGN_IN_AGAIN),
     "forbidden": ("You may not connect social accounts for this user.", _SIGN_IN_AGAIN),
@@ -65,6 +65,7 @@ _LINK_WORDING = {
 _RETRY_WORDING = {
     "rate_limited": ("There were too many attempts in a short time.", _WAIT),
     "upstream_refused": ("Ayrshare, which links the accounts, refused to open the linking page.", _TELL_SUPPORT),
+    "profile_creation_in_progress": ("Your social media profile is still being set up.", _WAIT),
 }
 _PASSING = ("Ayrshare, which links the accounts, did not answer in time or is busy right now.", _WAIT)
 _OUR_SIDE = ("Something went wrong on our side.", _WAIT)
@@ -79,7 +80,11 @@ def page_wording(error: ServiceError, generic: bool = False) -> PageWording:
             return PageWording("page", "Page not found", "There is nothing at this address.", _GO_BACK)
         return PageWording("page", "This request cannot be answered", "This address does not answer it.", _GO_BACK)
     if error.status >= 500 or error.status == 429:
-        happened, todo = _RETRY_WORDING.get(error.code) or (_PASSING if error.status in (502, 503, 504) else _OUR_SIDE)
+        # Ayrshare's failures are upstream_* (refused, unavailable, timeout, rate-limited, circuit open); the rest
+        # (the database, the cache, a bug) are ours.
+        happened, todo = _RETRY_WORDING.get(error.code) or (
+            _PASSING if error.code.startswith("upstream_") else _OUR_SIDE
+        )
         return PageWording("retry", "We could not open the linking page", happened, todo)
     happened, todo = _LINK_WORDING.get(error.code, _OTHER_LINK_PROBLEM)
     return PageWording("link", "This link cannot be used", happened, todo)
