@@ -31,9 +31,9 @@ $(STAMP): requirements-dev.lock pyproject.toml
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
-## Demo with no credentials (emulator + in-process cache), or the real thing when .env has settings.
+## Demo with no credentials (emulator, in-process cache; SIGNED=1: signed links), or the real thing if .env has settings.
 run: install
-	$(BIN)/python scripts/run_local.py
+	$(BIN)/python scripts/run_local.py $(if $(SIGNED),--signed)
 
 ## Install missing tools, lint, then every test against a real redis-server (throwaway, unless REDIS_URL is set).
 test: tools install lint

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import jwt
 from flask import Blueprint, Response, current_app, redirect, render_template_string, request
@@ -34,32 +34,73 @@ PAGE_TEMPLATE = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
 <title>Link social accounts (Ayrshare emulator)</title>
+<link rel="icon" href="{{ icon }}">
 <style nonce="{{ nonce }}">
-body { font-family: sans-serif; max-width: 40rem; margin: 3rem auto; }
-.error { color: #a00; }
+:root { color-scheme: light; --ink: #1c2230; --muted: #5b6475; --line: #e2e6ee; --brand: #6d28d9; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 16px/1.5 system-ui, sans-serif; color: var(--ink); background: #f4f5f9; }
+.bar { display: flex; align-items: center; gap: .6rem; padding: .7rem 1.25rem; background: #fff;
+       border-bottom: 1px solid var(--line); font-weight: 600; }
+.logo { width: 1.6rem; height: 1.6rem; border-radius: .4rem; background: var(--brand); }
+.badge { margin-left: auto; padding: .15rem .6rem; border-radius: 1rem; background: #fff4d6; color: #7a5300;
+         font-size: .8rem; font-weight: 600; }
+main { max-width: 34rem; margin: 2rem auto; padding: 1.75rem; background: #fff; border: 1px solid var(--line);
+       border-radius: .8rem; box-shadow: 0 6px 24px rgba(20, 30, 60, .06); }
+h1 { margin: 0 0 .25rem; font-size: 1.35rem; }
+.lead { margin: 0 0 1.25rem; color: var(--muted); }
+.facts { margin: 0 0 1.25rem; padding: .75rem 1rem; border-radius: .5rem; background: #f7f8fb; font-size: .9rem; }
+.facts p { margin: .15rem 0; }
+.facts code { font-size: .85rem; }
+#allowed-social { display: inline; margin: 0; padding: 0; list-style: none; }
+#allowed-social li { display: inline-block; margin: 0 .25rem .25rem 0; padding: 0 .5rem; border-radius: 1rem;
+                     background: #ece7fb; text-transform: capitalize; }
+#networks { margin: 0 0 1.5rem; padding: 0; list-style: none; border: 1px solid var(--line); border-radius: .6rem; }
+#networks li { display: flex; align-items: center; gap: .75rem; padding: .6rem .9rem; }
+#networks li + li { border-top: 1px solid var(--line); }
+.network-name { flex: 1; font-weight: 600; }
+.state { font-size: .85rem; color: var(--muted); }
+[data-linked="true"] .state { color: #0f6b34; }
+form { margin: 0; }
+button { font: inherit; cursor: pointer; border-radius: .4rem; }
+#networks button { min-width: 5.5rem; padding: .3rem .8rem; border: 1px solid var(--brand); background: #fff;
+                   color: var(--brand); }
+#networks [data-linked="true"] button { border-color: #b9bfcc; color: var(--muted); }
+#done { display: block; width: 100%; padding: .75rem; border: 0; background: var(--brand); color: #fff;
+        font-size: 1.05rem; font-weight: 600; }
+button:focus-visible { outline: 3px solid #f2a900; outline-offset: 2px; }
+#done-message { margin: .75rem 0 0; text-align: center; color: var(--muted); }
+.error { color: #a11d1d; }
+.small { margin: 1.5rem 0 0; color: var(--muted); font-size: .8rem; text-align: center; }
 </style>
 </head>
 <body>
+<header class="bar"><span class="logo" aria-hidden="true"></span> Ayrshare
+<span class="badge">Emulator: a test double, not the real Ayrshare</span></header>
+<main>
 {% if error %}
 <h1>Link unavailable</h1>
 <p id="link-error" class="error" data-reason="{{ error }}">This linking URL is {{ error }}.
 Ask the application for a new link.</p>
 {% else %}
 <h1>Link your social accounts</h1>
-<p>User Profile: <strong id="profile-title">{{ title }}</strong></p>
+<p class="lead">for <strong id="profile-title">{{ title }}</strong></p>
+<div class="facts">
 <p>Profile Key: <code id="profile-key">{{ profile_key }}</code></p>
 <p>Link valid until <time id="expires-at" datetime="{{ expires_at }}">{{ expires_at }}</time></p>
 {% if allowed_social %}
-<p>Networks offered:</p>
-<ul id="allowed-social">{% for network in allowed_social %}<li>{{ network }}</li>{% endfor %}</ul>
+<div>Networks offered:
+<ul id="allowed-social">{% for network in allowed_social %}<li>{{ network }}</li>{% endfor %}</ul></div>
 {% else %}
 <p id="allowed-social-default">Networks offered: all networks enabled for this profile.</p>
 {% endif %}
+</div>
 <ul id="networks">{% for network in networks %}
-<li id="network-{{ network.name }}" data-linked="{{ 'true' if network.linked else 'false' }}">{{ network.name }}:
-{{ "linked" if network.linked else "not linked" }}
+<li id="network-{{ network.name }}" data-linked="{{ 'true' if network.linked else 'false' }}">
+<span class="network-name">{{ network.label }}</span>
+<span class="state">{{ "Linked" if network.linked else "Not linked" }}</span>
 <form method="post" action="{{ action }}">
 {% for name, value in form_fields.items() %}<input type="hidden" name="{{ name }}" value="{{ value }}">{% endfor %}
 <input type="hidden" name="network" value="{{ network.name }}">
@@ -92,9 +133,23 @@ Ask the application for a new link.</p>
 })();
 </script>
 {% endif %}
+<p class="small">The project's Ayrshare emulator: Link and Unlink change what its API reports, with no social
+network involved.</p>
+</main>
 </body>
 </html>
 """
+
+
+# The page's icon, inline (img-src data:), so the browser does not ask the emulator for a /favicon.ico it lacks.
+ICON = "data:image/svg+xml," + quote(
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+    '<rect width="16" height="16" rx="4" fill="#6d28d9"/></svg>'
+)
+
+
+# How the page names the networks whose API names are not simply capitalised.
+LABELS = {"gmb": "Google Business Profile", "linkedin": "LinkedIn", "tiktok": "TikTok", "youtube": "YouTube"}
 
 
 @dataclass(frozen=True)
@@ -221,7 +276,10 @@ def _offered(config: EmulatorConfig, state: EmulatorState, opened: OpenedLink) -
 
 def _networks(config: EmulatorConfig, state: EmulatorState, opened: OpenedLink) -> list[dict]:
     linked = {entry["platform"] for entry in state.linked_accounts(opened.profile_key)}
-    return [{"name": network, "linked": network in linked} for network in _offered(config, state, opened)]
+    return [
+        {"name": network, "label": LABELS.get(network, network.capitalize()), "linked": network in linked}
+        for network in _offered(config, state, opened)
+    ]
 
 
 def _safe_redirect(redirect: str | None) -> str | None:
@@ -244,7 +302,7 @@ def _render(status: int, **context: object) -> Response:
     context.setdefault("error", None)
     context.setdefault("networks", [])
     context.setdefault("form_fields", {})
-    html = render_template_string(PAGE_TEMPLATE, nonce=nonce, **context)
+    html = render_template_string(PAGE_TEMPLATE, nonce=nonce, icon=ICON, **context)
     response = Response(html, status=status, mimetype="text/html")
     # A JWT URL carries the API key in the token, a session URL a bearer token: keep both out of caches and Referers.
     response.headers["Cache-Control"] = "no-store"
@@ -252,7 +310,7 @@ def _render(status: int, **context: object) -> Response:
     # Social networks refuse to be framed, so the real page only works top-level; mirror that.
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Content-Security-Policy"] = (
-        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; img-src data:; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
     )
     return response

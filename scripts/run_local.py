@@ -4,12 +4,17 @@ With an Ayrshare API key or domain in the environment or the settings file (`ENV
 service as the container does (bin/boot: migrations, then gunicorn with the production config) with those settings,
 on 127.0.0.1:$PORT unless BIND is set. With neither, it starts a complete demo that needs nothing: a fresh RSA key,
 the project's Ayrshare emulator, an in-process cache and `CONNECT_AUTH=none`, then prints the URL to open.
+
+`--signed` (`make run SIGNED=1`): the demo with `CONNECT_AUTH=signed` and a throwaway signing secret, so its page
+renders signed links as a backend would, and can show the expired-link and wrong-user pages.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -69,7 +74,7 @@ def gunicorn(env: dict[str, str], workers: int) -> list[str]:
     ]
 
 
-def run_demo() -> int:
+def run_demo(signed: bool = False) -> int:
     # The same key pair and profile files the compose demo uses (bin/demo-setup), kept in .demo/.
     subprocess.run([sys.executable, str(ROOT / "bin" / "demo-setup"), str(DEMO)], check=True)
     private = DEMO / "private.pem"
@@ -113,6 +118,9 @@ def run_demo() -> int:
         # The demo listens on loopback only: /metrics beside it, rather than a second port that may be taken.
         "METRICS_BIND": "main",
     }
+    if signed:
+        # A fresh secret each run: the links the demo page renders are the only ones that exist.
+        env.update(CONNECT_AUTH="signed", CONNECT_SIGNING_SECRET=secrets.token_hex(32))
     subprocess.run(
         [str(Path(sys.executable).parent / "flask"), "--app", "service", "db", "upgrade"], env=env, check=True
     )
@@ -120,10 +128,17 @@ def run_demo() -> int:
     service = subprocess.Popen(gunicorn(env, workers=1), cwd=ROOT, env=env)
     try:
         _wait_for(f"http://127.0.0.1:{PORT}/healthz")
+        if signed:
+            more = (
+                f"    links are signed (CONNECT_AUTH=signed, a secret made for this run); the page's last choices\n"
+                f"    show the expired-link and wrong-user pages, and http://127.0.0.1:{PORT}/demo?link_ttl=5 makes\n"
+                f"    links that expire 5 seconds after the page loads\n"
+            )
+        else:
+            more = f"    or   http://127.0.0.1:{PORT}/connect/ada  (users: {', '.join(demo_users)})\n"
         print(
             f"\n  ayrshare-connect demo is running (no credentials, emulated Ayrshare):\n"
-            f"    open http://127.0.0.1:{PORT}/demo\n"
-            f"    or   http://127.0.0.1:{PORT}/connect/ada  (users: {', '.join(demo_users)})\n"
+            f"    open http://127.0.0.1:{PORT}/demo\n{more}"
             f"  Ctrl-C stops it.\n",
             flush=True,
         )
@@ -148,12 +163,20 @@ def _wait_for(url: str, timeout: float = 20) -> None:
     raise SystemExit(f"the service did not come up at {url}; see the output above")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Start the service locally: the demo, or your settings.")
+    parser.add_argument(
+        "--signed", action="store_true", help="the demo with signed links (CONNECT_AUTH=signed, a throwaway secret)"
+    )
+    args = parser.parse_args(argv)
     path = settings_file(os.environ)
     demo, why = choose_mode(os.environ, path)
-    print(f"make run: {'the demo' if demo else 'your settings'} ({why})", flush=True)
+    mode = ("the demo with signed links" if args.signed else "the demo") if demo else "your settings"
+    print(f"make run: {mode} ({why})", flush=True)
     if demo:
-        return run_demo()
+        return run_demo(signed=args.signed)
+    if args.signed:
+        print("make run: --signed only changes the demo; your settings decide CONNECT_AUTH", flush=True)
     os.chdir(ROOT)
     # Loopback unless BIND says otherwise: PORT alone would make the service listen on every interface.
     if not (os.environ.get("BIND") or read_file(path).get("BIND")):

@@ -148,7 +148,7 @@ def test_error_pages_are_html_for_browsers_and_json_for_api_callers(client, emul
     html = client.get("/connect/alice", headers={"Accept": "text/html"})
     api = client.get("/connect/alice", headers=JSON)
     assert html.status_code == api.status_code == 401
-    assert html.mimetype == "text/html" and "Try again" in html.get_data(as_text=True)
+    assert html.mimetype == "text/html" and "This link is missing its signature." in html.get_data(as_text=True)
     message = api.json["error"]["message"]
     assert api.mimetype == "application/problem+json"
     assert api.json == {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlsplit
@@ -521,3 +522,16 @@ def test_request_log_keeps_the_last_50(emulator, generate):
 
 def test_health(emulator):
     assert requests.get(f"{emulator.origin}/_emulator/health", timeout=10).json() == {"ok": True}
+
+
+def test_linking_page_is_a_styled_product_page_labelled_as_the_emulator(generate):
+    page = requests.get(generate().json()["url"], timeout=10)
+    policy = page.headers["Content-Security-Policy"]
+    nonce = re.search(r"style-src 'nonce-([^']+)'", policy).group(1)
+    assert f'<style nonce="{nonce}">' in page.text  # the inline stylesheet is the one the policy allows
+    assert "img-src data:" in policy and '<link rel="icon" href="data:image/svg+xml,' in page.text  # no /favicon.ico
+    assert "unsafe" not in policy and " style=" not in page.text
+    assert "Emulator: a test double, not the real Ayrshare" in page.text
+    assert '<span class="network-name">LinkedIn</span>' in page.text
+    expired = requests.get(f"{generate().json()['url']}x", timeout=10)
+    assert expired.status_code == 401 and "not the real Ayrshare" in expired.text

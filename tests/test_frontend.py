@@ -12,9 +12,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from service import ConfigError, create_app
+from service import ConfigError, create_app, errors
 from service.auth import check_signature, signed_path
 from service.config import load_settings
+from service.web.errors import page_wording
 from service.web.pages import LINKED_FRAGMENT, safe_return_url
 from tests.conftest import API_KEY, PROFILES, SIGNING_SECRET
 from tests.support.corpora import OPEN_REDIRECTS
@@ -142,7 +143,7 @@ def test_done_page_in_demo_mode_returns_to_the_demo(settings_env):
 def test_demo_page_is_not_there_outside_demo_mode(client):
     response = client.get("/demo", headers={"Accept": "text/html"})
     assert response.status_code == 404
-    assert "Try again" in response.get_data(as_text=True)
+    assert "Page not found" in response.get_data(as_text=True)
 
 
 def test_demo_page_renders_signed_links_for_every_user_that_the_service_accepts(settings_env):
@@ -164,12 +165,28 @@ def test_demo_page_renders_signed_links_for_every_user_that_the_service_accepts(
         assert 100 < int(query["expires"]) - time.time() <= 120
 
 
+def test_signed_demo_page_offers_an_expired_link_and_one_signed_for_another_user(settings_env):
+    html = create_app({**settings_env, "DEMO_MODE": "1"}).test_client().get("/demo").get_data(as_text=True)
+    links = dict(re.findall(r'<option value="([^"]+)" data-url="([^"]+)"', html))
+    failing = {value: link.replace("&amp;", "&") for value, link in links.items() if ":" in value}
+    assert len(failing) == 2, failing
+    for value, link in failing.items():
+        kind, user = value.split(":")
+        url = urlsplit(link)
+        assert unquote(url.path) == f"/connect/{user}"
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        with pytest.raises(errors.ServiceError) as refused:
+            check_signature(user, query, SIGNING_SECRET, 86400, time.time())
+        assert refused.value.code == {"expired": "link_expired", "wrong-user": "bad_signature"}[kind]
+
+
 def test_demo_page_uses_plain_links_when_the_service_checks_no_signatures(settings_env):
     env = {**settings_env, "DEMO_MODE": "1", "CONNECT_AUTH": "none"}
     html = create_app(env).test_client().get("/demo").get_data(as_text=True)
     assert attr(html, "link-mode", "data-mode") == "open"
     links = dict(re.findall(r'<option value="([^"]+)" data-url="([^"]+)"', html))
     assert links["alice"] == "/connect/alice" and not any("signature=" in link for link in links.values())
+    assert "<optgroup" not in html  # no failing signed links when nothing is signed
 
 
 def test_error_page_carries_what_the_opener_needs_and_nothing_else(settings_env):
@@ -203,3 +220,90 @@ def test_connect_js_is_an_importable_module_for_any_origin(client):
     source = response.get_data(as_text=True)
     assert "export function connectSocialAccounts" in source and "export function resumeSameTab" in source
     assert client.get("/static/pages.css").headers.get("Access-Control-Allow-Origin") is None
+
+
+def test_favicon_is_a_same_origin_svg_and_favicon_ico_points_to_it(client):
+    page = client.get("/done").get_data(as_text=True)
+    assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in page
+    icon = client.get("/static/favicon.svg")
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml" and b"<svg" in icon.data
+    legacy = client.get("/favicon.ico")
+    assert legacy.status_code == 301 and legacy.headers["Location"] == "/static/favicon.svg"
+
+
+# -- the error pages' words -------------------------------------------------------------------------------------------
+def text_of(html: str, element_id: str) -> str:
+    found = re.search(rf'<(\w+)[^>]*\bid="{element_id}"[^>]*>(.*?)</\1>', html, re.S)
+    assert found, f"no element #{element_id}"
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", found.group(2))).strip()
+
+
+def assert_one_plain_sentence(sentence: str, code: str) -> None:
+    assert re.fullmatch(r"[A-Z][^.!?]*[.!?]", sentence.replace("'s", "").replace("n't", "")), sentence
+    assert "(" not in sentence and ")" not in sentence and "_" not in sentence, sentence
+    assert code not in sentence
+
+
+BROWSER_ERRORS = [
+    errors.Unauthenticated(),
+    errors.Forbidden(),
+    errors.UnknownUser(),
+    errors.RateLimited(),
+    errors.UpstreamRefused(),
+    errors.UpstreamUnavailable(),
+    errors.UpstreamTimeout(),
+    errors.ServiceError(),
+    *[errors.Forbidden(code=code) for code in ("link_expired", "bad_signature", "options_not_signed", "wrong_user")],
+    *[errors.Unauthenticated(code=code) for code in ("bad_token", "token_expired")],
+    *[errors.BadRequest(code=code) for code in ("bad_redirect", "bad_allowed_social", "bad_user_id")],
+    errors.UpstreamUnavailable(code="upstream_circuit_open"),
+    errors.UpstreamUnavailable(code="database_unavailable"),
+    errors.UpstreamUnavailable(code="profile_creation_in_progress"),
+]
+
+
+@pytest.mark.parametrize("error", BROWSER_ERRORS, ids=lambda error: error.code)
+@pytest.mark.parametrize("generic", [False, True], ids=["link", "generic"])
+def test_every_error_page_says_what_happened_and_what_to_do_in_one_sentence_each(error, generic):
+    wording = page_wording(error, generic)
+    assert_one_plain_sentence(wording.happened, error.code)
+    assert_one_plain_sentence(wording.todo, error.code)
+    assert wording.kind == ("page" if generic else "retry" if error.status >= 500 or error.status == 429 else "link")
+    if not generic and error.code == "database_unavailable":
+        assert "Ayrshare" not in wording.happened  # only Ayrshare's own failures are put on Ayrshare
+
+
+@pytest.mark.parametrize(
+    ("path", "code", "kind"),
+    [
+        (f"/connect/alice?expires={int(time.time()) - 5}", "bad_signature", "link"),  # no signature: 401
+        ("/connect/alice", "auth_required", "link"),
+        ("/connect/nobody?__signed__", "unknown_user", "link"),
+        ("/connect/alice?__expired__", "link_expired", "link"),
+    ],
+)
+def test_the_rendered_error_page_keeps_the_code_out_of_its_sentences(client, path, code, kind):
+    if "__signed__" in path:
+        path = signed_path("nobody", SIGNING_SECRET, 300)
+    elif "__expired__" in path:
+        path = signed_path("alice", SIGNING_SECRET, 60, now=time.time() - 120)
+    html = client.get(path, headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert attr(html, "error", "data-code") == code and attr(html, "error", "data-kind") == kind
+    assert text_of(html, "error-code") == code  # machine-readable, and in the small print
+    for sentence in (text_of(html, "error-message"), text_of(html, "error-hint")):
+        assert_one_plain_sentence(sentence, code)
+
+
+def test_an_unknown_address_gets_a_generic_404_page_that_does_not_talk_about_links(client):
+    response = client.get("/no/such/page", headers={"Accept": "text/html"})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 404 and response.mimetype == "text/html"
+    assert attr(html, "error", "data-kind") == "page" and attr(html, "error", "data-code") == "not_found"
+    assert text_of(html, "title") == "Page not found"
+    assert "<title>Page not found" in html
+    main = text_of(html, "error")
+    assert "link" not in main.lower() and "connect" not in main.lower(), main
+    assert attr(html, "try-again", "data-retry") == "back"
+    assert_csp_ready(html)
+    # A JSON caller still gets the JSON body.
+    assert client.get("/no/such/page", headers={"Accept": "application/json"}).json["error"]["code"] == "not_found"

@@ -1,4 +1,4 @@
-"""The service's browser pages: `/done`, which ends a linking popup, and `/demo` (demo mode only).
+"""The service's browser pages: `/done`, which ends a linking popup, `/demo` (demo mode only) and `/favicon.ico`.
 
 `/done` tells the page that opened the popup "linked" with `postMessage`, only to `FRONTEND_ORIGINS` and the service's
 own origin, or sends a same-tab user back to an allowed `?return=` URL. All script lives in static files, so the
@@ -7,9 +7,10 @@ pages work under a strict `script-src 'self'` policy.
 
 from __future__ import annotations
 
+import time
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from flask import Blueprint, Response, abort, current_app, render_template, request
+from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 
 from ..auth import signed_path
 from ..config import Settings
@@ -51,6 +52,27 @@ def demo_links(settings: Settings, users: list[str], ttl_seconds: int) -> list[t
     return [(user, f"/connect/{quote(user, safe='')}") for user in users]
 
 
+def demo_failing_links(settings: Settings, users: list[str], ttl_seconds: int) -> list[tuple[str, str, str]]:
+    """`(value, label, link)` for links that fail the signature check, so the demo can show those pages too: one
+    that expired a minute ago, and one signed for the first user but used for the second (the wrong-user page)."""
+    if not signs_links(settings) or not users:
+        return []
+    first = users[0]
+    expired = signed_path(first, settings.signing_secret, ttl_seconds, now=time.time() - ttl_seconds - 60)
+    links = [(f"expired:{first}", f"{first}: a link that has expired", expired)]
+    if len(users) > 1:
+        second = users[1]
+        query = signed_path(first, settings.signing_secret, ttl_seconds).partition("?")[2]
+        links.append(
+            (
+                f"wrong-user:{second}",
+                f"{second}: a link signed for {first}",
+                f"/connect/{quote(second, safe='')}?{query}",
+            )
+        )
+    return links
+
+
 def _settings() -> Settings:
     return current_app.config["SETTINGS"]
 
@@ -67,6 +89,12 @@ def _share_connect_module(response: Response) -> Response:
     if request.endpoint == "static" and (request.view_args or {}).get("filename") == "connect.js":
         response.headers["Access-Control-Allow-Origin"] = "*"
     return response
+
+
+@bp.get("/favicon.ico")
+def favicon() -> Response:
+    """Browsers ask for /favicon.ico on pages that name no icon (a JSON answer opened in a tab): the pages' SVG."""
+    return redirect(url_for("static", filename="favicon.svg"), code=301)
 
 
 @bp.get("/done")
@@ -96,6 +124,7 @@ def demo() -> Response:
         "demo.html",
         links=demo_links(settings, users, ttl),
         unknown=demo_links(settings, [DEMO_UNKNOWN_USER], ttl)[0],
+        failing=demo_failing_links(settings, users, ttl),
         signed=signs_links(settings),
         auto_create=settings.profile_auto_create,
         ttl=ttl,

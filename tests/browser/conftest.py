@@ -83,6 +83,21 @@ def page(context) -> Page:
 
 
 @pytest.fixture
+def console_problems(context) -> list[str]:
+    """Every console warning and error (and uncaught exception) of every page of this test's browser context, as
+    `"<type>: <text> (<url>)"`: a happy path leaves it empty."""
+    problems: list[str] = []
+
+    def on_console(message) -> None:
+        if message.type in ("warning", "error"):
+            problems.append(f"{message.type}: {message.text} ({message.location.get('url', '')})")
+
+    context.on("console", on_console)
+    context.on("weberror", lambda error: problems.append(f"uncaught: {error.error}"))
+    return problems
+
+
+@pytest.fixture
 def shot(request):
     """`shot(page, "01-demo")` saves a full-page PNG for this test."""
     folder = SCREENSHOTS / re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)

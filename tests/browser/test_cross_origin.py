@@ -22,7 +22,7 @@ from tests.support.processes import free_port
 pytestmark = pytest.mark.browser
 
 APP_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Team app</title></head>
+<html lang="en"><head><meta charset="utf-8"><title>Team app</title><link rel="icon" href="data:,"></head>
 <body>
 <button id="connect" type="button">Connect</button>
 <p id="status" data-state="idle">idle</p>
@@ -151,7 +151,9 @@ def link_network(popup: Page, network: str) -> None:
     expect(popup.locator(f"#network-{network}")).to_have_attribute("data-linked", "true")
 
 
-def test_a_signed_link_caller_on_a_cors_listed_origin_gets_the_networks(page, app_server, demo_service, emulator):
+def test_a_signed_link_caller_on_a_cors_listed_origin_gets_the_networks(
+    page, app_server, demo_service, emulator, console_problems
+):
     origin = f"http://127.0.0.1:{app_server.port}"
     service = demo_service(FRONTEND_ORIGINS=origin, CORS_ALLOWED_ORIGINS=origin)
     app_server.add("signed", service.url, {"url": service.url + signed_path("alice", SIGNING_SECRET, 300)})
@@ -164,6 +166,8 @@ def test_a_signed_link_caller_on_a_cors_listed_origin_gets_the_networks(page, ap
         popup.click("#done")
     expect(page.locator("#status")).to_have_attribute("data-state", "linked")
     expect(page.locator("#networks")).to_have_text('["linkedin","twitter"]')
+    # The done page posted only to the origin the opener is on: no target-origin warning for the service's own.
+    assert console_problems == []
 
 
 def test_a_bearer_caller_gets_the_networks_with_its_own_headers(page, app_server, demo_service, emulator):

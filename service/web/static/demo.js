@@ -7,9 +7,12 @@ const status = document.getElementById("status");
 
 const networks = document.getElementById("networks");
 
-function show(state, text) {
+// An error's code goes to data-code (and the page's small print), not into the sentence.
+function show(state, text, code) {
   status.setAttribute("data-state", state);
   status.textContent = text;
+  if (code) status.setAttribute("data-code", code);
+  else status.removeAttribute("data-code");
 }
 
 // After "Done": what the user really linked, as connect.js read it through the service (GET /connect/<user>/accounts).
@@ -43,7 +46,7 @@ button.addEventListener("click", () => {
     url: option.getAttribute("data-url"),
     context: { user },
     onBlocked: () => show("same-tab", "The popup was blocked: opening the linking page in this tab…"),
-    onError: (error) => show("error", `${error.message} (${error.code})`),
+    onError: (error) => show("error", error.message, error.code),
   })
     .then((result) => {
       if (result.status === "linked") {
@@ -54,7 +57,7 @@ button.addEventListener("click", () => {
     })
     .catch((error) => {
       const next = error.code === "link_expired" ? "Reload this page for fresh links" : "Click the button to try again";
-      show("error", `${error.message} (${error.code}). ${next}.`);
+      show("error", `${error.message} ${next}.`, error.code);
     })
     .finally(() => {
       button.disabled = false;

@@ -1,6 +1,7 @@
 // The "done" page: the `redirect` target Ayrshare's linking page sends the user to after "Done".
 // In a popup: post {type: "ayrshare-connect", event: "done"} to the opener — only to the origins the service was
-// configured with (FRONTEND_ORIGINS) and its own, so no other site learns about it — then close the popup.
+// configured with (FRONTEND_ORIGINS) and its own, so no other site learns about it (notify-opener.js) — then close
+// the popup.
 // connect.js on the opener checks event.origin and event.source before believing the message.
 // With `origin=true` (redirect the opener instead) and a return URL, the opener is sent there.
 // Without an opener (same-tab fallback, or Ayrshare already redirected the opener here), go back to the app.
@@ -10,12 +11,7 @@
   var root = document.getElementById("done");
   var returnTo = root.getAttribute("data-return-to");
   var redirectOpener = root.getAttribute("data-redirect-opener") === "true";
-  var opener = null;
-  try {
-    opener = window.opener && !window.opener.closed ? window.opener : null;
-  } catch (e) {
-    opener = null;
-  }
+  var opener = ayrshareConnectNotify.openerOf(window);
 
   function offerReturnLink() {
     if (returnTo) {
@@ -35,15 +31,7 @@
   }
 
   if (opener) {
-    var targets = (root.getAttribute("data-notify-origins") || "").split(" ").filter(Boolean);
-    targets.push(window.location.origin);
-    targets.forEach(function (origin) {
-      try {
-        opener.postMessage({ type: "ayrshare-connect", event: "done" }, origin);
-      } catch (e) {
-        /* a malformed origin: skip it */
-      }
-    });
+    ayrshareConnectNotify.notify(opener, { type: "ayrshare-connect", event: "done" }, root);
     window.opener = null;
     window.close();
     // Still here a moment later: the browser refused to close a window it did not open by script.
