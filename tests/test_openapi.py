@@ -24,7 +24,7 @@ from tests.conftest import INTERNAL_TOKEN
 
 JSON = {"Accept": "application/json"}
 # Served by the app but not part of the API: static files, HTML pages for browsers, and /metrics (its own port).
-UNDOCUMENTED = {"/static/<path:filename>", "/done", "/demo", "/metrics"}
+UNDOCUMENTED = {"/static/<path:filename>", "/done", "/demo", "/metrics", "/favicon.ico"}  # files and pages
 
 
 def test_the_served_description_is_the_committed_one(client):
