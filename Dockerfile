@@ -3,7 +3,7 @@
 #   docker build -t ayrshare-connect .
 #   docker run --rm -p 8000:8000 --env-file .env -e GUNICORN_WORKER_CLASS=gevent -v "$PWD/secrets:/run/secrets:ro" \
 #     ayrshare-connect      (gevent: header reads time out; nothing buffers in front of a bare container)
-# Dependencies come from requirements.lock (fully pinned); no secret is ever part of the build.
+# Dependencies come from requirements.lock (fully pinned, with hashes); no secret is ever part of the build.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -15,9 +15,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 # The venv gets no pip of its own: the base image's pip installs into it, so the runtime carries no installer.
 RUN python -m venv --without-pip /opt/venv
 COPY requirements.lock /tmp/requirements.lock
-# The lock pins every package; pip only adds what a marker asks for on this exact interpreter (none on the official
-# image). `pip check` proves the installed set is consistent.
-RUN python -m pip --python /opt/venv/bin/python install --require-virtualenv -r /tmp/requirements.lock \
+# The lock pins every package with its hashes (make lock: uv pip compile), markers included (async-timeout before
+# Python 3.11.3): --require-hashes refuses anything unpinned or altered. gevent is in it on purpose: the documented
+# bare `docker run` sets GUNICORN_WORKER_CLASS=gevent, and compose's demo runs the emulator (gevent's server) from
+# this image. `pip check` proves the installed set is consistent.
+RUN python -m pip --python /opt/venv/bin/python install --require-virtualenv --require-hashes \
+      -r /tmp/requirements.lock \
  && python -m pip --python /opt/venv/bin/python check
 WORKDIR /app
 COPY bin ./bin

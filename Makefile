@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 .DEFAULT_GOAL := help
 # Prerequisites run in the order written: `tools` may have to install python3.11-venv before .venv can be made.
 .NOTPARALLEL:
-.PHONY: help tools install run test test-fast lint format bench bench-smoke soak image-test fresh-machine-test lock openapi clean
+.PHONY: help tools install run test test-fast lint format bench bench-smoke soak image-test fresh-machine-test lock check-deps audit openapi clean
 
 ## List every target with one line each (also what a bare `make` does).
 help:
@@ -27,8 +27,9 @@ $(STAMP): requirements-dev.lock pyproject.toml
 	(no ensurepip): install $(PYTHON)-venv (sudo apt-get install $(PYTHON)-venv), or run make tools"; exit 1; }
 	test -x $(BIN)/pip || $(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements-dev.lock
+	$(BIN)/pip install -q --require-hashes -r requirements-dev.lock
 	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip check
 	touch $(STAMP)
 
 ## Demo with no credentials (emulator, in-process cache; SIGNED=1: signed links), or the real thing if .env has settings.
@@ -36,7 +37,7 @@ run: install
 	$(BIN)/python scripts/run_local.py $(if $(SIGNED),--signed)
 
 ## Install missing tools, lint, then every test against a real redis-server (throwaway, unless REDIS_URL is set).
-test: tools install lint
+test: tools install lint check-deps
 	$(BIN)/pytest
 
 ## Quick loop: stop at the first failure, skip the browser and container tests.
@@ -73,11 +74,29 @@ image-test: install
 fresh-machine-test:
 	bash scripts/fresh-machine-test.sh
 
-## Re-resolve the pinned lock files from pyproject.toml.
-lock: install
-	$(BIN)/pip install -q --dry-run --ignore-installed --report /tmp/ayr-rt.json . >/dev/null
-	$(BIN)/pip install -q --dry-run --ignore-installed --report /tmp/ayr-dev.json '.[dev]' >/dev/null
-	$(BIN)/python scripts/write_locks.py /tmp/ayr-rt.json /tmp/ayr-dev.json
+# `make lock`: universal (every platform and Python >= 3.11, markers where they differ), so one lock serves Debian's 3.11.2 and the
+# image's 3.11.x alike. The development lock is constrained to the runtime one: the tests run exactly what ships.
+UV_VERSION := $(shell sed -n 's/^ *"uv==\([^"]*\)".*/\1/p' pyproject.toml)
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes $(LOCK_ARGS) \
+	--custom-compile-command "make lock"
+
+# It needs only uv (the version pyproject.toml pins), not the old locks installed: they may lack what pyproject.toml adds.
+## Re-resolve both lock files, with hashes, from pyproject.toml (uv pip compile), then make check-deps.
+lock:
+	@test -x $(BIN)/pip || $(PYTHON) -m venv --clear $(VENV)
+	@$(BIN)/uv --version 2>/dev/null | grep -q "^uv $(UV_VERSION) " || $(BIN)/pip install -q "uv==$(UV_VERSION)"
+	$(UV_COMPILE) -o requirements.lock pyproject.toml
+	$(UV_COMPILE) --extra dev -c requirements.lock -o requirements-dev.lock pyproject.toml
+	@$(MAKE) --no-print-directory check-deps
+
+## Check every locked pin against what its dependants declare (extras too) and the venv against the locks; pip check.
+check-deps: install
+	$(BIN)/python scripts/check_pins.py
+	$(BIN)/pip check
+
+## pip-audit over requirements.lock; passes unaudited (and says so) only when no vulnerability service answers.
+audit: install
+	$(BIN)/python scripts/audit.py requirements.lock
 
 ## Rewrite docs/openapi.json from the code (the OpenAPI description also served at /openapi.json).
 openapi: install
