@@ -181,7 +181,11 @@ def test_odd_query_values_are_400s_not_server_errors(settings_env, database_url)
     from service.profiles import Database
 
     Database(database_url).upgrade()
-    forward = {"WEBHOOK_FORWARD_URL": "http://127.0.0.1:9/events", "WEBHOOK_FORWARD_SECRET": WEBHOOK_SECRET}
+    forward = {
+        "WEBHOOK_FORWARD_URL": "http://127.0.0.1:9/events",
+        "WEBHOOK_FORWARD_SECRET": WEBHOOK_SECRET,
+        "WEBHOOK_DELIVERY": "process",  # no deliverer thread outliving this test's database
+    }
     client = create_app({**settings_env, "DATABASE_URL": database_url, **forward}).test_client()
     auth = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
     for path, code in (

@@ -301,3 +301,14 @@ def test_no_secret_reaches_a_log_line_or_an_answer(app, caplog):
     key = client.get("/internal/v1/users/dana", headers=AUTH).json["profileKey"]
     for secret in (SECRET, OLD_SECRET, key, hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()):
         assert secret not in text
+
+
+def test_a_deliverer_that_exits_mid_send_gives_its_lease_back(database, receiver):
+    queue_event(database, "evt_exiting")
+    outbox = Outbox(database, max_hours=24)
+    worker = DeliveryWorker(outbox, Forwarder(receiver.url, FORWARD_SECRET))
+    owner, [held] = outbox.claim_due(limit=1)
+    worker._holding = (held.id, owner)  # as run_once leaves it while the send is under way
+    assert outbox.claim_due(limit=1)[1] == []  # leased: nobody else may send it
+    worker.release_held()  # what the process's atexit hook does
+    assert [d.id for d in outbox.claim_due(limit=1)[1]] == ["evt_exiting"]

@@ -6,6 +6,8 @@ The signing is the `standardwebhooks` library's (the spec authors' own), so the 
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import logging
 import threading
@@ -75,6 +77,7 @@ class DeliveryWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._holding: tuple[str, str] | None = None  # (event id, lease owner) while a send is under way
 
     def run_once(self, batch: int = 50) -> int:
         """Attempt up to `batch` due events once each: how many were delivered."""
@@ -85,6 +88,7 @@ class DeliveryWorker:
             if not due:
                 break
             delivery = due[0]
+            self._holding = (delivery.id, owner)
             try:
                 self.forwarder.send(delivery)
             except ForwardFailed as failure:
@@ -95,9 +99,12 @@ class DeliveryWorker:
                     extra={"event_id": delivery.id, "reason": failure.reason, "forward_state": state},
                 )
                 continue
-            self.outbox.delivered(delivery.id, owner)
-            self.on_result("delivered")
-            delivered += 1
+            else:
+                self.outbox.delivered(delivery.id, owner)
+                self.on_result("delivered")
+                delivered += 1
+            finally:
+                self._holding = None
         return delivered
 
     def run_forever(self) -> None:
@@ -116,6 +123,16 @@ class DeliveryWorker:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self.run_forever, name="webhook-delivery", daemon=True)
             self._thread.start()
+            # A stopping worker kills this daemon thread wherever it is: give back a lease it holds, so another
+            # instance sends the event now rather than when the lease runs out (at-least-once either way).
+            atexit.register(self.release_held)
+
+    def release_held(self) -> None:
+        """Give back the lease of the event being sent, if any (the process is exiting)."""
+        holding, self._holding = self._holding, None
+        if holding is not None:
+            with contextlib.suppress(Exception):  # the database may be gone too: then the lease runs out
+                self.outbox.release(*holding)
 
     def wake(self) -> None:
         self._wake.set()

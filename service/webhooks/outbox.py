@@ -136,6 +136,10 @@ class Outbox:
                 row.lease_owner = row.lease_until = None
             return _delivery(row)
 
+    def release(self, event_id: str, owner: str) -> None:
+        """Give the event back unsent (its holder is going away): it is due again at once."""
+        self._settle(event_id, owner)
+
     def _settle(self, event_id: str, owner: str, **values) -> None:
         with self.database.begin() as session:
             session.execute(
