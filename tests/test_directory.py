@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 
 from service.crypto import FernetCodec
 from service.profiles import ClaimHeld, Database, Directory
+from service.profiles.database import MIGRATIONS, REVISIONS
 from tests.conftest import DATA_KEY
 
 KEY = "PK-DIRECTORY-0001"
@@ -27,6 +34,49 @@ def test_ping_says_not_migrated_before_upgrade_and_ok_after(database_url):
     database.upgrade()  # repeating is harmless
     assert database.ping() == "ok"
     database.engine.dispose()
+
+
+def test_the_known_revisions_are_alembics_history_oldest_first():
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    history = [revision.revision for revision in ScriptDirectory.from_config(config).walk_revisions()]
+    assert tuple(reversed(history)) == REVISIONS
+
+
+def test_a_newer_schema_counts_as_ready_and_an_older_one_does_not(database_url):
+    database = Database(database_url)
+    database.upgrade()
+    with database.engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    assert database.ping() == "ok"  # a newer release's schema: old pods keep serving during a rollout
+    with database.engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = :old"), {"old": REVISIONS[0]})
+    assert database.ping() == "not_migrated"
+    database.engine.dispose()
+
+
+def test_an_unreachable_database_is_failing_not_unmigrated():
+    database = Database("postgresql://nobody@127.0.0.1:9/none", timeout=1)
+    assert database.ping() == "failing"
+
+
+def test_serving_and_health_checks_leave_alembic_out_of_the_workers(settings_env, database_url):
+    """Alembic (and Mako) cost each worker ~11 MiB: only migrations load them."""
+    code = (
+        "import json, sys; from service import create_app; app = create_app(json.loads(sys.argv[1]));"
+        "app.test_client().get('/readyz');"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))"
+    )
+    settings = json.dumps({**settings_env, "DATABASE_URL": database_url})
+    result = subprocess.run(
+        [sys.executable, "-c", code, settings],
+        env={**os.environ, "ENV_FILE": os.devnull},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_put_then_get_round_trips_and_says_whether_the_user_was_new(directory):
