@@ -9,14 +9,13 @@ import sys
 import threading
 
 import pytest
-from alembic.config import Config
 from alembic.script import ScriptDirectory
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 
 from service.crypto import FernetCodec
 from service.profiles import ClaimHeld, Database, Directory
-from service.profiles.database import MIGRATIONS, REVISIONS
+from service.profiles.database import REVISIONS, alembic_config
 from tests.conftest import DATA_KEY
 
 KEY = "PK-DIRECTORY-0001"
@@ -37,9 +36,7 @@ def test_ping_says_not_migrated_before_upgrade_and_ok_after(database_url):
 
 
 def test_the_known_revisions_are_alembics_history_oldest_first():
-    config = Config()
-    config.set_main_option("script_location", MIGRATIONS)
-    history = [revision.revision for revision in ScriptDirectory.from_config(config).walk_revisions()]
+    history = [revision.revision for revision in ScriptDirectory.from_config(alembic_config()).walk_revisions()]
     assert tuple(reversed(history)) == REVISIONS
 
 

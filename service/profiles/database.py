@@ -10,6 +10,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -25,6 +26,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import ConfigError
 from ..errors import UpstreamUnavailable
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -100,23 +104,25 @@ class Database:
     def head_revision(self) -> str | None:
         from alembic.script import ScriptDirectory
 
-        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
     def upgrade(self, revision: str = "head") -> None:
         """Apply the migrations (what `flask db upgrade` and `bin/boot` run)."""
         from alembic import command
 
         with self.engine.begin() as connection:
-            config = self._alembic_config()
+            config = alembic_config()
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
 
-    def _alembic_config(self):
-        from alembic.config import Config
 
-        config = Config()
-        config.set_main_option("script_location", MIGRATIONS)
-        return config
+def alembic_config() -> Config:
+    """Alembic's configuration for the directory's migrations (imported here, not at start: workers never migrate)."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    return config
 
 
 def _sqlite_pragmas(connection, record) -> None:
