@@ -11,9 +11,9 @@ import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, expect
 
+from tests.browser.popups import click_and_wait_for_close
 from tests.conftest import API_KEY, LINK_FLOWS, PROFILES, SIGNING_SECRET
 
 pytestmark = pytest.mark.browser
@@ -123,14 +123,7 @@ def test_expired_signed_link_shows_a_friendly_error_page(page, demo_service, emu
     expect(page.locator("#status")).to_have_attribute("data-state", "error")
     expect(page.locator("#status")).to_have_attribute("data-code", "link_expired")
     # ...and the popup's button says what it does and does it: the app's button makes a fresh link.
-    with popup.expect_event("close"):
-        try:
-            popup.get_by_role("button", name="Close this window").click(no_wait_after=True)
-        except PlaywrightError:
-            # The handler closes its own window at once; Playwright may see the page vanish while it finishes the
-            # click. That is the behaviour under test, as long as the page really closed.
-            if not popup.is_closed():
-                raise
+    click_and_wait_for_close(popup, popup.get_by_role("button", name="Close this window"))
     expect(page.locator("#status")).to_contain_text("Reload this page for fresh links")
     shot(page, "02-demo-page-after-expired-link")
     assert emulator.calls() == 0
@@ -170,8 +163,7 @@ def test_unknown_user_page_is_friendly_and_leaks_nothing(page, demo_service, emu
     assert emulator.calls() == 0
     # Reported, and nothing more to tell: the page lets go of its opener, and "Close this window" still closes it.
     assert popup.evaluate("window.opener === null")
-    with popup.expect_event("close"):
-        popup.get_by_role("button", name="Close this window").click()
+    click_and_wait_for_close(popup, popup.get_by_role("button", name="Close this window"))
 
 
 def test_the_done_page_lets_go_of_its_opener_once_it_has_reported(page, context, demo_service, emulator, shot):

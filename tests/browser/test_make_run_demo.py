@@ -14,6 +14,7 @@ import time
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.popups import click_and_wait_for_close
 from tests.support.processes import PROJECT_ROOT, free_port
 
 pytestmark = pytest.mark.browser
@@ -118,8 +119,7 @@ def test_make_run_signed_renders_signed_links_and_shows_the_pages_of_links_that_
             expect(popup.locator("#error-code")).to_have_text(code)
             shot(popup, f"0{1 if code == 'link_expired' else 2}-make-run-signed-{code}")
             expect(page.locator("#status")).to_have_attribute("data-code", code)
-            with popup.expect_event("close"):
-                popup.get_by_role("button", name="Close this window").click()
+            click_and_wait_for_close(popup, popup.get_by_role("button", name="Close this window"))
 
         page.select_option("#user", "grace")  # and a good signed link still links
         with page.expect_popup() as popup_info:
