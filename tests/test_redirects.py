@@ -12,10 +12,10 @@ from urllib.parse import parse_qsl, unquote, unquote_plus
 import pytest
 
 from service.auth import signed_path
-from service.config import SUPPORTED_NETWORKS
+from service.config import SUPPORTED_NETWORKS, load_settings
 from service.errors import BadRequest
 from service.links.options import resolve_allowed_social
-from service.upstream import AllowedLinkHosts
+from service.upstream import AllowedLinkHosts, AyrshareClient
 from service.urls import RedirectAllowlist, is_allowed_redirect
 from tests.conftest import SIGNING_SECRET
 from tests.support.corpora import OPEN_REDIRECTS
@@ -286,6 +286,28 @@ def test_linking_urls_on_allowed_hosts_pass(url):
 @pytest.mark.parametrize(("case", "url"), HOSTILE_LINKS, ids=[c[0] for c in HOSTILE_LINKS])
 def test_linking_urls_elsewhere_are_refused(case, url):
     assert not LINK_HOSTS.allows(url)
+
+
+UNSERVABLE_LINKS = [
+    ("a space", "https://profile.ayrshare.com/?jwt=a b"),
+    ("a tab", "https://profile.ayrshare.com/?jwt=a\tb"),
+    ("a line break (header splitting)", "https://profile.ayrshare.com/?jwt=a\r\nSet-Cookie:x=1"),
+    ("a null byte", "https://profile.ayrshare.com/?jwt=a\x00"),
+    ("DEL", "https://profile.ayrshare.com/?jwt=a\x7f"),
+    ("a unit separator", "https://profile.ayrshare.com/?jwt=a\x1f"),
+    ("no jwt", "https://profile.ayrshare.com/?domain=ACME"),
+    ("two jwts", "https://profile.ayrshare.com/?jwt=a&jwt=b"),
+    ("a host outside the allowlist", "https://evil.com/?jwt=abc"),
+]
+
+
+@pytest.mark.parametrize(("case", "url"), UNSERVABLE_LINKS, ids=[c[0] for c in UNSERVABLE_LINKS])
+def test_a_linking_url_with_control_characters_or_a_wrong_token_count_is_never_served(settings_env, case, url):
+    ayrshare = AyrshareClient(
+        load_settings({**settings_env, "AYRSHARE_LINK_FLOW": "jwt", "LINK_ALLOWED_HOSTS": "profile.ayrshare.com"})
+    )
+    assert ayrshare.servable("https://profile.ayrshare.com/?domain=ACME&jwt=abc")
+    assert not ayrshare.servable(url)
 
 
 def test_upstream_answer_on_a_foreign_host_is_502_never_a_redirect(client, emulator):
