@@ -113,6 +113,15 @@ def _path_param(name: str, description: str, pattern: str | None = None, enum: l
 
 
 USER = _path_param("user", "The team's id for the user.", USER_ID.pattern)
+
+
+# Links say how a client walks the directory (and what schemathesis's stateful test follows): from a user it created
+# or listed to that user, their links, their deletion, and the 404 after it.
+def _link(operation_id: str, user: str, description: str) -> dict:
+    """An OpenAPI link: call `operation_id` next, for the user that `user` (a runtime expression) names."""
+    return {"operationId": operation_id, "parameters": {"path.user": user}, "description": description}
+
+
 CONNECT_ERRORS = (400, 401, 403, 404, 429, 500, 502, 503, 504)
 INTERNAL_ERRORS = (400, 401, 403, 404, 500, 502, 503, 504)
 
@@ -162,7 +171,15 @@ def _paths() -> dict:
                 "tags": ["internal"],
                 "security": INTERNAL_SECURITY,
                 "parameters": [{"in": "query", "schema": schemas.UsersQuerySchema}],
-                "responses": {"200": _json(schemas.UserPageSchema, "A page of users."), **_errors(*INTERNAL_ERRORS)},
+                "responses": {
+                    "200": {
+                        **_json(schemas.UserPageSchema, "A page of users."),
+                        "links": {
+                            "getFirstUser": _link("getUser", "$response.body#/users/0/user", "The page's first user.")
+                        },
+                    },
+                    **_errors(*INTERNAL_ERRORS),
+                },
             }
         },
         "/internal/v1/users/{user}": {
@@ -172,7 +189,15 @@ def _paths() -> dict:
                 "tags": ["internal"],
                 "security": INTERNAL_SECURITY,
                 "parameters": [USER],
-                "responses": {"200": _json(schemas.UserSchema, "The user."), **_errors(*INTERNAL_ERRORS)},
+                "responses": {
+                    "200": {
+                        **_json(schemas.UserSchema, "The user."),
+                        "links": {
+                            "revokeLinks": _link("revokeLinks", "$response.body#/user", "Revoke the user's links.")
+                        },
+                    },
+                    **_errors(*INTERNAL_ERRORS),
+                },
             },
             "put": {
                 "operationId": "attachUser",
@@ -193,7 +218,14 @@ def _paths() -> dict:
                 "tags": ["internal"],
                 "security": INTERNAL_SECURITY,
                 "parameters": [USER, {"in": "query", "schema": schemas.DeleteUserQuerySchema}],
-                "responses": {"204": {"description": "Deleted."}, **_errors(*INTERNAL_ERRORS, 409)},
+                "responses": {
+                    "204": {
+                        "description": "Deleted.",
+                        # No body: the deleted user is the one the request named, and reading them is now a 404.
+                        "links": {"getDeletedUser": _link("getUser", "$request.path.user", "Now a 404 unknown_user.")},
+                    },
+                    **_errors(*INTERNAL_ERRORS, 409),
+                },
             },
         },
         "/internal/v1/users/{user}/profile": {
@@ -205,7 +237,10 @@ def _paths() -> dict:
                 "parameters": [USER],
                 "responses": {
                     "200": _json(schemas.UserSchema, "The user already had a profile."),
-                    "201": _json(schemas.UserSchema, "The profile was created."),
+                    "201": {
+                        **_json(schemas.UserSchema, "The profile was created."),
+                        "links": {"getCreatedUser": _link("getUser", "$response.body#/user", "The user just created.")},
+                    },
                     **_errors(*INTERNAL_ERRORS, 409, 429),
                 },
             }
@@ -246,7 +281,13 @@ def _paths() -> dict:
                 "tags": ["internal"],
                 "security": INTERNAL_SECURITY,
                 "parameters": [USER],
-                "responses": {"200": _json(schemas.RevokedSchema, "What was revoked."), **_errors(*INTERNAL_ERRORS)},
+                "responses": {
+                    "200": {
+                        **_json(schemas.RevokedSchema, "What was revoked."),
+                        "links": {"deleteUser": _link("deleteUser", "$response.body#/user", "Then forget the user.")},
+                    },
+                    **_errors(*INTERNAL_ERRORS),
+                },
             }
         },
         "/internal/v1/users/{user}/link-session": {
