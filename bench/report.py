@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from service.timefmt import iso_time
+
 from .stack import load_average
 
 RESULTS_DIR = Path(os.environ.get("BENCH_RESULTS_DIR", Path(__file__).resolve().parent / "results"))
@@ -78,7 +80,7 @@ def write_json(name: str, data: dict, quick: bool) -> Path:
     record = {
         "scenario": name,
         "quick": quick,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "finished_at": iso_time(time.time()),
         "load_average_at_end": load_average(),
         "machine": machine(),
         "source": source_version(),

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from ..errors import BadRequest, ServiceError, UnknownUser
+from ..timefmt import iso_time
 from ..upstream import AyrshareClient, ProfileKeyRefused, UpstreamNotFound
 from .directory import ClaimHeld, Directory, UserRecord
 from .ids import validate_user
@@ -66,10 +67,10 @@ def user_json(record: UserRecord, with_key: bool = True) -> dict:
         "refId": record.ref_id,
         "title": record.title,
         "source": record.source,
-        "createdAt": _iso(record.created_at),
-        "updatedAt": _iso(record.updated_at),
+        "createdAt": iso_time(record.created_at),
+        "updatedAt": iso_time(record.updated_at),
         "linkedNetworks": list(record.linked_networks) if record.linked_networks is not None else None,
-        "linkedNetworksCheckedAt": _iso(record.linked_networks_checked_at),
+        "linkedNetworksCheckedAt": iso_time(record.linked_networks_checked_at),
     }
     if with_key:
         body = {"user": record.user, "profileKey": record.profile_key, **body}
@@ -194,7 +195,3 @@ def _decode_cursor(cursor: object) -> str:
         return validate_user(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode())
     except (binascii.Error, UnicodeDecodeError, ValueError, BadRequest):
         raise BadRequest("'cursor' is not a cursor this API returned.", code="bad_cursor") from None
-
-
-def _iso(moment) -> str | None:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment is not None else None

@@ -18,8 +18,8 @@ from ..errors import BadRequest, NotFound
 from ..links import UserLinks, validate_user
 from ..profiles import UserAdmin, user_json
 from ..profiles.admin import MAX_PAGE
+from ..timefmt import iso_time
 from .errors import NO_STORE_HEADERS
-from .routes import iso_time
 from .schemas import (
     DELIVERY_STATES,
     EVENT_ID,
@@ -131,7 +131,7 @@ def unlink_account(user: str, network: str) -> Response:
 
 
 def _accounts_json(accounts) -> Response:
-    checked_at = accounts.checked_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    checked_at = iso_time(accounts.checked_at)
     return jsonify(LinkedAccountsSchema().dump({"networks": list(accounts.networks), "checkedAt": checked_at}))
 
 

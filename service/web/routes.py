@@ -7,12 +7,11 @@ both carry `Cache-Control: no-store` and `Referrer-Policy: no-referrer`, as the 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ..auth import PresentedCredentials
 from ..links import ConnectService, Timings
+from ..timefmt import iso_time
 from ..upstream import Link
 from .errors import NO_STORE_HEADERS, wants_json
 from .schemas import LinkSchema, NetworksSchema
@@ -61,8 +60,3 @@ def link_redirect(url: str) -> Response:
     response = Response(status=302, headers={"Location": url})
     del response.headers["Content-Type"]
     return response
-
-
-def iso_time(seconds: float) -> str:
-    """`2026-09-02T08:03:26Z`: Unix seconds as the ISO 8601 UTC time the JSON answers use."""
-    return datetime.fromtimestamp(int(seconds), UTC).isoformat().replace("+00:00", "Z")  # whole seconds, rounded down

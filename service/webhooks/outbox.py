@@ -16,6 +16,7 @@ from sqlalchemy import or_, select, update
 
 from ..profiles.database import Database
 from ..profiles.directory import utcnow
+from ..timefmt import iso_time
 from .models import WebhookEvent
 
 FIRST_RETRY_SECONDS = 5.0
@@ -44,7 +45,7 @@ class Delivery:
             "type": self.type,
             "user": self.user,
             "network": self.network,
-            "occurredAt": iso(self.occurred_at),
+            "occurredAt": iso_time(self.occurred_at),
         }
 
     def as_json(self) -> dict:
@@ -53,9 +54,9 @@ class Delivery:
             **self.payload(),
             "state": self.state,
             "attempts": self.attempts,
-            "nextAttemptAt": iso(self.next_attempt_at),
+            "nextAttemptAt": iso_time(self.next_attempt_at),
             "lastError": self.last_error,
-            "deliveredAt": iso(self.delivered_at),
+            "deliveredAt": iso_time(self.delivered_at),
         }
 
 
@@ -162,7 +163,3 @@ def _delivery(row: WebhookEvent) -> Delivery:
         last_error=row.last_error,
         delivered_at=row.delivered_at,
     )
-
-
-def iso(moment: datetime | None) -> str | None:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment is not None else None
