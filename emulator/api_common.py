@@ -1,7 +1,8 @@
-"""Request parsing and answer helpers shared by the generateJWT and Link Sessions endpoints.
+"""Request parsing and answer helpers shared by the generateJWT, Link Sessions, Profiles and webhook endpoints.
 
-Both endpoints hold their answer until arrival + latency, read the same Bearer API key, count against the same
-per-profile rate window and validate the same options (expiresIn, redirect, allowedSocial, email).
+All of them hold their answer until arrival + latency, read the same Bearer API key and count against the same
+per-profile rate window; generateJWT and Link Sessions also validate the same options (expiresIn, redirect,
+allowedSocial, email).
 """
 
 from __future__ import annotations
@@ -13,9 +14,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-from flask import Response, request
+from flask import Response, jsonify, request
 
-from emulator.errors import CODE_EMAIL_NOT_SENT, ApiError, bad_parameters
+from emulator.config import EmulatorConfig
+from emulator.errors import (
+    CODE_EMAIL_NOT_SENT,
+    CODE_INVALID_API_KEY,
+    CODE_RATE_LIMITED,
+    MESSAGE_INVALID_API_KEY,
+    MESSAGE_RATE_LIMITED,
+    ApiError,
+    bad_parameters,
+    error_response,
+)
 from emulator.faults import transport_fault_response
 from emulator.knobs import TRANSPORT_FAULTS
 from emulator.state import EmulatorState
@@ -102,6 +113,44 @@ def with_rate_headers(response: Response, count: int, limit: int) -> Response:
     response.headers["x-ratelimit-max"] = str(limit)
     response.headers["x-ratelimit-count"] = str(count)
     return response
+
+
+def keyed_answer(
+    state: EmulatorState, action: str, rate_profile: str, api_key_ok: bool, payload: Callable[[], dict]
+) -> Response:
+    """403 for a bad API key, 429 over the rate limit, else `payload()` (or its ApiError), with the rate headers."""
+    if not api_key_ok:
+        # A rejected caller is not the profile's owner, so it must not use up the profile's quota.
+        count, limit = state.peek_request_count(rate_profile)
+        response = error_response(ApiError(403, CODE_INVALID_API_KEY, MESSAGE_INVALID_API_KEY), action)
+        return with_rate_headers(response, count, limit)
+    count, limit = state.count_request(rate_profile)
+    try:
+        if count > limit:
+            raise ApiError(429, CODE_RATE_LIMITED, MESSAGE_RATE_LIMITED)
+        response = jsonify(payload())
+    except ApiError as error:
+        response = error_response(error, action)
+    return with_rate_headers(response, count, limit)
+
+
+def profile_key_answer(
+    config: EmulatorConfig,
+    state: EmulatorState,
+    action: str,
+    answer_at: float,
+    payload: Callable[[str | None, str], dict],
+    profile_scoped: bool = True,
+) -> Response:
+    """Transport faults, then `keyed_answer` of `payload(profile_key, api_key)`; the Profile-Key header is optional."""
+    faulted = transport_fault(state, answer_at, action)
+    if faulted is not None:
+        return faulted
+    api_key = bearer_api_key()
+    profile_key = request.headers.get("Profile-Key") or None
+    rate_profile = rate_limit_profile(profile_key if profile_scoped else None, api_key)
+    api_key_ok = api_key is not None and api_key in config.api_keys
+    return keyed_answer(state, action, rate_profile, api_key_ok, lambda: payload(profile_key, api_key))
 
 
 def link_url(link_base: str, params: dict[str, str]) -> str:

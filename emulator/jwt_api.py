@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, request
 
 from emulator.api_common import (
     DEFAULT_LIFETIME_MINUTES,
@@ -21,28 +21,23 @@ from emulator.api_common import (
     email_request,
     expires_in_minutes,
     held_answer,
+    keyed_answer,
     link_url,
     optional_string,
     rate_limit_profile,
     transport_fault,
-    with_rate_headers,
 )
 from emulator.config import EmulatorConfig
 from emulator.errors import (
     ACTION,
     CODE_DUPLICATE_TWITTER_CREDENTIALS,
-    CODE_INVALID_API_KEY,
     CODE_JWT_GENERATION,
     CODE_PARTIAL_TWITTER_KEYS,
-    CODE_RATE_LIMITED,
     MESSAGE_DUPLICATE_TWITTER_CREDENTIALS,
-    MESSAGE_INVALID_API_KEY,
     MESSAGE_PARTIAL_TWITTER_KEYS,
     MESSAGE_PRIVATE_KEY_UNPARSEABLE,
-    MESSAGE_RATE_LIMITED,
     ApiError,
     bad_parameters,
-    error_response,
 )
 from emulator.faults import LONG_EXPIRY_SECONDS, tampering_for
 from emulator.keys import PrivateKeyError, foreign_private_key, key_matches, mint_token, parse_private_key
@@ -89,21 +84,13 @@ def _answer(config: EmulatorConfig, state: EmulatorState, answer_at: float) -> R
         return faulted
 
     rate_profile = rate_limit_profile(body.get("profileKey") if isinstance(body, dict) else None, api_key)
-    if not api_key_ok:
-        # A rejected caller is not the profile's owner, so it must not use up the profile's quota.
-        count, limit = state.peek_request_count(rate_profile)
-        response = error_response(ApiError(403, CODE_INVALID_API_KEY, MESSAGE_INVALID_API_KEY))
-        return with_rate_headers(response, count, limit)
-
-    count, limit = state.count_request(rate_profile)
-    try:
-        if count > limit:
-            raise ApiError(429, CODE_RATE_LIMITED, MESSAGE_RATE_LIMITED)
-        payload = _success_payload(validate_body(body, api_key, config, state), config, state, int(answer_at))
-        response = jsonify(payload)
-    except ApiError as error:
-        response = error_response(error)
-    return with_rate_headers(response, count, limit)
+    return keyed_answer(
+        state,
+        ACTION,
+        rate_profile,
+        api_key_ok,
+        lambda: _success_payload(validate_body(body, api_key, config, state), config, state, int(answer_at)),
+    )
 
 
 def validate_body(body: object, api_key: str, config: EmulatorConfig, state: EmulatorState) -> JwtRequest:

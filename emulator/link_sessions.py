@@ -22,22 +22,20 @@ from emulator.api_common import (
     expires_in_minutes,
     held_answer,
     iso_time,
+    keyed_answer,
     link_url,
     optional_bool,
     optional_string,
     rate_limit_profile,
     transport_fault,
-    with_rate_headers,
 )
 from emulator.config import EmulatorConfig
 from emulator.errors import (
     ACTION_LINK_SESSION,
     CODE_INVALID_API_KEY,
     CODE_LINK_SESSION_NOT_FOUND,
-    CODE_RATE_LIMITED,
     MESSAGE_INVALID_API_KEY,
     MESSAGE_LINK_SESSION_NOT_FOUND,
-    MESSAGE_RATE_LIMITED,
     ApiError,
     bad_parameters,
     error_response,
@@ -104,23 +102,13 @@ def _create(config: EmulatorConfig, state: EmulatorState, answer_at: float) -> R
     if faulted is not None:
         return faulted
 
-    rate_profile = rate_limit_profile(profile_key, api_key)
-    if not api_key_ok:
-        # As for generateJWT: a rejected caller must not use up the profile's quota.
-        count, limit = state.peek_request_count(rate_profile)
-        response = error_response(ApiError(403, CODE_INVALID_API_KEY, MESSAGE_INVALID_API_KEY), ACTION_LINK_SESSION)
-        return with_rate_headers(response, count, limit)
-
-    count, limit = state.count_request(rate_profile)
-    try:
-        if count > limit:
-            raise ApiError(429, CODE_RATE_LIMITED, MESSAGE_RATE_LIMITED)
-        session_request = validate_request(body, profile_key, api_key, config, state)
-        payload = _success_payload(session_request, config, state, answer_at)
-        response = jsonify(payload)
-    except ApiError as error:
-        response = error_response(error, ACTION_LINK_SESSION)
-    return with_rate_headers(response, count, limit)
+    return keyed_answer(
+        state,
+        ACTION_LINK_SESSION,
+        rate_limit_profile(profile_key, api_key),
+        api_key_ok,
+        lambda: _success_payload(validate_request(body, profile_key, api_key, config, state), config, state, answer_at),
+    )
 
 
 def _request_body() -> object:

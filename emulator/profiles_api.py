@@ -12,30 +12,23 @@ import secrets
 import string
 from collections.abc import Callable
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, request
 
 from emulator.api_common import (
     bearer_api_key,
     held_answer,
     iso_time,
-    rate_limit_profile,
-    transport_fault,
-    with_rate_headers,
+    profile_key_answer,
 )
 from emulator.config import EmulatorConfig
 from emulator.errors import (
     ACTION_PROFILES,
     ACTION_USER,
     CODE_BAD_PARAMETERS,
-    CODE_INVALID_API_KEY,
-    CODE_RATE_LIMITED,
     MESSAGE_DUPLICATE_TITLE,
-    MESSAGE_INVALID_API_KEY,
     MESSAGE_PROFILE_KEY_NOT_FOUND,
-    MESSAGE_RATE_LIMITED,
     ApiError,
     bad_parameters,
-    error_response,
 )
 from emulator.knobs import PROFILE_FAULTS
 from emulator.state import PRIMARY_PROFILE, PRIMARY_PROFILE_TITLE, EmulatorState, UserProfile, default_ref_id
@@ -98,37 +91,18 @@ def _endpoint(counter: str, action: str, handler: Handler, profile_scoped: bool 
     config: EmulatorConfig = current_app.config["EMULATOR_CONFIG"]
     state: EmulatorState = current_app.config["EMULATOR_STATE"]
     state.record_profile_call(counter)
-    return held_answer(state, lambda answer_at: _answer(config, state, action, handler, profile_scoped, answer_at))
-
-
-def _answer(
-    config: EmulatorConfig,
-    state: EmulatorState,
-    action: str,
-    handler: Handler,
-    profile_scoped: bool,
-    answer_at: float,
-) -> Response:
-    faulted = transport_fault(state, answer_at, action)
-    if faulted is not None:
-        return faulted
-    api_key = bearer_api_key()
-    profile_key = request.headers.get("Profile-Key") or None
-    # A create works on the account itself, so it counts against the Primary Profile whatever header it carries.
-    rate_profile = rate_limit_profile(profile_key if profile_scoped else None, api_key)
-    if api_key is None or api_key not in config.api_keys:
-        # As for generateJWT: a rejected caller must not use up the profile's quota.
-        count, limit = state.peek_request_count(rate_profile)
-        response = error_response(ApiError(403, CODE_INVALID_API_KEY, MESSAGE_INVALID_API_KEY), action)
-        return with_rate_headers(response, count, limit)
-    count, limit = state.count_request(rate_profile)
-    try:
-        if count > limit:
-            raise ApiError(429, CODE_RATE_LIMITED, MESSAGE_RATE_LIMITED)
-        response = jsonify(handler(config, state, profile_key, answer_at))
-    except ApiError as error:
-        response = error_response(error, action)
-    return with_rate_headers(response, count, limit)
+    # A create works on the account itself, so it is not profile-scoped: it counts against the Primary Profile.
+    return held_answer(
+        state,
+        lambda answer_at: profile_key_answer(
+            config,
+            state,
+            action,
+            answer_at,
+            lambda profile_key, _api_key: handler(config, state, profile_key, answer_at),
+            profile_scoped,
+        ),
+    )
 
 
 def _body(required: bool) -> dict:

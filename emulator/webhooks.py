@@ -31,23 +31,14 @@ import requests
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from emulator.api_common import (
-    bearer_api_key,
     held_answer,
     iso_time,
-    rate_limit_profile,
-    transport_fault,
-    with_rate_headers,
+    profile_key_answer,
 )
 from emulator.config import EmulatorConfig
 from emulator.errors import (
-    CODE_INVALID_API_KEY,
-    CODE_RATE_LIMITED,
-    MESSAGE_INVALID_API_KEY,
     MESSAGE_PROFILE_KEY_NOT_FOUND,
-    MESSAGE_RATE_LIMITED,
-    ApiError,
     bad_parameters,
-    error_response,
 )
 from emulator.profiles_api import NETWORKS
 from emulator.state import PRIMARY_PROFILE, PRIMARY_PROFILE_TITLE, EmulatorState, default_ref_id
@@ -437,24 +428,13 @@ def _endpoint(counter: str, handler: Handler) -> Response:
 
 def _answer(state: EmulatorState, store: WebhookStore, handler: Handler, answer_at: float) -> Response:
     config: EmulatorConfig = current_app.config["EMULATOR_CONFIG"]
-    faulted = transport_fault(state, answer_at, ACTION_WEBHOOK)
-    if faulted is not None:
-        return faulted
-    api_key = bearer_api_key()
-    profile_key = request.headers.get("Profile-Key") or None
-    rate_profile = rate_limit_profile(profile_key, api_key)
-    if api_key is None or api_key not in config.api_keys:
-        count, limit = state.peek_request_count(rate_profile)
-        response = error_response(ApiError(403, CODE_INVALID_API_KEY, MESSAGE_INVALID_API_KEY), ACTION_WEBHOOK)
-        return with_rate_headers(response, count, limit)
-    count, limit = state.count_request(rate_profile)
-    try:
-        if count > limit:
-            raise ApiError(429, CODE_RATE_LIMITED, MESSAGE_RATE_LIMITED)
-        response = jsonify(handler(state, store, _owner(config, state, profile_key, api_key), answer_at))
-    except ApiError as error:
-        response = error_response(error, ACTION_WEBHOOK)
-    return with_rate_headers(response, count, limit)
+    return profile_key_answer(
+        config,
+        state,
+        ACTION_WEBHOOK,
+        answer_at,
+        lambda profile_key, api_key: handler(state, store, _owner(config, state, profile_key, api_key), answer_at),
+    )
 
 
 def _owner(config: EmulatorConfig, state: EmulatorState, profile_key: str | None, api_key: str) -> Owner:
