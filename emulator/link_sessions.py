@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -205,6 +206,32 @@ def _log_entry(body: object, profile_key: str | None, api_key_ok: bool) -> dict:
 
 # --- read and revoke ----------------------------------------------------------------------------------------
 def _read(config: EmulatorConfig, state: EmulatorState, session_id: str, answer_at: float) -> Response:
+    return _by_id(
+        config, state, session_id, answer_at, state.link_session, lambda session: session_status(session, answer_at)
+    )
+
+
+def _revoke(config: EmulatorConfig, state: EmulatorState, session_id: str, answer_at: float) -> Response:
+    # Idempotent: revoking a revoked (or expired) session answers the same success.
+    return _by_id(
+        config,
+        state,
+        session_id,
+        answer_at,
+        state.revoke_session,
+        lambda _session: {"status": "success", "sessionId": session_id, "state": "revoked"},
+    )
+
+
+def _by_id(
+    config: EmulatorConfig,
+    state: EmulatorState,
+    session_id: str,
+    answer_at: float,
+    find: Callable[[str, str], LinkSession | None],
+    payload: Callable[[LinkSession], dict],
+) -> Response:
+    """Transport faults, the API key (403), then `find(session_id, owner)`'s session as `payload` or the 404."""
     faulted = transport_fault(state, answer_at, ACTION_LINK_SESSION)
     if faulted is not None:
         return faulted
@@ -212,23 +239,10 @@ def _read(config: EmulatorConfig, state: EmulatorState, session_id: str, answer_
     if owner is None:
         return error_response(ApiError(403, CODE_INVALID_API_KEY, MESSAGE_INVALID_API_KEY), ACTION_LINK_SESSION)
     # The Profile-Key header is accepted and ignored: a session id names one session of the account.
-    session = state.link_session(session_id, owner)
+    session = find(session_id, owner)
     if session is None:
         return _not_found()
-    return jsonify(session_status(session, answer_at))
-
-
-def _revoke(config: EmulatorConfig, state: EmulatorState, session_id: str, answer_at: float) -> Response:
-    faulted = transport_fault(state, answer_at, ACTION_LINK_SESSION)
-    if faulted is not None:
-        return faulted
-    owner = _owner(config)
-    if owner is None:
-        return error_response(ApiError(403, CODE_INVALID_API_KEY, MESSAGE_INVALID_API_KEY), ACTION_LINK_SESSION)
-    # Idempotent: revoking a revoked (or expired) session answers the same success.
-    if state.revoke_session(session_id, owner) is None:
-        return _not_found()
-    return jsonify({"status": "success", "sessionId": session_id, "state": "revoked"})
+    return jsonify(payload(session))
 
 
 def session_status(session: LinkSession, now: float) -> dict:
