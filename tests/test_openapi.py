@@ -81,6 +81,7 @@ CHECKS = [
 MAX_EXAMPLES = 15  # per operation and mode: about 15 s a database
 STATEFUL_SCENARIOS = 40  # scenarios a database, of at most STATEFUL_STEPS calls
 STATEFUL_STEPS = 8
+LISTED_USER = "listed"  # in the directory at the start of every stateful scenario
 DIRECTORY_USER = "dora"  # attached through the API before the run; "alice" is in PROFILE_KEYS_FILE
 KNOWN_USERS = ("alice", DIRECTORY_USER)
 # Operations with no parameter or body: there is no invalid request of them to make.
@@ -268,9 +269,10 @@ def _link_followed(declared: dict, earlier_steps: list[dict], step: dict) -> tup
     return None
 
 
-def _forget_every_user(session: requests.Session, url: str) -> None:
-    """Delete every user and their profile: each scenario starts from an empty directory, as Hypothesis expects
-    (it replays a scenario's choices and stops with FlakyStrategyDefinition if the answers differ)."""
+def _start_from_one_user(session: requests.Session, url: str) -> None:
+    """Delete every user and their profile, then create LISTED_USER: each scenario starts from the same directory, as
+    Hypothesis expects (it replays a scenario's choices and stops with FlakyStrategyDefinition if the answers differ),
+    and a first listUsers already has a user whose link to getUser can be followed."""
     auth = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
     while users := session.get(f"{url}/internal/v1/users", headers=auth, timeout=15).json()["users"]:
         for user in users:
@@ -278,6 +280,8 @@ def _forget_every_user(session: requests.Session, url: str) -> None:
                 f"{url}/internal/v1/users/{user['user']}", params={"deleteProfile": "true"}, headers=auth, timeout=15
             )
             assert deleted.status_code == 204, deleted.text
+    created = session.post(f"{url}/internal/v1/users/{LISTED_USER}/profile", headers=auth, timeout=15)
+    assert created.status_code == 201, created.text
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
@@ -305,7 +309,7 @@ def test_the_users_api_keeps_its_contract_along_its_links(start_service, databas
 
     class UsersAlongTheirLinks(schema.as_state_machine()):
         def setup(self):
-            _forget_every_user(session, service.url)
+            _start_from_one_user(session, service.url)
             self.steps: list[dict] = []
 
         def get_call_kwargs(self, case):
