@@ -4,13 +4,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import overload
 
 
-@overload
-def iso_time(moment: datetime | float) -> str: ...
-@overload
-def iso_time(moment: None) -> None: ...
 def iso_time(moment: datetime | float | None) -> str | None:
     """`2026-09-02T08:03:26Z` for a UTC datetime or Unix seconds (rounded down), None for None."""
     if moment is None:

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 MAX_REDIRECT_LENGTH = 2048
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-# Control characters, space and backslash: shapes a browser may read differently from urlsplit.
-_UNSAFE_CHARACTER = re.compile(r"[\x00-\x20\\]")
+# Control characters (DEL too), space and backslash: shapes a browser may read differently from urlsplit.
+_UNSAFE_CHARACTER = re.compile(r"[\x00-\x20\x7f\\]")
 _HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 # scheme://host[:port] then nothing, or a path/query/fragment of printable ASCII minus backslash.
 _REDIRECT = re.compile(r"(https?)://([^/?#:@\\]{1,253})(?::([0-9]{1,5}))?(?:[/?#][!-\[\]-~]*)?", re.ASCII)

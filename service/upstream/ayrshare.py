@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,7 +37,6 @@ log = logging.getLogger(__name__)
 EXPIRY_SKEW_SECONDS = 60  # how much later than asked for a link may claim to expire (clock differences)
 SESSION_FIELDS = ("state", "createdAt", "expiresAt", "useCount", "firstUsedAt", "lastUsedAt")
 SESSION_STATES = frozenset({"pending", "active", "expired", "revoked"})
-_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 
 
 @dataclass(frozen=True)
@@ -79,8 +77,9 @@ class AyrshareClient:
 
     def servable(self, url: str) -> bool:
         """The check every URL passes before it is served, fresh or cached: on an allowed linking host (https unless
-        an http emulator origin is listed), no control characters or spaces, and in the jwt flow exactly one `jwt`."""
-        if not self.link_hosts.allows(url) or _CONTROL_OR_SPACE.search(url):
+        an http emulator origin is listed; `web_origin` refuses control characters and spaces anywhere in the URL),
+        and in the jwt flow exactly one `jwt`."""
+        if not self.link_hosts.allows(url):
             return False
         return self.flow != "jwt" or len(parse_qs(urlsplit(url).query).get("jwt", [])) == 1
 
