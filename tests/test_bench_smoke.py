@@ -42,6 +42,8 @@ def test_cache_hit_serves_only_from_cache_after_warm_up(results_dir):
     # The ratios are the median of interleaved rounds, one bare run and one service run each.
     assert len(data["round_ratios_rps"]) == len(data["runs"]["bare"]) == len(data["runs"]["service"]) >= 3
     assert min(data["round_ratios_rps"]) <= data["ratio_rps"] <= max(data["round_ratios_rps"])
+    # Each round also ran the bare endpoint with its one Redis GET, between the two.
+    assert len(data["round_ratios_rps_bare_redis_get"]) == len(data["runs"]["bare + one Redis GET"]) >= 3
     # Instructions per hit were counted under callgrind for both apps; the service does more than the bare 302.
     assert data["instructions_per_hit"]["service"] > data["instructions_per_hit"]["bare"] > 10_000
 
