@@ -70,7 +70,7 @@ soak: tools install
 image-test: install
 	bash scripts/image-test.sh
 
-## `make test` in a clean Debian container that starts with only Python 3.11 and make (about 6 min).
+## `make test` in a clean Debian container that starts with only Python 3.11 and make (about 15 min on two cores).
 fresh-machine-test:
 	bash scripts/fresh-machine-test.sh
 
