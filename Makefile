@@ -94,7 +94,7 @@ check-deps: install
 	$(BIN)/python scripts/check_pins.py
 	$(BIN)/pip check
 
-## pip-audit over requirements.lock; passes unaudited (and says so) only when no vulnerability service answers.
+## pip-audit over requirements.lock, else PyPI's project JSON for latest releases; unaudited only if nothing answers.
 audit: install
 	$(BIN)/python scripts/audit.py requirements.lock
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,13 +182,68 @@ UNREACHABLE = _done(1, "", "Traceback...\nrequests.exceptions.ConnectionError: H
 SKIPPED = _done(0, json.dumps({"dependencies": [{"name": "requests", "skip_reason": "Dependency not found on PyPI"}]}))
 
 
-def test_no_vulnerability_service_answering_passes_and_says_the_lock_was_not_audited(capsys):
+def _projects(documents: dict[str, dict]):
+    """A stand-in for PyPI's project JSON: name -> document, anything else a 404."""
+
+    def project_json(name: str) -> dict:
+        if name not in documents:
+            raise requests.HTTPError(f"404 for {name}")
+        return documents[name]
+
+    return project_json
+
+
+def _project(latest: str, *advisories: str) -> dict:
+    return {"info": {"version": latest}, "vulnerabilities": [{"id": a, "fixed_in": ["9.9"]} for a in advisories]}
+
+
+def _unreachable(name: str) -> dict:
+    raise requests.ConnectionError("Max retries exceeded")
+
+
+PROBED = {audit.LATEST_PROBE: _project("2.6.1", "PYSEC-2017-94")}
+
+
+def _lock(tmp_path: Path, pins: dict[str, str]) -> str:
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("".join(f"{name}=={version} \\\n    --hash=sha256:{'0' * 64}\n" for name, version in pins.items()))
+    return str(lock)
+
+
+def test_nothing_answering_passes_and_says_the_lock_was_not_audited(capsys):
     run, calls = _runner({"osv": UNREACHABLE, "pypi": SKIPPED})
-    assert audit.main(["requirements.lock"], run) == 0
+    assert audit.main(["requirements.lock"], run, _unreachable) == 0
     out = capsys.readouterr().out
-    assert "vulnerability service unreachable: requirements.lock NOT audited" in out
+    assert "PyPI's project JSON did not answer (ConnectionError): requirements.lock NOT audited" in out
     assert "osv: did not answer" in out and "pypi: answered without the release's data" in out
     assert len(calls) == 2
+
+
+def test_project_json_without_the_probes_advisories_audits_nothing(capsys):
+    run, _ = _runner({"osv": UNREACHABLE, "pypi": SKIPPED})
+    assert audit.main(["requirements.lock"], run, _projects({audit.LATEST_PROBE: _project("2.6.1")})) == 0
+    assert "no advisory for pycrypto's latest release" in capsys.readouterr().out
+
+
+def test_project_json_audits_the_pins_that_are_their_projects_latest_release(tmp_path, capsys):
+    lock = _lock(tmp_path, {"flask": "3.1.3", "redis": "7.4.1", "gone": "1.0"})
+    documents = {**PROBED, "flask": _project("3.1.3"), "redis": _project("8.2.0", "PYSEC-only-in-8")}
+    run, _ = _runner({"osv": UNREACHABLE, "pypi": SKIPPED})
+    assert audit.main([lock], run, _projects(documents)) == 0
+    out = capsys.readouterr().out
+    assert "1 of 3 pins audited" in out and "no known vulnerabilities in the audited pins" in out
+    # an older pin is not judged by the latest release's advisories, either way
+    assert "NOT audited, not their project's latest release: gone 1.0 (no project JSON: HTTPError); redis 7.4.1" in out
+
+
+def test_an_advisory_for_a_pinned_latest_release_fails_the_audit(tmp_path, capsys):
+    lock = _lock(tmp_path, {"flask": "3.1.3"})
+    withdrawn = {"id": "OLD", "withdrawn": "2025-01-01T00:00:00"}
+    flask = {"info": {"version": "3.1.3"}, "vulnerabilities": [withdrawn, {"id": "GHSA-x", "fixed_in": ["3.1.4"]}]}
+    run, _ = _runner({"osv": UNREACHABLE, "pypi": SKIPPED})
+    assert audit.main([lock], run, _projects({**PROBED, "flask": flask})) == 1
+    err = capsys.readouterr().err
+    assert "FAILED" in err and "flask 3.1.3: GHSA-x (fixed in 3.1.4)" in err and "OLD" not in err
 
 
 def test_a_finding_fails_the_audit(capsys):
@@ -206,7 +262,7 @@ def test_a_clean_lock_passes_with_the_first_service_that_works():
 def test_a_service_without_the_probes_advisories_does_not_count_as_working(capsys):
     clean = _done(0, json.dumps({"dependencies": [{"name": "requests", "version": "2.19.1", "vulns": []}]}))
     run, _ = _runner({"osv": clean, "pypi": clean})
-    assert audit.main(["requirements.lock"], run) == 0
+    assert audit.main(["requirements.lock"], run, _unreachable) == 0
     assert "answered with no advisory for requests==2.19.1" in capsys.readouterr().out
 
 
@@ -226,4 +282,5 @@ def test_make_audit_runs_here_and_exits_zero_only_unaudited_or_clean():
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "NOT audited" in result.stdout or "No known vulnerabilities found" in result.stdout
+    audited = ("No known vulnerabilities found", "no known vulnerabilities in the audited pins")
+    assert "NOT audited" in result.stdout or any(line in result.stdout for line in audited)
