@@ -25,7 +25,8 @@ _ORIGIN_ENTRY = re.compile(r"https?://[^/?#@\\]+/?")
 def web_origin(url: str) -> str | None:
     """The normalised origin of an absolute http(s) URL (lower-case host, default port omitted), or None for
     anything else: relative or scheme-relative URLs, other schemes, credentials, malformed ports, wildcards."""
-    if not url or "*" in url or _UNSAFE_CHARACTER.search(url):
+    # ASCII only: lower-casing maps some non-ASCII letters onto ASCII ones (the Kelvin sign onto "k").
+    if not url or not url.isascii() or "*" in url or _UNSAFE_CHARACTER.search(url):
         return None
     try:
         parts = urlsplit(url)
@@ -87,7 +88,7 @@ class RedirectAllowlist:
 
 
 def _origin_of(url: str) -> tuple[str, str, int] | None:
-    match = _REDIRECT.fullmatch(url)
+    match = _REDIRECT.fullmatch(url) if url.isascii() else None  # see web_origin
     if not match:
         return None
     scheme, host, port = match.group(1), match.group(2).lower(), match.group(3)

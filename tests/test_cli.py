@@ -86,6 +86,17 @@ def test_check_config_fails_naming_an_unreachable_redis_and_an_unmigrated_databa
     assert "REDIS-PASSWORD-x1" not in result.stdout + result.stderr
 
 
+def test_check_config_names_a_database_whose_password_has_url_characters_and_never_prints_it(configured, tmp_path):
+    from tests.support.processes import free_port
+
+    port = free_port()
+    env = {**configured, "DATABASE_URL": f"postgresql+psycopg://app:s3cr#t?Pa/ss@127.0.0.1:{port}/ayrshare"}
+    result = _flask(["check-config"], env, tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert f"database: failing (postgresql at 127.0.0.1:{port}/ayrshare does not answer)" in result.stdout.splitlines()
+    assert "s3cr" not in result.stdout + result.stderr and "Pa/ss" not in result.stdout + result.stderr
+
+
 def test_check_config_offline_checks_only_the_settings(configured, tmp_path):
     from tests.support.processes import free_port
 

@@ -230,7 +230,7 @@ def test_sigterm_lets_in_flight_requests_finish_and_leaves_nothing_half_written(
     codec = FernetCodec(derived_cache_key(API_KEY))  # every cached value is a Fernet token
     for key in redis_client.keys("connect:link:v1:*"):
         record = json.loads(codec.decode(redis_client.get(key)))
-        assert set(record) == {"u", "e"} and record["e"] > time.time()
+        assert set(record) == {"k", "u", "e"} and record["k"] == key.decode() and record["e"] > time.time()
 
 
 def test_a_killed_worker_is_replaced_and_other_requests_are_unaffected(start_service, emulator):

@@ -23,6 +23,7 @@ CASES = [
     ("https://app.example.com:abc", None),
     ("https:\\\\evil.example", None),
     ("https://*.example.com", None),
+    ("https://\u212aapp.example.com", None),  # the Kelvin sign lower-cases to an ASCII k
     ("https://app.example.com/\x00", None),
     (" https://app.example.com", None),
     ("https://", None),

@@ -83,6 +83,7 @@ HOSTILE_REDIRECTS = [
     ("null byte", "https://app.example.com\x00.evil.com/"),
     ("unicode dot in host", "https://app.example\u3002com/"),
     ("unicode homograph", "https://аpp.example.com/"),  # Cyrillic 'а'
+    ("Kelvin sign, which lower-cases to k", "https://\u212a.partner.example.org/done"),
     ("fullwidth solidus", "https://evil.com\uff0fapp.example.com"),
     ("IPv6 literal", "https://[::1]/done"),
     ("IP address not listed", "https://127.0.0.1/done"),

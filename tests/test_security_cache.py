@@ -13,7 +13,7 @@ from cryptography.fernet import Fernet
 from service import ConfigError, create_app
 from service.auth import signed_path
 from service.links import FernetCodec
-from tests.conftest import API_KEY, SIGNING_SECRET
+from tests.conftest import API_KEY, INTERNAL_TOKEN, SIGNING_SECRET
 
 RUN_IN_BOTH_LINK_FLOWS = True  # each test that builds the service runs once per AYRSHARE_LINK_FLOW
 
@@ -82,11 +82,48 @@ def test_a_well_encrypted_value_with_a_bad_url_is_still_a_miss(settings_env, emu
     client = create_app({**settings_env, "CACHE_ENCRYPTION_KEY": KEY_1}).test_client()
     client.get(signed_path("alice", SIGNING_SECRET))
     (key,) = [k for k in redis_client.keys("connect:link:v1:*") if not k.endswith((b":lock", b":error"))]
-    forged = FernetCodec(KEY_1).encode(json.dumps({"u": forged_url, "e": time.time() + 3600}).encode())
-    redis_client.set(key, forged, ex=3600)
+    record = {"k": key.decode(), "u": forged_url, "e": time.time() + 3600}  # all but the URL as the service writes
+    redis_client.set(key, FernetCodec(KEY_1).encode(json.dumps(record).encode()), ex=3600)
     answer = client.get(signed_path("alice", SIGNING_SECRET))
     assert answer.status_code == 302 and answer.headers["Location"].startswith(emulator.origin)
     assert emulator.calls() == 2
+
+
+def _cached_keys(redis_client) -> set[bytes]:
+    return {k for k in redis_client.keys("connect:link:v1:*") if not k.endswith((b":lock", b":error"))}
+
+
+def test_another_users_value_copied_under_a_users_key_is_a_miss(settings_env, emulator, redis_client):
+    # Fernet proves the service wrote a value, not for whom: the record names its key, so a copy is not served.
+    from prometheus_client import REGISTRY
+
+    client = create_app(settings_env).test_client()
+    alice_url = client.get(signed_path("alice", SIGNING_SECRET)).headers["Location"]
+    (alice_key,) = _cached_keys(redis_client)
+    client.get(signed_path("bob", SIGNING_SECRET))
+    (bob_key,) = _cached_keys(redis_client) - {alice_key}
+    rejected = REGISTRY.get_sample_value("ayrshare_connect_cache_rejected_total") or 0
+    redis_client.set(bob_key, redis_client.get(alice_key), ex=3600)
+
+    again = client.get(signed_path("bob", SIGNING_SECRET)).headers["Location"]
+    assert again != alice_url and emulator.calls() == 3  # a miss: Bob gets a link of his own
+    assert REGISTRY.get_sample_value("ayrshare_connect_cache_rejected_total") > rejected
+
+
+def test_another_users_index_entry_copied_into_a_users_index_is_not_revoked_with_it(
+    settings_env, emulator, redis_client
+):
+    client = create_app(settings_env).test_client()
+    alice_url = client.get(signed_path("alice", SIGNING_SECRET)).headers["Location"]
+    (alice_index,) = redis_client.keys("connect:user:v1:*:links")
+    client.get(signed_path("bob", SIGNING_SECRET))
+    (bob_index,) = set(redis_client.keys("connect:user:v1:*:links")) - {alice_index}
+    redis_client.hset(bob_index, mapping=redis_client.hgetall(alice_index))
+
+    answer = client.delete("/internal/v1/users/bob/links", headers={"Authorization": f"Bearer {INTERNAL_TOKEN}"})
+    assert answer.status_code == 200 and answer.json["linksDropped"] == 1  # Bob's own link only
+    assert client.get(signed_path("alice", SIGNING_SECRET)).headers["Location"] == alice_url
+    assert emulator.calls() == 2  # Alice's link was neither dropped nor revoked
 
 
 def test_rotation_new_key_first_old_entries_still_read(settings_env, emulator, redis_client):

@@ -9,6 +9,7 @@ import pytest
 from service import create_app
 from service.auth import signed_path
 from tests.conftest import API_KEY, SIGNING_SECRET
+from tests.support.webhook_receiver import WebhookReceiver
 
 RUN_IN_BOTH_LINK_FLOWS = True  # each test that builds the service runs once per AYRSHARE_LINK_FLOW
 
@@ -198,3 +199,15 @@ def test_the_proxy_environment_is_read_once_and_honoured(settings_env, emulator,
     assert emulator.calls() == 0
     assert bypassing.get(signed_path("alice", SIGNING_SECRET)).status_code == 302
     assert emulator.calls() == 1
+
+
+@pytest.mark.parametrize("status", [302, 307, 308])
+def test_a_redirect_from_ayrshare_is_never_followed(settings_env, status):
+    # Followed, it would re-send the Profile-Key and X/Twitter headers, and on a 307/308 the body (in jwt: the private
+    # key), to wherever the answer points.
+    with WebhookReceiver(path="/api") as upstream:
+        upstream.respond_with(status)
+        client = create_app({**settings_env, "AYRSHARE_BASE_URL": upstream.url}).test_client()
+        response = client.get(signed_path("alice", SIGNING_SECRET), headers=JSON)
+        assert response.status_code == 502 and response.json["error"]["code"] == "upstream_malformed"
+        assert [request.path.endswith("/moved") for request in upstream.received] == [False]  # one call, not two

@@ -265,6 +265,18 @@ def test_an_outage_of_the_target_is_retried_with_backoff_then_fails_visibly(data
     assert worker.run_once() == 1 and outbox.get("evt_outage").state == "delivered"
 
 
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_a_failed_delivery_not_followed(database, receiver, status):
+    # Followed, a 301-303 would turn into a GET whose 200 counted the event as delivered though nobody received it.
+    queue_event(database, "evt_moved", give_up_at=utcnow() + timedelta(hours=1))
+    outbox = Outbox(database, max_hours=24)
+    receiver.respond_with(status)
+    assert DeliveryWorker(outbox, Forwarder(receiver.url, FORWARD_SECRET)).run_once() == 0
+    pending = outbox.get("evt_moved")
+    assert pending.state == "pending" and pending.last_error == f"HTTP {status}"
+    assert [r.method for r in receiver.received] == ["POST"]
+
+
 def test_two_deliverers_send_each_event_once(database, receiver):
     for index in range(30):
         queue_event(database, f"evt_{index:04d}")

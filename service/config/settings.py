@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from dotenv import dotenv_values, find_dotenv
 from marshmallow import ValidationError
@@ -147,9 +147,8 @@ class Settings:
             self.jwt_hs256_secret,
             *(self.cache_encryption_key or "").split(","),
             *(self.data_encryption_key or "").split(","),
-            urlsplit(self.redis_url).password if self.redis_url else None,
-            _url_password(self.database_url),
-            urlsplit(self.database_url).password if self.database_url else None,  # as written, percent-encoded
+            *_url_passwords(self.redis_url),
+            *_url_passwords(self.database_url),
             *self.webhook_secrets,
             self.webhook_forward_secret,
         ]
@@ -297,12 +296,13 @@ def default_database_url(data_dir: str) -> str:
     return f"sqlite:///{Path(data_dir).absolute() / 'ayrshare-connect.db'}"
 
 
-def _url_password(url: str) -> str | None:
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return None
-    return unquote(password) if password else None
+def _url_passwords(url: str | None) -> list[str]:
+    """A URL's password as written and percent-decoded. The user info ends at the first "@", as SQLAlchemy reads it:
+    `urlsplit` would end it at a "#", "?" or "/" inside the password, and miss the rest."""
+    _, scheme_sep, rest = (url or "").partition("://")
+    userinfo, at, _ = rest.partition("@")
+    written = userinfo.partition(":")[2] if scheme_sep and at else ""
+    return [written, unquote(written)] if written else []
 
 
 def _check_data_encryption_key(data: dict) -> None:

@@ -72,14 +72,16 @@ class HandedOut:
     def field(self) -> str:
         return _digest(self.session_id or self.cache_key or "")
 
-    def to_json(self) -> bytes:
-        return json.dumps(
-            {"s": self.session_id, "k": self.cache_key, "e": self.expires_at, "c": self.created_at}
-        ).encode()
+    def to_json(self, scope: str) -> bytes:
+        """Names the user scope it belongs to, so an entry copied into another user's index is not read there."""
+        entry = {"o": scope, "s": self.session_id, "k": self.cache_key, "e": self.expires_at, "c": self.created_at}
+        return json.dumps(entry).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> HandedOut:
+    def from_json(cls, data: bytes, scope: str) -> HandedOut:
         item = json.loads(data)
+        if item["o"] != scope:
+            raise ValueError("an index entry of another user")
         return cls(item["s"], item["k"], float(item["e"]), float(item["c"]))
 
 
@@ -138,10 +140,10 @@ class RedisLinkStore:
         return cls(redis_client_from_url(url, timeout), codec, on_rejected=on_rejected)
 
     def read(self, key: str) -> Record | None:
-        return self._decode(self._call(self.client.get, key))
+        return self._decode(key, self._call(self.client.get, key))
 
-    def _decode(self, raw: bytes | None) -> Record | None:
-        record = _decode_record(self.codec, raw)
+    def _decode(self, key: str, raw: bytes | None) -> Record | None:
+        record = _decode_record(self.codec, key, raw)
         if raw is not None and record is None:
             self.on_rejected()
         return record
@@ -152,7 +154,7 @@ class RedisLinkStore:
         pipe.get(key)
         pipe.get(f"{key}:error")
         raw, marker = self._call(pipe.execute)
-        return self._decode(raw), marker.decode() if marker else None
+        return self._decode(key, raw), marker.decode() if marker else None
 
     def write(self, key: str, link: Link, ttl_seconds: float) -> bool:
         """Cache the link and add it to its user's index; False when its session was revoked meanwhile (not kept).
@@ -163,11 +165,11 @@ class RedisLinkStore:
         scope = scope_of(key)
         handed_out = HandedOut(link.session_id, key, link.expires_at, time.time())
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(_index_key(scope), handed_out.field, self.codec.encode(handed_out.to_json()))
+        pipe.hset(_index_key(scope), handed_out.field, self.codec.encode(handed_out.to_json(scope)))
         pipe.expire(_index_key(scope), INDEX_TTL_SECONDS)
-        pipe.set(
-            key, self.codec.encode(json.dumps({"u": link.url, "e": link.expires_at}).encode()), px=_ms(ttl_seconds)
-        )
+        # The record names its key: Fernet proves the service wrote a value, not for which user it was written.
+        record = json.dumps({"k": key, "u": link.url, "e": link.expires_at}).encode()
+        pipe.set(key, self.codec.encode(record), px=_ms(ttl_seconds))
         if link.session_id:
             pipe.exists(_tombstone_key(scope, link.session_id))
         results = self._call(pipe.execute)
@@ -182,14 +184,14 @@ class RedisLinkStore:
     def remember(self, scope: str, handed_out: HandedOut) -> None:
         """Add an uncached link (e.g. one sent by email) to the user's index."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(_index_key(scope), handed_out.field, self.codec.encode(handed_out.to_json()))
+        pipe.hset(_index_key(scope), handed_out.field, self.codec.encode(handed_out.to_json(scope)))
         pipe.expire(_index_key(scope), INDEX_TTL_SECONDS)
         self._call(pipe.execute)
 
     def handed_out(self, scope: str) -> list[HandedOut]:
         """The user's links that have not expired, oldest first."""
         raw = self._call(self.client.hgetall, _index_key(scope))
-        return _live(_decode_index(self.codec, raw.values()))
+        return _live(_decode_index(self.codec, scope, raw.values()))
 
     def drop(self, scope: str, links: list[HandedOut]) -> None:
         """Tombstone the sessions, then delete the cached links (the order `write` relies on)."""
@@ -415,21 +417,24 @@ def _live(items: list[HandedOut]) -> list[HandedOut]:
     return sorted((item for item in items if item.expires_at > now), key=lambda item: item.created_at)
 
 
-def _decode_index(codec: Codec, values) -> list[HandedOut]:
+def _decode_index(codec: Codec, scope: str, values) -> list[HandedOut]:
     items = []
     for raw in values:
         try:
-            items.append(HandedOut.from_json(codec.decode(raw)))
-        except Exception:  # noqa: BLE001, S112 - an unreadable entry (old format, rotated-out key) is skipped
+            items.append(HandedOut.from_json(codec.decode(raw), scope))
+        except Exception:  # noqa: BLE001, S112 - an unreadable entry (old format, rotated-out key, another user's)
             continue
     return items
 
 
-def _decode_record(codec: Codec, raw: bytes | None) -> Record | None:
+def _decode_record(codec: Codec, key: str, raw: bytes | None) -> Record | None:
+    """The record stored under `key`; None for an unreadable one or one written for another key (a miss)."""
     if raw is None:
         return None
     try:
         record = json.loads(codec.decode(raw))
+        if record["k"] != key:
+            return None
         return str(record["u"]), float(record["e"])
     except Exception:  # noqa: BLE001 - an unreadable entry (old format, wrong key) is a miss, not an outage
         return None

@@ -147,8 +147,15 @@ class AyrshareTransport:
         retries_left = dict(RETRIES) if retry else dict.fromkeys(RETRIES, 0)
         for attempt in itertools.count():
             try:
+                # Never followed: requests would re-send the Profile-Key, the X/Twitter keys and (on a 307) the
+                # private key in the body to wherever the answer points.
                 response = self.session.request(
-                    method, url, json=body, headers=headers, timeout=(connect_timeout, read_timeout)
+                    method,
+                    url,
+                    json=body,
+                    headers=headers,
+                    timeout=(connect_timeout, read_timeout),
+                    allow_redirects=False,
                 )
             except requests.RequestException as error:
                 kind, outcome, wait = _fault_kind(error), error, _backoff(attempt)
@@ -184,6 +191,11 @@ def _answer_of(response: requests.Response) -> dict:
         raise RateLimitedUpstream(wait if wait else RATE_LIMIT_HOLD_SECONDS)
     if response.status_code >= 500:
         raise UpstreamUnavailable()
+    if 300 <= response.status_code < 400:
+        log.warning(
+            "ayrshare answered with a redirect; check AYRSHARE_BASE_URL", extra={"http_status": response.status_code}
+        )
+        raise MalformedAnswer("redirect")
     try:
         answer = response.json()
     except ValueError:

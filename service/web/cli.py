@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import click
 from flask import Flask, current_app
+from sqlalchemy.engine import make_url
 
 from ..auth import signed_path
 from ..config.settings import invoked_from_flask_cli
@@ -62,8 +61,8 @@ def init_app(app: Flask) -> None:
 
 def database_address(url: str) -> str:
     """Which database a URL names, for messages: the SQLite file, or dialect, host, port and name; never a password."""
-    parts = urlsplit(url)
-    dialect = parts.scheme.partition("+")[0]
+    parts = make_url(url)  # SQLAlchemy's own reading of the URL, the one the engine connects with
+    dialect = parts.get_backend_name()
     if dialect == "sqlite":
-        return f"sqlite at {url.partition(':///')[2].partition('?')[0]}"
-    return f"{dialect} at {parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+        return f"sqlite at {parts.database}"
+    return f"{dialect} at {parts.host or 'localhost'}:{parts.port or 5432}/{parts.database or ''}"

@@ -52,8 +52,14 @@ class Forwarder:
     def send(self, delivery: Delivery) -> None:
         body = json.dumps(delivery.payload(), separators=(",", ":"))
         try:
+            # A redirect is not followed: after a 301-303 requests would GET the new address, and its 2xx would count an
+            # event as delivered that the team's app never received.
             answer = self.session.post(
-                self.url, data=body.encode(), headers=self.headers_for(delivery, body), timeout=TIMEOUT_SECONDS
+                self.url,
+                data=body.encode(),
+                headers=self.headers_for(delivery, body),
+                timeout=TIMEOUT_SECONDS,
+                allow_redirects=False,
             )
         except requests.Timeout:
             raise ForwardFailed("timeout") from None

@@ -136,4 +136,6 @@ class WebhookReceiver:
         if answer == HANG:
             time.sleep(HANG_SECONDS)
             answer = 200
-        return Response("ok", status=int(answer))(environ, start_response)
+        # A scripted 3xx points back at this receiver, so a client that follows it would get a 200 here.
+        moved = {"Location": f"{self.url}/moved"} if 300 <= int(answer) < 400 else None
+        return Response("ok", status=int(answer), headers=moved)(environ, start_response)
