@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from service import create_app
@@ -54,3 +57,45 @@ def test_a_known_user_keeps_connecting_while_the_database_is_down(settings_env, 
     proxy.restore()
     assert client.get("/internal/v1/users", headers=AUTH).status_code == 200  # the pool reconnects by itself
     assert client.get("/readyz").status_code == 200
+
+
+@pytest.fixture
+def postgres_app(settings_env, emulator, postgres_url):
+    database = Database(postgres_url)
+    database.upgrade()
+    database.engine.dispose()
+    app = create_app({**settings_env, "DATABASE_URL": postgres_url})
+    yield app, database
+    app.extensions["database"].engine.dispose()
+    database.engine.dispose()
+
+
+def test_a_table_locked_by_someone_else_is_a_503_within_seconds_not_a_hang(postgres_app):
+    from service.profiles.database import LOCK_TIMEOUT_MS
+
+    app, database = postgres_app
+    with database.engine.connect() as holder:  # a migration or an admin session holding the table
+        holder.execute(text("LOCK TABLE users IN ACCESS EXCLUSIVE MODE"))
+        started = time.monotonic()
+        answer = app.test_client().get("/internal/v1/users", headers=AUTH)
+        waited = time.monotonic() - started
+        holder.rollback()
+    assert answer.status_code == 503 and answer.json["error"]["code"] == "database_unavailable"
+    assert LOCK_TIMEOUT_MS / 1000 <= waited < LOCK_TIMEOUT_MS / 1000 + 3
+    assert app.test_client().get("/internal/v1/users", headers=AUTH).status_code == 200  # the lock gone: served
+
+
+def test_every_pooled_connection_in_use_is_a_503_not_a_500(postgres_app):
+    from service.profiles.database import POOL_OVERFLOW, POOL_SIZE
+
+    app, _ = postgres_app
+    engine = app.extensions["database"].engine
+    held = [engine.connect() for _ in range(POOL_SIZE + POOL_OVERFLOW)]
+    try:
+        answer = app.test_client().get("/internal/v1/users", headers=AUTH)
+        assert answer.status_code == 503 and answer.json["error"]["code"] == "database_unavailable"
+        assert app.test_client().get("/readyz").json["checks"]["database"] == "failing"
+    finally:
+        for connection in held:
+            connection.close()
+    assert app.test_client().get("/internal/v1/users", headers=AUTH).status_code == 200

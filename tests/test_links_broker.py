@@ -11,6 +11,7 @@ from service.errors import UpstreamRefused, UpstreamTimeout
 from service.links import LinkBroker
 from service.links.store import RedisLinkStore
 from service.upstream import Link
+from tests.support.tcp_proxy import TcpProxy
 
 
 @pytest.fixture
@@ -60,6 +61,45 @@ def test_waiters_of_a_new_attempt_wait_for_it_past_an_earlier_holders_failure(st
     link = broker(store).get_link("k", lambda deadline: pytest.fail("a waiter must not call upstream"))
     thread.join()
     assert link.source == "shared" and link.url.endswith("new")
+
+
+def test_an_earlier_holders_marker_expiring_is_not_news_of_a_new_failure(store):
+    from service.links.broker import ERROR_MARKER_SECONDS
+
+    def refused(deadline):
+        raise UpstreamRefused("Ayrshare rejected the API key: check AYRSHARE_API_KEY.", code="bad_api_key")
+
+    with pytest.raises(UpstreamRefused):
+        broker(store).get_link("k", refused)
+    second_holder = store.lock("k", ttl_seconds=30)
+    assert second_holder.acquire()
+
+    def second_holder_outlives_the_marker():
+        time.sleep(ERROR_MARKER_SECONDS + 0.5)
+        store.write("k", Link("https://profile.ayrshare.com/?jwt=new", time.time() + 300), ttl_seconds=200)
+        second_holder.release()
+
+    thread = threading.Thread(target=second_holder_outlives_the_marker)
+    thread.start()
+    link = broker(store).get_link("k", lambda deadline: pytest.fail("a waiter must not call upstream"))
+    thread.join()
+    assert link.source == "shared" and link.url.endswith("new")
+
+
+def test_a_lock_whose_reply_came_too_late_is_still_its_holders(redis_url, redis_client):
+    # redis-py repeats a command that timed out. When the first SET NX did land, the repeat finds the key taken by
+    # our own token: that is our lock, not a rival's to wait out for its whole TTL.
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    proxy = TcpProxy("127.0.0.1", port)
+    try:
+        store = RedisLinkStore.from_url(f"redis://127.0.0.1:{proxy.port}/0", timeout=0.25)
+        proxy.delay_reply_to(b"k:lock", 0.4)
+        started = time.monotonic()
+        link = broker(store, lock_ttl=10).get_link("k", lambda deadline: fresh_link())
+        assert link.source == "upstream" and time.monotonic() - started < 3
+        assert not redis_client.exists("k:lock") and redis_client.exists("k")  # stored, and the lock freed
+    finally:
+        proxy.close()
 
 
 def test_the_fetch_lock_is_held_by_one_holder_at_a_time_and_freed_by_it(store, redis_client):
@@ -144,6 +184,17 @@ def test_links_fetched_while_the_store_is_down_are_not_kept(redis_url):
         links.store._down_until = 0  # skip the retry interval: every request tries the store again
     assert len(calls) == 2  # documented: while Redis is down, requests are answered by calling Ayrshare
     server.stop()
+
+
+def test_a_holder_stores_its_link_and_frees_its_lock_though_another_request_saw_redis_fail(store, redis_client):
+    # One request's Redis timeout starts the worker's retry interval; the holder that called Ayrshare meanwhile must
+    # still leave its link and free its lock, or waiters in other workers wait out the lock and call again.
+    def fetch_while_another_request_fails(deadline):
+        store._down_until = time.monotonic() + 5  # what another thread's timeout does in the meantime
+        return fresh_link()
+
+    assert broker(store).get_link("k", fetch_while_another_request_fails).source == "upstream"
+    assert redis_client.exists("k") and not redis_client.exists("k:lock")
 
 
 def test_the_holder_stores_its_link_and_frees_the_lock(store, redis_client):

@@ -200,6 +200,51 @@ def test_a_taken_title_gets_a_suffix_not_a_second_profile_for_the_user(make_clie
     assert client.get("/internal/v1/users/taken", headers=AUTH).json["title"] == titles[1]
 
 
+def test_an_ayrshare_that_refuses_the_connection_leaves_no_claim_behind(make_client, emulator):
+    # No connection, no request: nothing can have been created, so the next click (Ayrshare back) creates the
+    # profile instead of being told an operator must act.
+    from tests.support.processes import free_port
+
+    unreachable = make_client(PROFILE_AUTO_CREATE="true", AYRSHARE_BASE_URL=f"http://127.0.0.1:{free_port()}/api")
+    answer = unreachable.get(signed("early"), headers={"Accept": "application/json"})
+    assert answer.status_code == 503 and answer.json["error"]["code"] == "upstream_unavailable"
+    assert unreachable.get("/internal/v1/users/early", headers=AUTH).status_code == 404  # no claim kept
+    assert make_client(PROFILE_AUTO_CREATE="true").get(signed("early")).status_code == 302
+    assert emulator.created_profiles()["count"] == 1
+
+
+def test_a_claim_released_by_an_operator_during_a_title_retry_is_a_503_not_a_500(make_client, emulator, monkeypatch):
+    from service.profiles.directory import Directory
+
+    new_key(emulator, "retaken")
+    retitle = Directory.retitle
+
+    def released_by_an_operator_first(self, claim, title, lease_seconds):
+        self.release(claim)  # `flask profiles release` at this moment
+        return retitle(self, claim, title, lease_seconds)
+
+    monkeypatch.setattr(Directory, "retitle", released_by_an_operator_first)
+    answer = make_client(PROFILE_AUTO_CREATE="true").get(signed("retaken"), headers={"Accept": "application/json"})
+    assert answer.status_code == 503 and answer.json["error"]["code"] == "profile_creation_in_progress"
+    assert emulator.created_profiles()["count"] == 1  # the dashboard's own: the duplicate title created nothing
+
+
+def test_a_key_the_database_would_not_store_leaves_the_claim_pending_as_not_stored(make_client, emulator, monkeypatch):
+    from service.profiles import DatabaseDown
+    from service.profiles.directory import Directory
+
+    def refused(*args, **kwargs):
+        raise DatabaseDown()  # the write of the key fails every time; the database is otherwise up
+
+    monkeypatch.setattr(Directory, "complete", refused)
+    client = make_client(PROFILE_AUTO_CREATE="true")
+    answer = client.get(signed("unstored"), headers={"Accept": "application/json"})
+    assert answer.status_code == 503 and answer.json["error"]["code"] == "database_unavailable"
+    directory = client.application.extensions["users"].directory
+    assert [(r.user, r.state, r.pending_reason) for r in directory.pending()] == [("unstored", "pending", "not_stored")]
+    assert emulator.created_profiles()["count"] == 1
+
+
 def test_the_hourly_creation_cap_answers_429_with_its_code(make_client, emulator):
     client = make_client(PROFILE_AUTO_CREATE="true", PROFILE_CREATE_MAX_PER_HOUR="1")
     assert client.get(signed("capped1")).status_code == 302

@@ -211,3 +211,17 @@ def test_a_redirect_from_ayrshare_is_never_followed(settings_env, status):
         response = client.get(signed_path("alice", SIGNING_SECRET), headers=JSON)
         assert response.status_code == 502 and response.json["error"]["code"] == "upstream_malformed"
         assert [request.path.endswith("/moved") for request in upstream.received] == [False]  # one call, not two
+
+
+@pytest.mark.parametrize("headers", [{"Retry-After": "0"}, {"x-ratelimit-reset": "1000"}], ids=["zero", "past reset"])
+def test_a_429_that_says_retry_now_holds_the_link_off_for_a_second_not_five_minutes(
+    settings_env, redis_client, headers
+):
+    with WebhookReceiver(path="/api") as upstream:
+        upstream.respond_with((429, headers))
+        client = create_app({**settings_env, "AYRSHARE_BASE_URL": upstream.url}).test_client()
+        response = client.get(signed_path("alice", SIGNING_SECRET), headers=JSON)
+    assert response.status_code == 503 and response.json["error"]["code"] == "upstream_rate_limited"
+    assert response.headers["Retry-After"] == "1"
+    (marker,) = redis_client.keys("connect:link:v1:*:error")
+    assert 0 < redis_client.pttl(marker) <= 1000

@@ -119,7 +119,8 @@ class LinkBroker:
                             _release(lock)
                         return self._stale_or_raise(key, held)
                 link = self._usable(record, self.min_remaining)
-                if link is not None or (marker != first_marker):
+                # A new marker is a holder's news; the earlier one expiring (None) is not.
+                if link is not None or (marker is not None and marker != first_marker):
                     if acquired:
                         _release(lock)
                     if link is not None:
@@ -136,27 +137,29 @@ class LinkBroker:
             raise AssertionError("unreachable")  # the loop returns or raises
         except StoreUnavailable:
             self.on_event("redis_error")
-            return self._fetch_and_keep(key, fetch, deadline, source="direct")
+            return self._fetch(key, fetch, deadline, holder=False)
 
     def _fetch_as_holder(self, key: str, lock: FetchLock, fetch: Fetch, deadline: float) -> Link:
         try:
-            return self._fetch_and_keep(key, fetch, deadline, source="upstream")
+            return self._fetch(key, fetch, deadline, holder=True)
         finally:
             _release(lock)
 
-    def _fetch_and_keep(self, key: str, fetch: Fetch, deadline: float, source: str) -> Link:
-        """Our own call to Ayrshare; a new link is stored, a failure leaves a marker for the waiters."""
+    def _fetch(self, key: str, fetch: Fetch, deadline: float, holder: bool) -> Link:
+        """Our own call to Ayrshare. The lock's holder stores a new link, or leaves a marker of its failure for the
+        waiters; without the lock (Redis down) nothing is written."""
         try:
-            link = replace(fetch(deadline), source=source)
+            link = replace(fetch(deadline), source="upstream" if holder else "direct")
         except _UPSTREAM_FAILURES as error:
             hold = getattr(error, "hold_seconds", None)  # a 429: the marker holds every caller off until it ends
             fields = {**error.public_fields(), "attempt": secrets.token_hex(8)}
             if hold:
                 fields["hold_until"] = time.time() + hold
-            self._quietly(self.store.write_marker, key, json.dumps(fields), hold or ERROR_MARKER_SECONDS)
+            if holder:
+                self._quietly(self.store.write_marker, key, json.dumps(fields), hold or ERROR_MARKER_SECONDS)
             return self._stale_or_raise(key, error)
         ttl = link.remaining() - self.stale_min  # kept while it can still serve as a stale link
-        if ttl > 0:
+        if holder and ttl > 0:
             self._quietly(self.store.write, key, link, ttl)
         return link
 

@@ -3,7 +3,8 @@
 Both keep a link record under its cache key with a TTL, a short-lived failure marker beside it, a fetch lock per key
 (redis-py's `Lock` on Redis), and per user the index of links handed out (so they can be dropped and revoked) with
 tombstones for revoked sessions. Any Redis error raises `StoreUnavailable`, after which the store is skipped for
-`retry_interval` seconds, so a dead or paused Redis costs one timeout per interval instead of one per request.
+`retry_interval` seconds (but for a lock holder's writes), so a dead or paused Redis costs one timeout per interval
+instead of one per request.
 """
 
 from __future__ import annotations
@@ -172,14 +173,14 @@ class RedisLinkStore:
         pipe.set(key, self.codec.encode(record), px=_ms(ttl_seconds))
         if link.session_id:
             pipe.exists(_tombstone_key(scope, link.session_id))
-        results = self._call(pipe.execute)
+        results = self._call(pipe.execute, always=True)
         if link.session_id and results[-1]:
-            self._call(self.client.delete, key)
+            self._call(self.client.delete, key, always=True)
             return False
         return True
 
     def write_marker(self, key: str, marker: str, ttl_seconds: float) -> None:
-        self._call(self.client.set, f"{key}:error", marker, px=_ms(ttl_seconds))
+        self._call(self.client.set, f"{key}:error", marker, px=_ms(ttl_seconds), always=True)
 
     def remember(self, scope: str, handed_out: HandedOut) -> None:
         """Add an uncached link (e.g. one sent by email) to the user's index."""
@@ -219,8 +220,10 @@ class RedisLinkStore:
         except redis.RedisError:
             return False
 
-    def _call(self, func, *args, **kwargs):
-        if time.monotonic() < self._down_until:
+    def _call(self, func, *args, always: bool = False, **kwargs):
+        """`func` with Redis errors as `StoreUnavailable`; skipped inside the retry interval unless `always` (the lock
+        holder's writes and release: Redis answered its lock moments ago, and waiters elsewhere wait for them)."""
+        if not always and time.monotonic() < self._down_until:
             raise StoreUnavailable()
         try:
             return func(*args, **kwargs)
@@ -236,16 +239,27 @@ class _RedisFetchLock:
 
     def __init__(self, store: RedisLinkStore, lock: redis.lock.Lock):
         self._store, self._lock = store, lock
+        self._token = secrets.token_hex(16).encode()
+        self._held = False
 
     def acquire(self) -> bool:
-        return bool(self._store._call(self._lock.acquire, blocking=False))
+        self._held = bool(self._store._call(self._acquire))
+        return self._held
+
+    def _acquire(self) -> bool:
+        # redis-py repeats a command that timed out: if the first SET NX landed, the repeat finds our own token.
+        if self._lock.acquire(blocking=False, token=self._token):
+            return True
+        return self._store.client.get(self._lock.name) == self._token
 
     def release(self) -> None:
-        self._store._call(self._release_if_ours)
+        if self._held:
+            self._held = False
+            self._store._call(self._release_if_ours, always=True)
 
     def _release_if_ours(self) -> None:
         with contextlib.suppress(LockError):  # expired (and perhaps taken over): nothing of ours left to free
-            self._lock.release()
+            self._lock.do_release(self._token)
 
 
 def redis_client_from_url(url: str, timeout: float):

@@ -22,6 +22,7 @@ from sqlalchemy.exc import (
     OperationalError,
     ProgrammingError,
 )
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import ConfigError
@@ -36,6 +37,10 @@ MIGRATIONS = str(Path(__file__).with_name("migrations"))
 # The migrations this code knows, oldest first, so a worker's health check needs no Alembic in memory (~11 MiB);
 # tests/test_directory.py checks the list against Alembic's own history.
 REVISIONS = ("0001", "0002")
+LOCK_TIMEOUT_MS = 2000  # PostgreSQL: how long a statement waits for a lock (a migration, a stuck admin session)
+STATEMENT_TIMEOUT_MS = 5000  # PostgreSQL: the longest any of the directory's statements may run
+POOL_SIZE, POOL_OVERFLOW = 5, 10  # PostgreSQL connections per worker: kept open, and opened on demand beyond them
+POOL_TIMEOUT_SECONDS = 5  # how long a request waits for a free pooled connection
 
 
 class DatabaseDown(UpstreamUnavailable):
@@ -66,8 +71,15 @@ class Database:
         else:
             if parsed.drivername == "postgresql":  # the driver we ship and pin
                 url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+            # A held lock or a stuck query ends in seconds as a 503, not a request hanging for as long as it lasts.
+            limits = f"-c lock_timeout={LOCK_TIMEOUT_MS} -c statement_timeout={STATEMENT_TIMEOUT_MS}"
             self.engine = create_engine(
-                url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args={"connect_timeout": int(timeout)}
+                url,
+                pool_pre_ping=True,
+                pool_size=POOL_SIZE,
+                max_overflow=POOL_OVERFLOW,
+                pool_timeout=POOL_TIMEOUT_SECONDS,
+                connect_args={"connect_timeout": int(timeout), "options": limits},
             )
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -79,6 +91,9 @@ class Database:
                 yield session
         except IntegrityError:
             raise  # a constraint said no: the caller decides what that means
+        except PoolTimeout:
+            log.warning("database unavailable", extra={"error_type": "PoolTimeout"})  # every connection stuck in use
+            raise DatabaseDown() from None
         except (OperationalError, InterfaceError, ProgrammingError) as error:
             if _is_missing_table(error):
                 raise NotMigrated() from None
@@ -92,6 +107,8 @@ class Database:
         try:
             with self.engine.connect() as connection:
                 current = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except PoolTimeout:
+            return "failing"
         except DBAPIError as error:
             if _is_missing_table(error):
                 return "not_migrated"
@@ -111,6 +128,9 @@ class Database:
         from alembic import command
 
         with self.engine.begin() as connection:
+            if self.dialect == "postgresql":  # a migration may wait for locks and run long; requests may not
+                connection.execute(text("SET LOCAL lock_timeout = 0"))
+                connection.execute(text("SET LOCAL statement_timeout = 0"))
             config = alembic_config()
             config.attributes["connection"] = connection
             command.upgrade(config, revision)

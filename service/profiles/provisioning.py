@@ -106,10 +106,14 @@ class Provisioner:
                         code="profile_title_taken",
                     ) from None
                 title = f"{claim.title.split(' ~')[0]} ~{secrets.token_hex(3)}"
-                claim = self.directory.retitle(claim, title, self.lease_seconds)
+                try:
+                    claim = self.directory.retitle(claim, title, self.lease_seconds)
+                except LostClaim:  # an operator released the claim meanwhile; nothing was created
+                    raise CreationInProgress(retry_after=1) from None
                 continue
             except (UpstreamTimeout, UpstreamUnavailable, MalformedAnswer) as error:
-                if not sent or getattr(error, "code", "") == "upstream_rate_limited":
+                never_asked = not sent or not getattr(error, "request_sent", True)  # not called, or no connection
+                if never_asked or getattr(error, "code", "") == "upstream_rate_limited":
                     self.directory.release(claim)  # never asked, or refused with a 429: nothing was created
                     raise
                 # The request left and no answer came back: a profile may exist that only Ayrshare's dashboard
@@ -153,6 +157,7 @@ class Provisioner:
         return created.profile_key
 
     def _not_stored(self, claim: Claim, created) -> None:
+        self._mark(claim, "not_stored")  # when the database takes even that; else the lease expiring tells the same
         self.on_event("not_stored")
         log.error(
             "profile created at Ayrshare but its key was not stored; claim kept for an operator",

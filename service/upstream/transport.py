@@ -145,6 +145,7 @@ class AyrshareTransport:
         if read_timeout < 0.1:  # the request spent its time waiting for another caller's attempt
             raise UpstreamTimeout()
         retries_left = dict(RETRIES) if retry else dict.fromkeys(RETRIES, 0)
+        reached = False  # whether any attempt got as far as sending the request
         for attempt in itertools.count():
             try:
                 # Never followed: requests would re-send the Profile-Key, the X/Twitter keys and (on a 307) the
@@ -159,6 +160,7 @@ class AyrshareTransport:
                 )
             except requests.RequestException as error:
                 kind, outcome, wait = _fault_kind(error), error, _backoff(attempt)
+                reached = reached or kind != "connect"
             else:
                 if response.status_code not in RETRY_STATUSES:
                     return response
@@ -168,7 +170,9 @@ class AyrshareTransport:
             if attempt + 1 >= MAX_ATTEMPTS or not retries_left[kind] or out_of_time:
                 if isinstance(outcome, requests.Response):
                     return outcome
-                raise _transport_error(outcome) from None
+                failure = _transport_error(outcome)
+                failure.request_sent = reached  # False: no connection was ever made, so Ayrshare saw nothing
+                raise failure from None
             retries_left[kind] -= 1
             time.sleep(wait)
         raise AssertionError("unreachable")  # the loop returns or raises
@@ -188,7 +192,8 @@ class RateLimitedUpstream(UpstreamUnavailable):
 def _answer_of(response: requests.Response) -> dict:
     if response.status_code == 429:
         wait = _rate_limit_wait(response.headers)
-        raise RateLimitedUpstream(wait if wait else RATE_LIMIT_HOLD_SECONDS)
+        # "Retry now" (0, or a reset already past) still holds for a second: every 429 counts toward a suspension.
+        raise RateLimitedUpstream(RATE_LIMIT_HOLD_SECONDS if wait is None else max(wait, 1.0))
     if response.status_code >= 500:
         raise UpstreamUnavailable()
     if 300 <= response.status_code < 400:

@@ -1,10 +1,12 @@
-"""A TCP forwarder in a thread that a test can cut, to make a real server unreachable (a network outage)."""
+"""A TCP forwarder in a thread that a test can cut, to make a real server unreachable (a network outage), or slow
+down one answer."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
+import time
 
 
 class TcpProxy:
@@ -17,7 +19,14 @@ class TcpProxy:
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._open = True
+        self._delay: tuple[bytes, float] | None = None
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def delay_reply_to(self, marker: bytes, seconds: float) -> None:
+        """Hold back the answer to the next request whose bytes contain `marker` by `seconds` (once); the request
+        itself goes through at once."""
+        with self._lock:
+            self._delay = (marker, seconds)
 
     def cut(self) -> None:
         with self._lock:
@@ -52,13 +61,20 @@ class TcpProxy:
                     client.close()
                     continue
                 self._sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            hold = [0.0]  # seconds the next answer on this connection waits
+            for source, sink, outbound in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(source, sink, outbound, hold), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, outbound: bool, hold: list[float]) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                if outbound:
+                    with self._lock:
+                        if self._delay and self._delay[0] in data:
+                            hold[0], self._delay = self._delay[1], None
+                elif hold[0]:
+                    time.sleep(hold[0])
+                    hold[0] = 0.0
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)

@@ -68,7 +68,7 @@ class WebhookReceiver:
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._received: list[ReceivedRequest] = []
-        self._script: deque[int | str] = deque()
+        self._script: deque[int | str | tuple[int, dict[str, str]]] = deque()
         self.default_status = 200
         # port 0 is any free one; a given port lets a test bring a receiver up where an outage left nothing listening
         self._server = make_server("127.0.0.1", port, self._app, threaded=True)
@@ -93,8 +93,9 @@ class WebhookReceiver:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def respond_with(self, *answers: int | str) -> None:
-        """Answer the next requests with these statuses (or HANG) in order; `default_status` afterwards."""
+    def respond_with(self, *answers: int | str | tuple[int, dict[str, str]]) -> None:
+        """Answer the next requests with these statuses, (status, headers) or HANG in order; `default_status`
+        afterwards."""
         with self._lock:
             self._script.extend(answers)
 
@@ -136,6 +137,7 @@ class WebhookReceiver:
         if answer == HANG:
             time.sleep(HANG_SECONDS)
             answer = 200
-        # A scripted 3xx points back at this receiver, so a client that follows it would get a 200 here.
-        moved = {"Location": f"{self.url}/moved"} if 300 <= int(answer) < 400 else None
-        return Response("ok", status=int(answer), headers=moved)(environ, start_response)
+        status, headers = answer if isinstance(answer, tuple) else (int(answer), {})
+        if 300 <= status < 400:  # points back at this receiver: a client that follows it gets a 200 here
+            headers = {"Location": f"{self.url}/moved", **headers}
+        return Response("ok", status=status, headers=headers)(environ, start_response)
