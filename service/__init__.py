@@ -217,7 +217,7 @@ def _unconfigured_app(error: ConfigError) -> Flask:
     import click
     from flask import Flask
 
-    from .web import cli, profiles_cli, webhooks_cli
+    from .web import cli, openapi, profiles_cli, webhooks_cli
 
     def refuse(**_: object) -> None:
         _exit_with(error)
@@ -233,6 +233,7 @@ def _unconfigured_app(error: ConfigError) -> Flask:
 
     app = Flask(__name__)
     cli.init_app(app)
+    openapi.init_app(app)
     profiles_cli.init_app(app)
     webhooks_cli.init_app(app)
     app.cli.commands = {name: unconfigured(command) for name, command in app.cli.commands.items()}

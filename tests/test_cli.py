@@ -24,7 +24,7 @@ def _flask(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Comple
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["check-config"], ["sign-url"], ["db"], ["db", "upgrade"], ["profiles"], ["profiles", "pending"]],
+    [[], ["check-config"], ["sign-url"], ["db"], ["db", "upgrade"], ["profiles"], ["profiles", "pending"], ["openapi"]],
     ids=lambda command: " ".join(command) or "flask",
 )
 def test_help_works_without_any_configuration(command, tmp_path):
@@ -35,7 +35,7 @@ def test_help_works_without_any_configuration(command, tmp_path):
 
 def test_the_top_level_help_lists_every_command_without_configuration(tmp_path):
     listed = _flask(["--help"], {}, tmp_path).stdout
-    for command in ("check-config", "sign-url", "db", "profiles"):
+    for command in ("check-config", "sign-url", "db", "profiles", "webhooks", "openapi"):
         assert f"  {command} " in listed
 
 
@@ -112,3 +112,11 @@ def test_check_config_without_redis_says_there_is_nothing_to_reach(configured, t
     result = _flask(["check-config"], env, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "cache: in-process (REDIS_URL is not set), nothing to reach" in result.stdout.splitlines()
+
+
+def test_sign_url_refuses_a_lifetime_the_service_would_refuse(configured, tmp_path):
+    refused = _flask(["sign-url", "alice", "--ttl", "3600"], configured, tmp_path)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "must be 1 to SIGNED_LINK_MAX_TTL_SECONDS (900)" in refused.stderr
+    longest = _flask(["sign-url", "alice", "--ttl", "900"], configured, tmp_path)
+    assert longest.returncode == 0 and longest.stdout.startswith("/connect/alice?")

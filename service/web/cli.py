@@ -16,7 +16,12 @@ __all__ = ["init_app", "invoked_from_flask_cli"]
 def init_app(app: Flask) -> None:
     @app.cli.command("sign-url")
     @click.argument("user")
-    @click.option("--ttl", default=300, show_default=True, help="Seconds the link stays valid.")
+    @click.option(
+        "--ttl",
+        default=300,
+        show_default=True,
+        help="Seconds the link stays valid (at most SIGNED_LINK_MAX_TTL_SECONDS).",
+    )
     @click.option("--base-url", default="", help="Prefix such as https://connect.example.com.")
     @click.option("--redirect", default=None, help="A 'redirect' for the link, signed with it.")
     @click.option("--allowed-social", default=None, help="An 'allowedSocial' list for the link, signed with it.")
@@ -25,6 +30,8 @@ def init_app(app: Flask) -> None:
         settings = current_app.config["SETTINGS"]
         if not settings.signing_secret:
             raise click.UsageError("CONNECT_SIGNING_SECRET is not set")
+        if not 0 < ttl <= settings.signed_link_max_ttl:  # the service would refuse the link it prints
+            raise click.BadParameter(f"must be 1 to SIGNED_LINK_MAX_TTL_SECONDS ({settings.signed_link_max_ttl})")
         options = {"redirect": redirect, "allowedSocial": allowed_social}
         click.echo(base_url.rstrip("/") + signed_path(user, settings.signing_secret, ttl, options=options))
 
