@@ -33,10 +33,13 @@ class ServiceError(Exception):
     def from_public_fields(cls, fields: dict) -> ServiceError:
         """The error `public_fields` described; `ValueError` when they are not that shape."""
         try:
-            error = cls(str(fields["message"]), code=str(fields["code"]), retry_after=fields["retry_after"])
+            retry_after = None if fields["retry_after"] is None else int(fields["retry_after"])
+            error = cls(str(fields["message"]), code=str(fields["code"]), retry_after=retry_after)
             error.status = int(fields["status"])
         except (KeyError, TypeError, ValueError) as problem:
             raise ValueError("not an error's public fields") from problem
+        if not 400 <= error.status < 600:
+            raise ValueError("not an error's status")
         return error
 
 

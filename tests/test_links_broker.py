@@ -256,3 +256,19 @@ def test_on_redis_cluster_a_holder_stores_its_link_and_frees_its_lock(cluster_ur
 
     assert first.source == "upstream" and second.source == "cache" and calls == [1]
     assert not store.client.exists("k:lock")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"status": 302, "code": "x", "message": "m", "retry_after": None},  # an error is never a redirect
+        {"status": 200, "code": "x", "message": "m", "retry_after": None},
+        {"status": 503, "code": "x", "message": "m", "retry_after": "soon"},  # Retry-After must stay a number
+        {"status": 503, "code": "x", "message": "m"},
+    ],
+)
+def test_a_marker_that_is_not_an_errors_public_fields_is_refused(fields):
+    from service.errors import ServiceError
+
+    with pytest.raises(ValueError):
+        ServiceError.from_public_fields(fields)

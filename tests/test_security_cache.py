@@ -126,6 +126,21 @@ def test_another_users_index_entry_copied_into_a_users_index_is_not_revoked_with
     assert emulator.calls() == 2  # Alice's link was neither dropped nor revoked
 
 
+def test_a_failure_marker_written_by_someone_else_is_ignored(settings_env, emulator, redis_client):
+    # A marker's words become an answer's message and its hold keeps a user waiting: only the service may write one.
+    client = create_app(settings_env).test_client()
+    client.get(signed_path("alice", SIGNING_SECRET))
+    (key,) = _cached_keys(redis_client)
+    redis_client.delete(key)
+    phishing = "Your account is locked: call +1 555 0100."
+    forged = {"status": 503, "code": "upstream_rate_limited", "message": phishing, "retry_after": 300}
+    redis_client.set(key + b":error", json.dumps({**forged, "hold_until": time.time() + 300}), ex=300)
+
+    answer = client.get(signed_path("alice", SIGNING_SECRET))
+    assert answer.status_code == 302 and answer.headers["Location"].startswith(emulator.origin)
+    assert phishing not in answer.get_data(as_text=True) and emulator.calls() == 2
+
+
 def test_rotation_new_key_first_old_entries_still_read(settings_env, emulator, redis_client):
     create_app({**settings_env, "CACHE_ENCRYPTION_KEY": KEY_1}).test_client().get(signed_path("alice", SIGNING_SECRET))
     rotated = create_app({**settings_env, "CACHE_ENCRYPTION_KEY": f"{KEY_2},{KEY_1}"}).test_client()

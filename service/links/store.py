@@ -155,7 +155,20 @@ class RedisLinkStore:
         pipe.get(key)
         pipe.get(f"{key}:error")
         raw, marker = self._call(pipe.execute)
-        return self._decode(key, raw), marker.decode() if marker else None
+        return self._decode(key, raw), self._decode_marker(key, marker)
+
+    def _decode_marker(self, key: str, raw: bytes | None) -> str | None:
+        # Sealed like the records: its words become an answer's message, so no one else may write them.
+        if raw is None:
+            return None
+        try:
+            sealed = json.loads(self.codec.decode(raw))
+            if sealed["k"] == key:
+                return str(sealed["m"])
+        except Exception:  # noqa: BLE001, S110 - unreadable, forged or another key's: no marker
+            pass
+        self.on_rejected()
+        return None
 
     def write(self, key: str, link: Link, ttl_seconds: float) -> bool:
         """Cache the link and add it to its user's index; False when its session was revoked meanwhile (not kept).
@@ -180,7 +193,8 @@ class RedisLinkStore:
         return True
 
     def write_marker(self, key: str, marker: str, ttl_seconds: float) -> None:
-        self._call(self.client.set, f"{key}:error", marker, px=_ms(ttl_seconds), always=True)
+        sealed = self.codec.encode(json.dumps({"k": key, "m": marker}).encode())
+        self._call(self.client.set, f"{key}:error", sealed, px=_ms(ttl_seconds), always=True)
 
     def remember(self, scope: str, handed_out: HandedOut) -> None:
         """Add an uncached link (e.g. one sent by email) to the user's index."""
