@@ -99,3 +99,12 @@ def test_every_pooled_connection_in_use_is_a_503_not_a_500(postgres_app):
         for connection in held:
             connection.close()
     assert app.test_client().get("/internal/v1/users", headers=AUTH).status_code == 200
+
+
+def test_the_timeouts_keep_the_options_a_database_url_carries(postgres_url):
+    url = make_url(postgres_url).update_query_dict({"options": "-c search_path=custom,public"})
+    database = Database(url.render_as_string(hide_password=False))
+    with database.engine.connect() as connection:
+        assert connection.exec_driver_sql("SHOW search_path").scalar() == "custom,public"
+        assert connection.exec_driver_sql("SHOW lock_timeout").scalar() == "2s"
+    database.engine.dispose()

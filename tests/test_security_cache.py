@@ -141,6 +141,39 @@ def test_a_failure_marker_written_by_someone_else_is_ignored(settings_env, emula
     assert phishing not in answer.get_data(as_text=True) and emulator.calls() == 2
 
 
+def test_another_users_failure_marker_copied_under_a_users_key_is_ignored(settings_env, emulator, redis_client):
+    # Sealed, a marker is still only good for its own key: Alice's 429 hold copied beside Bob's link holds Bob off
+    # nothing.
+    client = create_app(settings_env).test_client()
+    emulator.set_knobs(fault="429", fault_count=1)
+    assert client.get(signed_path("alice", SIGNING_SECRET)).status_code == 503
+    (alice_marker,) = redis_client.keys("connect:link:v1:*:error")
+    client.get(signed_path("bob", SIGNING_SECRET))
+    (bob_key,) = _cached_keys(redis_client)
+    redis_client.delete(bob_key)
+    redis_client.set(bob_key + b":error", redis_client.get(alice_marker), ex=300)
+
+    answer = client.get(signed_path("bob", SIGNING_SECRET))
+    assert answer.status_code == 302 and emulator.calls() == 3  # Bob's own miss, not Alice's hold
+
+
+def test_an_index_entry_written_before_entries_named_their_user_is_still_revoked(settings_env, emulator, redis_client):
+    # Entries of the previous release carry no user scope; revoke must still see them for the index's 49 hours.
+    client = create_app(settings_env).test_client()
+    client.get(signed_path("alice", SIGNING_SECRET))
+    (index,) = redis_client.keys("connect:user:v1:*:links")
+    store = client.application.extensions["link_store"]
+    scope = index.decode().split("{")[1].split("}")[0]
+    (entry,) = store.handed_out(scope)
+    field = next(iter(redis_client.hkeys(index)))
+    old_format = {"s": entry.session_id, "k": entry.cache_key, "e": entry.expires_at, "c": entry.created_at}
+    redis_client.hset(index, field, store.codec.encode(json.dumps(old_format).encode()))
+
+    assert store.handed_out(scope) == [entry]
+    answer = client.delete("/internal/v1/users/alice/links", headers={"Authorization": f"Bearer {INTERNAL_TOKEN}"})
+    assert answer.json["linksDropped"] == 1
+
+
 def test_rotation_new_key_first_old_entries_still_read(settings_env, emulator, redis_client):
     create_app({**settings_env, "CACHE_ENCRYPTION_KEY": KEY_1}).test_client().get(signed_path("alice", SIGNING_SECRET))
     rotated = create_app({**settings_env, "CACHE_ENCRYPTION_KEY": f"{KEY_2},{KEY_1}"}).test_client()

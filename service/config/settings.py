@@ -6,6 +6,7 @@ reads `os.environ`.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values, find_dotenv
 from marshmallow import ValidationError
@@ -297,12 +298,14 @@ def default_database_url(data_dir: str) -> str:
 
 
 def _url_passwords(url: str | None) -> list[str]:
-    """A URL's password as written and percent-decoded. The user info ends at the first "@", as SQLAlchemy reads it:
-    `urlsplit` would end it at a "#", "?" or "/" inside the password, and miss the rest."""
+    """A URL's password, as written and percent-decoded, the way each client reads it: SQLAlchemy ends the user info
+    at the first "@" (a "#", "?" or "/" may follow in the password), redis-py (`urlsplit`) at the last one."""
     _, scheme_sep, rest = (url or "").partition("://")
     userinfo, at, _ = rest.partition("@")
-    written = userinfo.partition(":")[2] if scheme_sep and at else ""
-    return [written, unquote(written)] if written else []
+    readings = [userinfo.partition(":")[2] if scheme_sep and at else ""]
+    with contextlib.suppress(ValueError):  # a malformed port: the start refuses such a URL anyway
+        readings.append(urlsplit(url or "").password or "")
+    return [value for written in readings if written for value in (written, unquote(written))]
 
 
 def _check_data_encryption_key(data: dict) -> None:

@@ -1,15 +1,14 @@
 """Where linking URLs are kept between requests: `RedisLinkStore` in production, `MemoryLinkStore` for one process.
 
 Both keep a link record under its cache key with a TTL, a short-lived failure marker beside it, a fetch lock per key
-(redis-py's `Lock` on Redis), and per user the index of links handed out (so they can be dropped and revoked) with
-tombstones for revoked sessions. Any Redis error raises `StoreUnavailable`, after which the store is skipped for
-`retry_interval` seconds (but for a lock holder's writes), so a dead or paused Redis costs one timeout per interval
-instead of one per request.
+(on Redis, SET NX PX with an owner token, freed by a compare-and-delete script), and per user the index of links
+handed out (so they can be dropped and revoked) with tombstones for revoked sessions. Any Redis error raises
+`StoreUnavailable`, after which the store is skipped for `retry_interval` seconds (but for a lock holder's writes),
+so a dead or paused Redis costs one timeout per interval instead of one per request.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -24,7 +23,6 @@ from urllib.parse import unquote, urlsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
-from redis.exceptions import LockError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -34,6 +32,7 @@ from ..upstream import Link, LinkOptions
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "connect:link:v1:"
+_RELEASE_IF_OURS = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 USER_PREFIX = "connect:user:v1:"
 INDEX_TTL_SECONDS = 2880 * 60 + 3600  # the longest link Ayrshare makes (48 h), plus an hour
 TOMBSTONE_EXTRA_SECONDS = 60
@@ -81,7 +80,8 @@ class HandedOut:
     @classmethod
     def from_json(cls, data: bytes, scope: str) -> HandedOut:
         item = json.loads(data)
-        if item["o"] != scope:
+        # Entries from before the scope was recorded have none: still read, or revoke would miss their sessions.
+        if item.get("o", scope) != scope:
             raise ValueError("an index entry of another user")
         return cls(item["s"], item["k"], float(item["e"]), float(item["c"]))
 
@@ -133,6 +133,8 @@ class RedisLinkStore:
         self.retry_interval = retry_interval
         self.on_rejected = on_rejected  # hears every value that failed to decode (forged, or from another key)
         self._down_until = 0.0
+        # redis-py's Script: run by its SHA, loaded again by itself if Redis lost its scripts (a restart).
+        self.release_if_ours = client.register_script(_RELEASE_IF_OURS)
 
     @classmethod
     def from_url(
@@ -226,7 +228,7 @@ class RedisLinkStore:
             self._call(self.client.hdel, _index_key(scope), *(item.field for item in links))
 
     def lock(self, key: str, ttl_seconds: float) -> FetchLock:
-        return _RedisFetchLock(self, self.client.lock(f"{key}:lock", timeout=ttl_seconds, thread_local=False))
+        return _RedisFetchLock(self, f"{key}:lock", ttl_seconds)
 
     def ping(self) -> bool:
         try:
@@ -249,10 +251,14 @@ class RedisLinkStore:
 
 
 class _RedisFetchLock:
-    """redis-py's `Lock` (SET NX PX with an owner token, released by compare-and-delete), with our error mapping."""
+    """SET NX PX with an owner token, freed by compare-and-delete: what redis-py's `Lock` does, minus its blind spot.
 
-    def __init__(self, store: RedisLinkStore, lock: redis.lock.Lock):
-        self._store, self._lock = store, lock
+    redis-py repeats a command that timed out; when the first SET NX did land, the repeat finds the key taken by our
+    own token, which `Lock` takes for a rival's (and it has no documented way to free a token it did not set).
+    """
+
+    def __init__(self, store: RedisLinkStore, name: str, ttl_seconds: float):
+        self._store, self._name, self._ttl_ms = store, name, _ms(ttl_seconds)
         self._token = secrets.token_hex(16).encode()
         self._held = False
 
@@ -261,19 +267,16 @@ class _RedisFetchLock:
         return self._held
 
     def _acquire(self) -> bool:
-        # redis-py repeats a command that timed out: if the first SET NX landed, the repeat finds our own token.
-        if self._lock.acquire(blocking=False, token=self._token):
-            return True
-        return self._store.client.get(self._lock.name) == self._token
+        client = self._store.client
+        return (
+            bool(client.set(self._name, self._token, nx=True, px=self._ttl_ms)) or client.get(self._name) == self._token
+        )
 
     def release(self) -> None:
+        """Free the lock if it is still ours (it may have expired and been taken over)."""
         if self._held:
             self._held = False
-            self._store._call(self._release_if_ours, always=True)
-
-    def _release_if_ours(self) -> None:
-        with contextlib.suppress(LockError):  # expired (and perhaps taken over): nothing of ours left to free
-            self._lock.do_release(self._token)
+            self._store._call(self._store.release_if_ours, keys=[self._name], args=[self._token], always=True)
 
 
 def redis_client_from_url(url: str, timeout: float):

@@ -71,16 +71,15 @@ class Database:
         else:
             if parsed.drivername == "postgresql":  # the driver we ship and pin
                 url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-            # A held lock or a stuck query ends in seconds as a 503, not a request hanging for as long as it lasts.
-            limits = f"-c lock_timeout={LOCK_TIMEOUT_MS} -c statement_timeout={STATEMENT_TIMEOUT_MS}"
             self.engine = create_engine(
                 url,
                 pool_pre_ping=True,
                 pool_size=POOL_SIZE,
                 max_overflow=POOL_OVERFLOW,
                 pool_timeout=POOL_TIMEOUT_SECONDS,
-                connect_args={"connect_timeout": int(timeout), "options": limits},
+                connect_args={"connect_timeout": int(timeout)},
             )
+            event.listen(self.engine, "connect", _postgres_limits)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextlib.contextmanager
@@ -143,6 +142,16 @@ def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", MIGRATIONS)
     return config
+
+
+def _postgres_limits(connection, record) -> None:
+    # A held lock or a stuck query ends in seconds as a 503, not a request hanging for as long as it lasts. SET on
+    # each new connection rather than startup `options`: those would replace the URL's own, and poolers refuse them.
+    cursor = connection.cursor()
+    cursor.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+    cursor.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+    cursor.close()
+    connection.commit()
 
 
 def _sqlite_pragmas(connection, record) -> None:

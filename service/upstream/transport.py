@@ -192,7 +192,7 @@ class RateLimitedUpstream(UpstreamUnavailable):
 def _answer_of(response: requests.Response) -> dict:
     if response.status_code == 429:
         wait = _rate_limit_wait(response.headers)
-        # "Retry now" (0, or a reset already past) still holds for a second: every 429 counts toward a suspension.
+        # "Retry now" (Retry-After: 0) still holds for a second: every 429 counts toward a suspension.
         raise RateLimitedUpstream(RATE_LIMIT_HOLD_SECONDS if wait is None else max(wait, 1.0))
     if response.status_code >= 500:
         raise UpstreamUnavailable()
@@ -248,9 +248,10 @@ def _rate_limit_wait(headers) -> float | None:
         return float(value)
     reset = headers.get("x-ratelimit-reset")
     try:
-        return max(float(reset) / 1000 - time.time(), 0.0) if reset else None
+        left = float(reset) / 1000 - time.time() if reset else None
     except ValueError:
         return None
+    return left if left is not None and left > 0 else None  # a reset already past: our clocks disagree, so unknown
 
 
 def _fault_kind(error: requests.RequestException) -> str:
