@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
+import time
 
 import pytest
 
@@ -233,3 +236,32 @@ def test_a_429_holds_the_link_off_for_what_ayrshare_says_or_its_window(
     assert response.headers["Retry-After"] == str(hold_seconds)
     (marker,) = redis_client.keys("connect:link:v1:*:error")
     assert hold_seconds - 1 < redis_client.pttl(marker) / 1000 <= hold_seconds
+
+
+def test_an_answer_that_trickles_in_is_cut_at_the_deadline(settings_env):
+    # Each byte arrives well within AYRSHARE_READ_TIMEOUT, so only the deadline can end the call.
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def trickle() -> None:
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        with contextlib.suppress(OSError):
+            for _ in range(100):
+                connection.sendall(b" ")
+                time.sleep(0.2)
+        connection.close()
+
+    threading.Thread(target=trickle, daemon=True).start()
+    slow = {
+        "AYRSHARE_BASE_URL": f"http://127.0.0.1:{listener.getsockname()[1]}/api",
+        "AYRSHARE_CONNECT_TIMEOUT": "0.5",
+        "AYRSHARE_READ_TIMEOUT": "1",
+        "AYRSHARE_DEADLINE_SECONDS": "2",
+    }
+    client = create_app({**settings_env, **slow}).test_client()
+    started = time.monotonic()
+    response = client.get(signed_path("alice", SIGNING_SECRET), headers=JSON)
+    assert response.status_code == 504 and response.json["error"]["code"] == "upstream_timeout"
+    assert time.monotonic() - started < 3.5  # the 2 s deadline and one read, not the 20 s the trickle lasts
+    listener.close()

@@ -7,11 +7,13 @@ Nothing from Ayrshare's answer body is copied into errors or logs: upstream mess
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import random
 import time
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 
@@ -46,6 +48,8 @@ RETRIES = {"connect": 2, "read": 1, "status": 1}  # repeats allowed per kind of 
 MAX_ATTEMPTS = 3
 BACKOFF_SECONDS = 0.25
 BACKOFF_MAX_SECONDS = 2.0
+CHUNK_BYTES = 16384
+MAX_ANSWER_BYTES = 1 << 20  # Ayrshare's answers are a few hundred bytes
 POOL_SIZE = 128  # connections kept per worker: as many as the default GUNICORN_THREADS can have in flight
 
 
@@ -129,11 +133,14 @@ class AyrshareTransport:
         headers = dict(self._headers)
         if profile_key is not None:
             headers["Profile-Key"] = profile_key
-        response = self._send(method, self.base_url + path, body, headers, deadline, retry)
-        return _answer_of(response)
+        response, content = self._send(method, self.base_url + path, body, headers, deadline, retry)
+        return _answer_of(response, content)
 
-    def _send(self, method: str, url: str, body: dict | None, headers: dict, deadline: float | None, retry: bool):
-        """Send with retries on transient faults, finished by `deadline` (monotonic; default: our own deadline).
+    def _send(
+        self, method: str, url: str, body: dict | None, headers: dict, deadline: float | None, retry: bool
+    ) -> tuple[requests.Response, bytes]:
+        """Send with retries on transient faults, finished by `deadline` (monotonic; default: our own deadline); the
+        answer and its body.
 
         A dropped or timed-out answer and a 5xx status are each repeated once, a failed connection twice, a 429 never
         (and nothing when `retry` is false); no attempt starts that could not finish by `deadline`.
@@ -157,19 +164,21 @@ class AyrshareTransport:
                     headers=headers,
                     timeout=(connect_timeout, read_timeout),
                     allow_redirects=False,
+                    stream=True,  # the body is read by _read_within, under the deadline
                 )
             except requests.RequestException as error:
                 kind, outcome, wait = _fault_kind(error), error, _backoff(attempt)
                 reached = reached or kind != "connect"
             else:
                 if response.status_code not in RETRY_STATUSES:
-                    return response
+                    return response, _read_within(response, deadline)
+                response.close()
                 kind, outcome = "status", response
                 wait = min(_backoff(attempt), RETRY_WAIT_CAP)
             out_of_time = time.monotonic() + wait + connect_timeout + read_timeout > deadline
             if attempt + 1 >= MAX_ATTEMPTS or not retries_left[kind] or out_of_time:
                 if isinstance(outcome, requests.Response):
-                    return outcome
+                    return outcome, b""
                 failure = _transport_error(outcome)
                 failure.request_sent = reached  # False: no connection was ever made, so Ayrshare saw nothing
                 raise failure from None
@@ -189,7 +198,28 @@ class RateLimitedUpstream(UpstreamUnavailable):
         self.hold_seconds = hold_seconds
 
 
-def _answer_of(response: requests.Response) -> dict:
+def _read_within(response: requests.Response, deadline: float) -> bytes:
+    """The whole body by `deadline`. The read timeout bounds each read only, so an answer trickling in a byte at a
+    time would otherwise run on for as long as it trickles."""
+    content = bytearray()
+    try:
+        while chunk := response.raw.read1(CHUNK_BYTES, decode_content=True):
+            content += chunk
+            if time.monotonic() > deadline:
+                log.warning("ayrshare answered too slowly", extra={"answer_bytes": len(content)})
+                raise UpstreamTimeout()
+            if len(content) > MAX_ANSWER_BYTES:
+                raise MalformedAnswer("too_large")
+    except (urllib3.exceptions.HTTPError, OSError) as error:  # the answer broke off or stalled
+        failure = UpstreamTimeout() if isinstance(error, ReadTimeoutError) else UpstreamUnavailable()
+        log.warning("ayrshare's answer broke off", extra={"error_type": type(error).__name__})
+        raise failure from None
+    finally:
+        response.close()
+    return bytes(content)
+
+
+def _answer_of(response: requests.Response, content: bytes) -> dict:
     if response.status_code == 429:
         wait = _rate_limit_wait(response.headers)
         # "Retry now" (Retry-After: 0) still holds for a second: every 429 counts toward a suspension.
@@ -202,7 +232,7 @@ def _answer_of(response: requests.Response) -> dict:
         )
         raise MalformedAnswer("redirect")
     try:
-        answer = response.json()
+        answer = json.loads(content)
     except ValueError:
         raise MalformedAnswer("non_json") from None
     if not isinstance(answer, dict):
