@@ -19,7 +19,6 @@ log. Anything else unexpected exits 2.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from packaging.version import Version
 SERVICES = ("osv", "pypi")
 PROBE = "requests==2.19.1"  # CVE-2018-18074, CVE-2023-32681, CVE-2024-35195, ...: every service knows some of them
 TIMEOUT = "20"
-PYPI_JSON = os.environ.get("AUDIT_PYPI_JSON_URL", "https://pypi.org/pypi")
+PYPI_JSON = "https://pypi.org/pypi"
 LATEST_PROBE = "pycrypto"  # its latest release, 2.6.1 (2013, unmaintained), has PYSEC-2017-94 and others
 # What pip-audit's traceback or error says when the service cannot be reached (DNS, TCP, TLS, time-out, 5xx).
 NETWORK_ERROR = re.compile(

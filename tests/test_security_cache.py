@@ -20,6 +20,10 @@ RUN_IN_BOTH_LINK_FLOWS = True  # each test that builds the service runs once per
 KEY_1, KEY_2 = Fernet.generate_key().decode(), Fernet.generate_key().decode()
 
 
+def _cached_keys(redis_client) -> set[bytes]:
+    return {k for k in redis_client.keys("connect:link:v1:*") if not k.endswith((b":lock", b":error"))}
+
+
 def link_values(redis_client) -> list[bytes]:
     return [redis_client.get(key) for key in redis_client.keys("connect:link:v1:*") if not key.endswith(b":lock")]
 
@@ -65,7 +69,7 @@ def test_a_value_written_by_someone_else_is_a_miss_never_a_redirect(
     env = {**settings_env, **({"CACHE_ENCRYPTION_KEY": encryption_key} if encryption_key else {})}
     client = create_app(env).test_client()
     client.get(signed_path("alice", SIGNING_SECRET))
-    (key,) = [k for k in redis_client.keys("connect:link:v1:*") if not k.endswith((b":lock", b":error"))]
+    (key,) = _cached_keys(redis_client)
     forged = json.dumps({"u": forged_url, "e": time.time() + 3600}).encode()
     rejected = REGISTRY.get_sample_value("ayrshare_connect_cache_rejected_total") or 0
     redis_client.set(key, forged, ex=3600)  # what anyone who can write to Redis can do
@@ -81,16 +85,12 @@ def test_a_well_encrypted_value_with_a_bad_url_is_still_a_miss(settings_env, emu
     # Even with the key (a leaked CACHE_ENCRYPTION_KEY), a stored URL passes the same check as Ayrshare's answers.
     client = create_app({**settings_env, "CACHE_ENCRYPTION_KEY": KEY_1}).test_client()
     client.get(signed_path("alice", SIGNING_SECRET))
-    (key,) = [k for k in redis_client.keys("connect:link:v1:*") if not k.endswith((b":lock", b":error"))]
+    (key,) = _cached_keys(redis_client)
     record = {"k": key.decode(), "u": forged_url, "e": time.time() + 3600}  # all but the URL as the service writes
     redis_client.set(key, FernetCodec(KEY_1).encode(json.dumps(record).encode()), ex=3600)
     answer = client.get(signed_path("alice", SIGNING_SECRET))
     assert answer.status_code == 302 and answer.headers["Location"].startswith(emulator.origin)
     assert emulator.calls() == 2
-
-
-def _cached_keys(redis_client) -> set[bytes]:
-    return {k for k in redis_client.keys("connect:link:v1:*") if not k.endswith((b":lock", b":error"))}
 
 
 def test_another_users_value_copied_under_a_users_key_is_a_miss(settings_env, emulator, redis_client):

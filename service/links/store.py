@@ -32,10 +32,10 @@ from ..upstream import Link, LinkOptions
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "connect:link:v1:"
-_RELEASE_IF_OURS = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 USER_PREFIX = "connect:user:v1:"
 INDEX_TTL_SECONDS = 2880 * 60 + 3600  # the longest link Ayrshare makes (48 h), plus an hour
 TOMBSTONE_EXTRA_SECONDS = 60
+_RELEASE_IF_OURS = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 Record = tuple[str, float]  # (url, expires_at)
 
 
@@ -146,10 +146,12 @@ class RedisLinkStore:
         return self._decode(key, self._call(self.client.get, key))
 
     def _decode(self, key: str, raw: bytes | None) -> Record | None:
-        record = _decode_record(self.codec, key, raw)
-        if raw is not None and record is None:
+        fields = self._open(key, raw)
+        try:
+            return None if fields is None else (str(fields["u"]), float(fields["e"]))
+        except (KeyError, TypeError, ValueError):
             self.on_rejected()
-        return record
+            return None
 
     def read_with_marker(self, key: str) -> tuple[Record | None, str | None]:
         """The record and the failure marker beside it, in one round trip."""
@@ -157,17 +159,24 @@ class RedisLinkStore:
         pipe.get(key)
         pipe.get(f"{key}:error")
         raw, marker = self._call(pipe.execute)
-        return self._decode(key, raw), self._decode_marker(key, marker)
+        fields = self._open(key, marker) or {}  # sealed like the record: its words become an answer's message
+        text = fields.get("m")
+        return self._decode(key, raw), text if isinstance(text, str) else None
 
-    def _decode_marker(self, key: str, raw: bytes | None) -> str | None:
-        # Sealed like the records: its words become an answer's message, so no one else may write them.
+    def _seal(self, key: str, **fields) -> bytes:
+        """A value for `key`, encrypted with the key inside: Fernet proves the service wrote it, the key for whom."""
+        return self.codec.encode(json.dumps({"k": key, **fields}).encode())
+
+    def _open(self, key: str, raw: bytes | None) -> dict | None:
+        """The fields `_seal` put in for `key`; None for none, or (heard by `on_rejected`) for a value that is
+        unreadable, forged or sealed for another key."""
         if raw is None:
             return None
         try:
-            sealed = json.loads(self.codec.decode(raw))
-            if sealed["k"] == key:
-                return str(sealed["m"])
-        except Exception:  # noqa: BLE001, S110 - unreadable, forged or another key's: no marker
+            fields = json.loads(self.codec.decode(raw))
+            if isinstance(fields, dict) and fields.get("k") == key:
+                return fields
+        except Exception:  # noqa: BLE001, S110 - unreadable (old format, rotated-out key): rejected below
             pass
         self.on_rejected()
         return None
@@ -183,9 +192,7 @@ class RedisLinkStore:
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(_index_key(scope), handed_out.field, self.codec.encode(handed_out.to_json(scope)))
         pipe.expire(_index_key(scope), INDEX_TTL_SECONDS)
-        # The record names its key: Fernet proves the service wrote a value, not for which user it was written.
-        record = json.dumps({"k": key, "u": link.url, "e": link.expires_at}).encode()
-        pipe.set(key, self.codec.encode(record), px=_ms(ttl_seconds))
+        pipe.set(key, self._seal(key, u=link.url, e=link.expires_at), px=_ms(ttl_seconds))
         if link.session_id:
             pipe.exists(_tombstone_key(scope, link.session_id))
         results = self._call(pipe.execute, always=True)
@@ -195,8 +202,7 @@ class RedisLinkStore:
         return True
 
     def write_marker(self, key: str, marker: str, ttl_seconds: float) -> None:
-        sealed = self.codec.encode(json.dumps({"k": key, "m": marker}).encode())
-        self._call(self.client.set, f"{key}:error", sealed, px=_ms(ttl_seconds), always=True)
+        self._call(self.client.set, f"{key}:error", self._seal(key, m=marker), px=_ms(ttl_seconds), always=True)
 
     def remember(self, scope: str, handed_out: HandedOut) -> None:
         """Add an uncached link (e.g. one sent by email) to the user's index."""
@@ -456,16 +462,3 @@ def _decode_index(codec: Codec, scope: str, values) -> list[HandedOut]:
         except Exception:  # noqa: BLE001, S112 - an unreadable entry (old format, rotated-out key, another user's)
             continue
     return items
-
-
-def _decode_record(codec: Codec, key: str, raw: bytes | None) -> Record | None:
-    """The record stored under `key`; None for an unreadable one or one written for another key (a miss)."""
-    if raw is None:
-        return None
-    try:
-        record = json.loads(codec.decode(raw))
-        if record["k"] != key:
-            return None
-        return str(record["u"]), float(record["e"])
-    except Exception:  # noqa: BLE001 - an unreadable entry (old format, wrong key) is a miss, not an outage
-        return None
