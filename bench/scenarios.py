@@ -33,6 +33,10 @@ CONNECTIONS = 32  # the concurrency of the cache-hit comparison
 HIT_RATIO_TARGET = 0.6  # service req/s >= 0.6 x bare, the median of the interleaved rounds
 HIT_P99_RATIO_TARGET = 2.0  # service p99 <= 2 x bare, likewise
 BARE_GET = "bare + one Redis GET"
+# The service with its two largest optional steps on a hit switched off: how far the rest (Flask, the signature
+# check, the Redis read, decryption, headers, metrics) already is from the floor.
+SERVICE_LEAN = "service, request log and rate limits off"
+LEAN_ENV = {"RATE_LIMIT_ENABLED": "0", "LOG_LEVEL": "WARNING"}
 BURST_P99_ALLOWANCE_MS = 300  # a cold burst's p99 may exceed the upstream's latency by this much (800 ms at 500 ms)
 OTHER_MODELS = [("gevent w2", {"GUNICORN_WORKER_CLASS": "gevent"})]
 DIAGNOSTIC_VARIANTS = [
@@ -63,15 +67,17 @@ def cache_hit(quick: bool = False) -> dict:
         # Context in the headline rounds: the bare endpoint plus the one Redis read a hit costs when links live only
         # in Redis, the least such a design can do.
         bare_get = stack.start_service(app=BARE_APP, BARE_REDIRECT_URL=urls[users[0]], BARE_REDIS_GET="1")
+        lean = stack.start_service(**LEAN_ENV)
         paths = [stack.signed_path(user) for user in users]
-        runs: dict[str, list] = {"bare": [], BARE_GET: [], "service": []}
+        runs: dict[str, list] = {"bare": [], BARE_GET: [], "service": [], SERVICE_LEAN: []}
         cpu_us: dict[str, list[float]] = {label: [] for label in runs}  # the workers' CPU per request at the headline
         for level in levels:
             rounds = rounds_at_headline if level == CONNECTIONS else 1
             seconds = headline_seconds if level == CONNECTIONS else 5
             targets = [("bare", bare), ("service", service)]
             if level == CONNECTIONS:
-                targets.insert(1, (BARE_GET, bare_get))
+                targets[1:1] = [(BARE_GET, bare_get)]
+                targets.append((SERVICE_LEAN, lean))
             for _ in range(rounds):
                 for label, target in targets:
                     pids = target.worker_pids()
@@ -103,6 +109,7 @@ def cache_hit(quick: bool = False) -> dict:
     pairs = list(zip(at["bare"], at["service"], strict=True))
     round_ratios = [s.rps / b.rps for b, s in pairs]
     bare_get_ratios = [g.rps / b.rps for b, g in zip(at["bare"], at[BARE_GET], strict=True)]
+    lean_ratios = [s.rps / b.rps for b, s in zip(at["bare"], at[SERVICE_LEAN], strict=True)]
     round_p99_ratios = [s.percentile_ms(99) / b.percentile_ms(99) for b, s in pairs]
     ratio, p99_ratio = statistics.median(round_ratios), statistics.median(round_p99_ratios)
     rps = {label: statistics.median(r.rps for r in rs) for label, rs in at.items()}
@@ -132,11 +139,17 @@ def cache_hit(quick: bool = False) -> dict:
             "context: a hit that reads Redis",
             True,
         ),
+        check(
+            f"throughput ({SERVICE_LEAN})/bare @{CONNECTIONS}, median of {len(lean_ratios)} rounds",
+            round(statistics.median(lean_ratios), 3),
+            "context: the floor without those two steps",
+            True,
+        ),
         check("errors (non-3xx, socket)", errors, "0", errors == 0),
         check("upstream calls", upstream_calls, f"== {user_count} (warm-up only)", upstream_calls == user_count),
         check(
-            f"worker CPU per request @{CONNECTIONS}, us (bare, bare + GET, service; median)",
-            [cpu_per_request["bare"], cpu_per_request[BARE_GET], cpu_per_request["service"]],
+            f"worker CPU per request @{CONNECTIONS}, us (bare, bare + GET, service, service lean; median)",
+            [cpu_per_request[label] for label in ("bare", BARE_GET, "service", SERVICE_LEAN)],
             "context: the service's own work",
             True,
         ),
@@ -162,7 +175,8 @@ def cache_hit(quick: bool = False) -> dict:
     print(
         f"  rounds @{CONNECTIONS}, service/bare req/s: {', '.join(f'{v:.2f}' for v in round_ratios)};"
         f" p99: {', '.join(f'{v:.2f}' for v in round_p99_ratios)};"
-        f" ({BARE_GET})/bare req/s: {', '.join(f'{v:.2f}' for v in bare_get_ratios)}",
+        f" ({BARE_GET})/bare req/s: {', '.join(f'{v:.2f}' for v in bare_get_ratios)};"
+        f" ({SERVICE_LEAN})/bare req/s: {', '.join(f'{v:.2f}' for v in lean_ratios)}",
         flush=True,
     )
     _print_checks(checks)
@@ -176,6 +190,7 @@ def cache_hit(quick: bool = False) -> dict:
         "p99_ms_at_32": {label: round(value, 2) for label, value in p99.items()},
         "round_ratios_rps": [round(value, 3) for value in round_ratios],
         "round_ratios_rps_bare_redis_get": [round(value, 3) for value in bare_get_ratios],
+        "round_ratios_rps_service_lean": [round(value, 3) for value in lean_ratios],
         "round_ratios_p99": [round(value, 3) for value in round_p99_ratios],
         "ratio_rps": round(ratio, 3),
         "ratio_p99": round(p99_ratio, 3),

@@ -10,7 +10,7 @@ import pytest
 
 from bench import report
 from bench.economy import footprint, minimum_calls, upstream_economy
-from bench.scenarios import BARE_GET, cache_hit, cold_burst
+from bench.scenarios import BARE_GET, SERVICE_LEAN, cache_hit, cold_burst
 from bench.slow_upstream import UPSTREAM_ALONE, WORKER_MODELS, slow_upstream
 from bench.stack import DEFAULT_FLOW, FLOWS
 
@@ -44,6 +44,8 @@ def test_cache_hit_serves_only_from_cache_after_warm_up(results_dir):
     assert min(data["round_ratios_rps"]) <= data["ratio_rps"] <= max(data["round_ratios_rps"])
     # Each round also ran the bare endpoint with its one Redis GET, between the two.
     assert len(data["round_ratios_rps_bare_redis_get"]) == len(data["runs"][BARE_GET]) >= 3
+    # ...and, after the service, the service with its request log and rate limits off, on the same cached links.
+    assert len(data["round_ratios_rps_service_lean"]) == len(data["runs"][SERVICE_LEAN]) >= 3
     # Instructions per hit were counted under callgrind for both apps; the service does more than the bare 302.
     assert data["instructions_per_hit"]["service"] > data["instructions_per_hit"]["bare"] > 10_000
 
