@@ -49,6 +49,9 @@ REFUSED = [
     ("cors wildcard", {"CORS_ALLOWED_ORIGINS": "*"}, "CORS_ALLOWED_ORIGINS"),
     ("bad rate limit", {"RATE_LIMIT_PER_USER": "lots"}, "RATE_LIMIT_PER_USER"),
     ("bad upstream rate limit", {"RATE_LIMIT_UPSTREAM_PER_USER": "10 per fortnight"}, "RATE_LIMIT_UPSTREAM_PER_USER"),
+    ("bad global upstream limit", {"RATE_LIMIT_UPSTREAM_GLOBAL": "500 per fortnight"}, "RATE_LIMIT_UPSTREAM_GLOBAL"),
+    ("bad address rate limit", {"RATE_LIMIT_PER_ADDRESS": "many per minute"}, "RATE_LIMIT_PER_ADDRESS"),
+    ("bad email limit", {"CONNECT_EMAIL_PER_USER": "3 per fortnight"}, "CONNECT_EMAIL_PER_USER"),
     ("bad encryption key", {"CACHE_ENCRYPTION_KEY": "CACHE-KEY-NOT-FERNET"}, "CACHE_ENCRYPTION_KEY"),
     ("too many trusted proxies", {"TRUSTED_PROXY_COUNT": "9"}, "TRUSTED_PROXY_COUNT"),
 ]

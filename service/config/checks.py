@@ -60,6 +60,7 @@ def check(data: dict[str, Any]) -> None:
         "RATE_LIMIT_PER_ADDRESS",
         "RATE_LIMIT_PER_USER",
         "RATE_LIMIT_UPSTREAM_PER_USER",
+        "RATE_LIMIT_UPSTREAM_GLOBAL",
         "CONNECT_EMAIL_PER_USER",
     ):
         try:
