@@ -92,6 +92,7 @@ class UpstreamUnavailable(ServiceError):
     status = 503
     code = "upstream_unavailable"
     message = "Ayrshare is unavailable right now. Try again shortly."
+    request_sent = True  # False when no request left at all, so Ayrshare cannot have acted on it
 
     def __init__(self, message: str | None = None, *, code: str | None = None, retry_after: int | None = 5):
         super().__init__(message, code=code, retry_after=retry_after)
@@ -101,3 +102,4 @@ class UpstreamTimeout(ServiceError):
     status = 504
     code = "upstream_timeout"
     message = "Ayrshare did not answer in time. Try again shortly."
+    request_sent = True  # as on UpstreamUnavailable

@@ -11,6 +11,9 @@ import pytest
 
 from service import create_app
 from service.auth import signed_path
+from service.config import load_settings
+from service.errors import UpstreamTimeout
+from service.upstream.transport import AyrshareTransport
 from tests.conftest import API_KEY, SIGNING_SECRET
 from tests.support.webhook_receiver import WebhookReceiver
 
@@ -265,3 +268,13 @@ def test_an_answer_that_trickles_in_is_cut_at_the_deadline(settings_env):
     assert response.status_code == 504 and response.json["error"]["code"] == "upstream_timeout"
     assert time.monotonic() - started < 3.5  # the 2 s deadline and one read, not the 20 s the trickle lasts
     listener.close()
+
+
+def test_a_call_with_no_time_left_is_never_sent_and_says_so(settings_env, emulator):
+    """A 504 raised before any request left carries request_sent=False: a profile create that ends this way is known
+    not to have created anything (provisioning releases its claim instead of keeping it as outcome_unknown)."""
+    transport = AyrshareTransport(load_settings(settings_env))
+    with pytest.raises(UpstreamTimeout) as caught:
+        transport.call("POST", "/profiles/link-sessions", body={}, profile_key="pk", deadline=time.monotonic())
+    assert caught.value.request_sent is False
+    assert emulator.calls() == 0

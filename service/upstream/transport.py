@@ -150,7 +150,9 @@ class AyrshareTransport:
         connect_timeout = self.timeout[0]
         read_timeout = min(self.timeout[1], deadline - started - connect_timeout)
         if read_timeout < 0.1:  # the request spent its time waiting for another caller's attempt
-            raise UpstreamTimeout()
+            failure = UpstreamTimeout()
+            failure.request_sent = False
+            raise failure
         retries_left = dict(RETRIES) if retry else dict.fromkeys(RETRIES, 0)
         reached = False  # whether any attempt got as far as sending the request
         for attempt in itertools.count():
