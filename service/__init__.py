@@ -13,9 +13,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, NoReturn
 
 from .config import ConfigError, Settings, load_settings
+from .config.settings import invoked_from_flask_cli
 
 if TYPE_CHECKING:
     from flask import Flask
+
+    from .profiles import Database, Directory, ProfileLookup
 
 __all__ = ["ConfigError", "create_app"]
 
@@ -32,7 +35,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     from .auth import Authenticator
     from .config.checks import weakened_settings
     from .links import ConnectService, LinkBroker, UserLinks
-    from .profiles import LinkedAccounts, Provisioner, UserAdmin
+    from .profiles import Provisioner, UserAccounts, UserAdmin
     from .upstream import AyrshareClient, CircuitBreaker
     from .web import (
         cli,
@@ -54,7 +57,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     try:
         settings = load_settings(environ)
     except ConfigError as error:
-        if environ is None and cli.invoked_from_flask_cli():  # gunicorn's config file does the same
+        if environ is None and invoked_from_flask_cli():  # gunicorn's config file does the same
             if _listing_commands():
                 return _unconfigured_app(error)
             _exit_with(error)
@@ -76,10 +79,9 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     breaker = CircuitBreaker(
         settings.circuit_threshold, settings.circuit_cooldown, on_state_change=metrics.set_circuit_state
     )
-    directory = _build_directory(settings, store)
-    profiles = directory["lookup"]
+    database, directory, profiles = _build_directory(settings, store)
     provisioner = Provisioner(
-        directory["directory"],
+        directory,
         profiles,
         client,
         settings.profile_title_template,
@@ -90,7 +92,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         breaker=breaker,
     )
     app.extensions["link_store"] = store
-    app.extensions["database"] = directory["database"]
+    app.extensions["database"] = database
     app.extensions["connect"] = ConnectService(
         settings=settings,
         authenticator=Authenticator(settings),
@@ -120,12 +122,12 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         spend_email_budget=ratelimit.connect_email_budget(settings, metrics.rate_limited),
     )
     app.extensions["users"] = UserAdmin(
-        directory["directory"], profiles, provisioner, client, revoke_links=user_links.revoke, breaker=breaker
+        directory, profiles, provisioner, client, revoke_links=user_links.revoke, breaker=breaker
     )
-    _build_webhooks(app, settings, directory["database"], user_links)
+    _build_webhooks(app, settings, database, user_links)
     app.extensions["client"] = client
-    app.extensions["accounts"] = LinkedAccounts(
-        directory["directory"],
+    app.extensions["accounts"] = UserAccounts(
+        directory,
         profiles,
         client,
         store,
@@ -158,7 +160,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
 def _build_webhooks(app: Flask, settings: Settings, database, user_links) -> None:
     """Ayrshare's webhooks in (with AYRSHARE_WEBHOOK_SECRET) and the outbox to WEBHOOK_FORWARD_URL (when set)."""
     from .errors import ServiceError
-    from .web import cli, metrics
+    from .web import metrics
     from .webhooks import DeliveryWorker, Forwarder, Outbox, WebhookReceiver
 
     outbox = worker = None
@@ -190,7 +192,7 @@ def _build_webhooks(app: Flask, settings: Settings, database, user_links) -> Non
     app.extensions.update(webhook_receiver=receiver, webhook_outbox=outbox, webhook_worker=worker)
     # Each gunicorn worker delivers in a thread (the outbox's leases keep each event to one sender at a time); the
     # Flask CLI never does, so `flask profiles list` does not start sending.
-    if worker is not None and settings.webhook_delivery == "thread" and not cli.invoked_from_flask_cli():
+    if worker is not None and settings.webhook_delivery == "thread" and not invoked_from_flask_cli():
         worker.start()
 
 
@@ -240,9 +242,8 @@ def _unconfigured_app(error: ConfigError) -> Flask:
     return app
 
 
-def _build_directory(settings: Settings, store) -> dict:
+def _build_directory(settings: Settings, store) -> tuple[Database, Directory, ProfileLookup]:
     """The database, the directory on it, and the lookup that `/connect` asks (file first, then a cached directory)."""
-    from .config.settings import invoked_from_flask_cli
     from .crypto import FernetCodec, derived_cache_key
     from .profiles import Database, Directory, JsonFileDirectory, LookupCache, ProfileLookup
 
@@ -252,11 +253,12 @@ def _build_directory(settings: Settings, store) -> dict:
     directory = Directory(database, FernetCodec(key))
     cache = LookupCache(redis_client=getattr(store, "client", None), listen=not invoked_from_flask_cli())
     file = JsonFileDirectory(settings.profile_keys_file) if settings.profile_keys_file else None
-    return {"database": database, "directory": directory, "lookup": ProfileLookup(directory, cache, file)}
+    return database, directory, ProfileLookup(directory, cache, file)
 
 
 def _build_store(settings: Settings):
-    from .links import FernetCodec, MemoryLinkStore, RedisLinkStore
+    from .crypto import FernetCodec
+    from .links import MemoryLinkStore, RedisLinkStore
     from .web import metrics
 
     if not settings.redis_url:

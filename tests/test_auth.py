@@ -7,6 +7,7 @@ import time
 import pytest
 
 from service.auth import Authenticator, PresentedCredentials, check_signature, sign
+from service.config import Settings
 from service.errors import Forbidden, Unauthenticated
 from tests.conftest import INTERNAL_TOKEN, SIGNING_SECRET
 
@@ -150,13 +151,15 @@ def test_internal_token_opens_any_user():
 
 
 def _authenticator() -> Authenticator:
-    class _Settings:
-        connect_auth = ("signed",)
-        signing_secret = SIGNING_SECRET
-        signed_link_max_ttl = 86400
-        internal_api_token = INTERNAL_TOKEN
-
-    return Authenticator(_Settings())
+    settings = Settings(
+        api_key="unused",
+        domain="unused",
+        base_url="https://api.ayrshare.com/api",
+        signing_secret=SIGNING_SECRET,
+        signed_link_max_ttl=86400,
+        internal_api_token=INTERNAL_TOKEN,
+    )
+    return Authenticator(settings)
 
 
 # -- over HTTP: every refusal is 401/403 and costs no Ayrshare call ------------------------------------------------

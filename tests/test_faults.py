@@ -14,8 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from service.auth import signed_path
-from service.crypto import derived_cache_key
-from service.links import FernetCodec
+from service.crypto import FernetCodec, derived_cache_key
 from tests.conftest import API_KEY, SIGNING_SECRET
 from tests.support.processes import RedisServer, ServiceProcess, free_port, wait_until
 

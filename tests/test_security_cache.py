@@ -12,7 +12,7 @@ from cryptography.fernet import Fernet
 
 from service import ConfigError, create_app
 from service.auth import signed_path
-from service.links import FernetCodec
+from service.crypto import FernetCodec
 from tests.conftest import API_KEY, INTERNAL_TOKEN, SIGNING_SECRET
 
 RUN_IN_BOTH_LINK_FLOWS = True  # each test that builds the service runs once per AYRSHARE_LINK_FLOW

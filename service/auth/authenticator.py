@@ -79,9 +79,9 @@ class Authenticator:
         if jwt_verifier is None and "jwt" in self.modes:
             jwt_verifier = SessionTokenVerifier.from_settings(settings)
         self.jwt = jwt_verifier
-        self.jwt_cookie = getattr(settings, "jwt_cookie", None)
-        self.user_header = getattr(settings, "auth_user_header", "X-Forwarded-User")
-        self.trusted_proxies = parse_networks(getattr(settings, "trusted_proxies", ()))
+        self.jwt_cookie = settings.jwt_cookie
+        self.user_header = settings.auth_user_header
+        self.trusted_proxies = parse_networks(settings.trusted_proxies)
 
     def identify(self, user: str, presented: PresentedCredentials, now: float | None = None) -> Caller:
         now = time.time() if now is None else now

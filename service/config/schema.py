@@ -199,7 +199,7 @@ class SettingsSchema(Schema):
     link_allowed_hosts = _CommaList(data_key="LINK_ALLOWED_HOSTS", load_default=lambda: ["profile.ayrshare.com"])
 
     trusted_proxy_count = fields.Integer(data_key="TRUSTED_PROXY_COUNT", load_default=0, validate=validate.Range(0, 5))
-    # -- caller identity, redirects, CORS, rate limits, cache encryption: checked by security_settings.check() ----
+    # -- caller identity, redirects, CORS, rate limits, cache encryption: checked by checks.check() ----------------
     jwt_jwks_url = fields.Url(data_key="JWT_JWKS_URL", load_default=None, require_tld=False)
     jwt_public_key = fields.String(data_key="JWT_PUBLIC_KEY", load_default=None)
     jwt_hs256_secret = fields.String(data_key="JWT_HS256_SECRET", load_default=None)

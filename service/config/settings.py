@@ -132,10 +132,6 @@ class Settings:
     webhook_forward_max_hours: float = 24.0
     webhook_delivery: str = "thread"
 
-    @property
-    def database_is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
     def secrets(self) -> list[str]:
         """Every secret value, for the log redactor and for tests that prove none leaks."""
         values = [

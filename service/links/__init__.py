@@ -1,15 +1,13 @@
 """Getting a user's linking URL: the use case, the request options, the cache stores and the single-flight broker."""
 
-from ..crypto import FernetCodec
 from .broker import LinkBroker
-from .connect import ConnectService, Timings, UpstreamFetch, validate_user
+from .connect import ConnectService, Timings, UpstreamFetch
 from .store import MemoryLinkStore, RedisLinkStore, StoreUnavailable, cache_key
 from .user_links import ConnectEmailSchema, UserLinks
 
 __all__ = [
     "ConnectEmailSchema",
     "ConnectService",
-    "FernetCodec",
     "LinkBroker",
     "MemoryLinkStore",
     "RedisLinkStore",
@@ -18,5 +16,4 @@ __all__ = [
     "UpstreamFetch",
     "UserLinks",
     "cache_key",
-    "validate_user",
 ]

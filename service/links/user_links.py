@@ -18,10 +18,10 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from ..config import Settings
 from ..errors import BadRequest, ServiceError, UnknownUser, UpstreamRefused, UpstreamUnavailable
-from ..profiles import ProfileDirectory
+from ..profiles import ProfileDirectory, validate_user
 from ..upstream import AyrshareClient, CircuitBreaker, EmailSent, UpstreamNotFound
 from ..urls import RedirectAllowlist
-from .connect import credential_fingerprint, validate_user
+from .connect import credential_fingerprint
 from .options import resolve_options
 from .store import HandedOut, StoreUnavailable, user_scope
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MIGRATIONS = str(Path(__file__).with_name("migrations"))
-# The migrations this code knows, oldest first, so a worker's health check needs no Alembic in memory (~11 MiB);
+# The migrations this code knows, oldest first, so a worker's health check needs no Alembic in memory;
 # tests/test_directory.py checks the list against Alembic's own history.
 REVISIONS = ("0001", "0002")
 LOCK_TIMEOUT_MS = 2000  # PostgreSQL: how long a statement waits for a lock (a migration, a stuck admin session)

@@ -12,15 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..crypto import FernetCodec
 from ..errors import ServiceError
 from .database import Database
 from .models import UserRow
-
-SOURCES = ("file", "api", "auto")
 
 
 def utcnow() -> datetime:
@@ -156,15 +154,6 @@ class Directory:
         query = select(UserRow).where(UserRow.state == "pending").order_by(UserRow.created_at)
         with self.database.begin() as session:
             return [self._record(row) for row in session.scalars(query)]
-
-    def count(self) -> int:
-        with self.database.begin() as session:
-            return session.scalar(select(func.count()).select_from(UserRow)) or 0
-
-    def find_by_ref_id(self, ref_id: str) -> UserRecord | None:
-        with self.database.begin() as session:
-            row = session.scalars(select(UserRow).where(UserRow.ref_id == ref_id).limit(1)).first()
-            return self._record(row) if row else None
 
     # -- claims: exactly one profile creation per user --------------------------------------------------------
     def claim(self, user: str, title: str, lease_seconds: float) -> Claim:

@@ -1,4 +1,5 @@
-"""The directory's tables: one row per user (`UserRow`), written only through `Directory`.
+"""The directory's tables: one row per user (`UserRow`), written through `Directory`, and by `WebhookReceiver`,
+which updates `linked_networks` in the transaction that records the event.
 
 A row is `active` (it holds an encrypted profile key) or `pending` (a claim: this service is creating the user's
 profile at Ayrshare right now, or was when it crashed; see docs/profiles.md).

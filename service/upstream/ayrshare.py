@@ -1,10 +1,8 @@
-"""`AyrshareClient`: the calls the service makes to Ayrshare, and the checks on what comes back.
+"""`AyrshareClient`: every call the service makes to Ayrshare, and the checks that make an answer usable.
 
-A linking URL comes from the configured flow: a Link Session (`POST /profiles/link-sessions`, the default: no private
-key, revocable) or generateJWT (`POST /profiles/generateJWT`, whose token carries the API key). Either way a `Link` is
-only made from a URL on an allowed linking host whose expiry is in the future and within what was asked for; anything
-else is an upstream fault (502). The Profiles calls create and delete User Profiles (a create is never repeated: a
-repeat could pay for a second profile), read a profile's linked networks (`GET /user`) and unlink one.
+A linking URL comes from the configured flow, a Link Session (the default) or generateJWT. Either way a `Link` is only
+made from a URL on an allowed linking host whose expiry is in the future and within what was asked for; anything else
+is an upstream fault (502).
 """
 
 from __future__ import annotations

@@ -7,10 +7,9 @@ from flask import Flask, current_app
 from sqlalchemy.engine import make_url
 
 from ..auth import signed_path
-from ..config.settings import invoked_from_flask_cli
 from ..links.store import redis_address
 
-__all__ = ["init_app", "invoked_from_flask_cli"]
+__all__ = ["init_app"]
 
 
 def init_app(app: Flask) -> None:

@@ -1,7 +1,7 @@
 """gunicorn's own log lines (its error log and, when on, its access log) as JSON like the service's.
 
-`JsonLogger` is gunicorn's `logger_class` (config/gunicorn.conf.py). It keeps gunicorn's handlers and only gives them
-the service's formatter, through the Logger's public surface: `setup(cfg)`, `error_log` and `access_log`.
+`JsonLogger` is gunicorn's `logger_class` (config/gunicorn.conf.py): it keeps gunicorn's handlers and only gives the
+handlers of the `gunicorn.error` and `gunicorn.access` loggers (the names gunicorn documents) the service's formatters.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ class AccessJsonFormatter(JsonFormatter):
 
 
 class JsonLogger(Logger):
-    """gunicorn's Logger with JSON formatters (checked against gunicorn 27.0.1; logger_class is documented there)."""
+    """gunicorn's Logger with JSON formatters on its handlers."""
 
     def setup(self, cfg) -> None:
         super().setup(cfg)  # also on SIGHUP: the handlers gunicorn makes anew get the formatters again
-        for log, formatter in ((self.error_log, JsonFormatter()), (self.access_log, AccessJsonFormatter())):
-            for handler in log.handlers:
+        for name, formatter in (("gunicorn.error", JsonFormatter()), ("gunicorn.access", AccessJsonFormatter())):
+            for handler in logging.getLogger(name).handlers:
                 handler.setFormatter(formatter)

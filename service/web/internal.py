@@ -2,7 +2,7 @@
 
 The directory of users (get, attach, create, delete, list, linked accounts), and each user's links (revoke, Link
 Session status, Connect Accounts email). The handlers lift the request into plain values and call `UserAdmin`,
-`LinkedAccounts` or `UserLinks`; every answer carries `Cache-Control: no-store`.
+`UserAccounts` or `UserLinks`; every answer carries `Cache-Control: no-store`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from marshmallow import Schema, ValidationError
 from ..auth import require_internal_token
 from ..config.schema import SUPPORTED_NETWORKS
 from ..errors import BadRequest, NotFound
-from ..links import UserLinks, validate_user
-from ..profiles import UserAdmin, user_json
+from ..links import UserLinks
+from ..profiles import UserAdmin, user_json, validate_user
 from ..profiles.admin import MAX_PAGE
 from ..timefmt import iso_time
 from .errors import NO_STORE_HEADERS

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from flask import Flask, Response, g, request
 
-from .cli import invoked_from_flask_cli
+from ..config.settings import invoked_from_flask_cli
 
 _JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
 # Signed-link signatures and linking-URL tokens in any URL a library logs (gunicorn logs request URIs on errors).

@@ -1,4 +1,5 @@
-"""`flask db upgrade` and `flask profiles import|export|list|create|delete|pending|release`: the directory by hand.
+"""`flask db upgrade` and `flask profiles import|export|list|create|delete|pending|release|reencrypt`: the
+directory by hand.
 
 Each command calls the same plain objects as the internal API; `export` prints profile keys (it is the backup), every
 other command keeps them out of its output.
@@ -15,8 +16,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from ..errors import ServiceError
-from ..links import validate_user
-from ..profiles import user_json
+from ..profiles import user_json, validate_user
 
 db_cli = AppGroup("db", help="The directory's database schema (Alembic migrations).")
 profiles_cli = AppGroup("profiles", help="The directory of users and their Ayrshare profiles.")

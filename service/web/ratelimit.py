@@ -31,7 +31,7 @@ STORAGE_RETRY_SECONDS = 1.0
 class LocalCounter:
     """The sliding-window counter of `limits`' `SlidingWindowCounterRateLimiter`, in this process's memory.
 
-    `limits`' own MemoryStorage starts a timer thread every 10 ms while it is in use; this keeps the same arithmetic
+    `limits`' own MemoryStorage runs a background expiry thread; this keeps the same arithmetic
     (the previous window's count, weighted by how much of it the sliding window still covers) in a plain dict.
     """
 

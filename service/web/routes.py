@@ -1,5 +1,5 @@
 """`GET /connect/<user>` and `/connect/<user>/accounts`: lift the request into plain values, call `ConnectService`
-(and `LinkedAccounts`), and shape the answer.
+(and `UserAccounts`), and shape the answer.
 
 The link leaves as a `302 Location` or, when the caller's Accept prefers JSON, as `200 {"url", "expiresAt", "cached"}`;
 both carry `Cache-Control: no-store` and `Referrer-Policy: no-referrer`, as the URL is a secret.

@@ -13,8 +13,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ..profiles.models import Base, UTCDateTime
 
-FORWARD_STATES = ("pending", "delivered", "failed", "none")
-
 
 class WebhookEvent(Base):
     __tablename__ = "webhook_events"
@@ -29,7 +27,7 @@ class WebhookEvent(Base):
     network: Mapped[str | None] = mapped_column(String(32))
     ref_id: Mapped[str | None] = mapped_column(String(128))
     user_id: Mapped[str | None] = mapped_column(String(128))
-    forward_state: Mapped[str] = mapped_column(String(16))
+    forward_state: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed | none (not forwarded)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     give_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
