@@ -22,6 +22,7 @@ PRIVATE_USES = {
     r"values\.ValueClass|values\.MutexValue": "prometheus-client internals",
     r"set_wakeup_fd": "signal wake-up fd juggling",
     r"worker\.(alive|wsgi|sockets)\b|ThreadWorker": "gunicorn worker internals",
+    r"self\.(error_log|access_log)\b": "gunicorn Logger attributes (use the documented logger names)",
     r"\b_pool\b|_stacktrace": "urllib3 Retry.increment's private parameters",
 }
 

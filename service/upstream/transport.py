@@ -288,6 +288,9 @@ def _rate_limit_wait(headers) -> float | None:
 
 def _fault_kind(error: requests.RequestException) -> str:
     """Which retry allowance a failed attempt spends: "connect" (no connection made) or "read" (no usable answer)."""
+    # requests puts urllib3's MaxRetryError first in a ConnectionError's args, its `reason` the root cause: not
+    # documented (checked against requests 2.34.2); tests/test_profiles_api.py's
+    # test_an_ayrshare_that_refuses_the_connection_leaves_no_claim_behind fails if that changes.
     reason = getattr(error.args[0], "reason", None) if error.args else None
     if isinstance(error, requests.ConnectTimeout) or isinstance(reason, NewConnectionError):
         return "connect"
