@@ -76,7 +76,7 @@ def cache_hit(quick: bool = False) -> dict:
             seconds = headline_seconds if level == CONNECTIONS else 5
             targets = [("bare", bare), ("service", service)]
             if level == CONNECTIONS:
-                targets[1:1] = [(BARE_GET, bare_get)]
+                targets.insert(1, (BARE_GET, bare_get))
                 targets.append((SERVICE_LEAN, lean))
             for _ in range(rounds):
                 for label, target in targets:

@@ -265,7 +265,7 @@ def _says_title_taken(answer: dict) -> bool:
 def _transport_error(error: requests.RequestException) -> UpstreamTimeout | UpstreamUnavailable:
     """No answer at all: a timeout (504) or an unreachable Ayrshare (503). Retries exhausted on a read timeout
     surface from requests as a ConnectionError wrapping MaxRetryError, so look at the root cause."""
-    reason = getattr(error.args[0], "reason", None) if error.args else None
+    reason = _root_cause(error)
     if isinstance(error, requests.Timeout) or isinstance(reason, ReadTimeoutError):
         log.warning("ayrshare timed out", extra={"error_type": type(error).__name__})
         return UpstreamTimeout()
@@ -288,13 +288,18 @@ def _rate_limit_wait(headers) -> float | None:
 
 def _fault_kind(error: requests.RequestException) -> str:
     """Which retry allowance a failed attempt spends: "connect" (no connection made) or "read" (no usable answer)."""
-    # requests puts urllib3's MaxRetryError first in a ConnectionError's args, its `reason` the root cause: not
-    # documented (checked against requests 2.34.2); tests/test_profiles_api.py's
-    # test_an_ayrshare_that_refuses_the_connection_leaves_no_claim_behind fails if that changes.
-    reason = getattr(error.args[0], "reason", None) if error.args else None
+    reason = _root_cause(error)
     if isinstance(error, requests.ConnectTimeout) or isinstance(reason, NewConnectionError):
         return "connect"
     return "read"
+
+
+def _root_cause(error: requests.RequestException) -> BaseException | None:
+    """urllib3's error behind a requests error, where requests kept it (else None)."""
+    # requests puts urllib3's MaxRetryError first in a ConnectionError's args, its `reason` the root cause: not
+    # documented (checked against requests 2.34.2); tests/test_profiles_api.py's
+    # test_an_ayrshare_that_refuses_the_connection_leaves_no_claim_behind fails if that changes.
+    return getattr(error.args[0], "reason", None) if error.args else None
 
 
 def _backoff(attempt: int) -> float:

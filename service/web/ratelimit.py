@@ -31,8 +31,8 @@ STORAGE_RETRY_SECONDS = 1.0
 class LocalCounter:
     """The sliding-window counter of `limits`' `SlidingWindowCounterRateLimiter`, in this process's memory.
 
-    `limits`' own MemoryStorage runs a background expiry thread; this keeps the same arithmetic
-    (the previous window's count, weighted by how much of it the sliding window still covers) in a plain dict.
+    `limits`' own MemoryStorage runs a background expiry thread; this keeps the same arithmetic (the previous window's
+    count, weighted by how much of it the sliding window still covers) in a plain dict.
     """
 
     MAX_KEYS = 100_000  # past this, windows that ended are dropped (bounded memory under many addresses)
