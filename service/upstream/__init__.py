@@ -3,7 +3,7 @@ breaker, and the values exchanged."""
 
 from .ayrshare import AllowedLinkHosts, AyrshareClient, EmailSent
 from .circuit import CircuitBreaker, CircuitOpen
-from .models import CreatedProfile, Link, LinkedAccount, LinkedAccounts, LinkOptions
+from .models import CreatedProfile, Link, LinkedAccounts, LinkOptions
 from .transport import AyrshareRefusal, DuplicateTitle, MalformedAnswer, ProfileKeyRefused, UpstreamNotFound
 
 __all__ = [
@@ -17,7 +17,6 @@ __all__ = [
     "EmailSent",
     "Link",
     "LinkOptions",
-    "LinkedAccount",
     "LinkedAccounts",
     "MalformedAnswer",
     "ProfileKeyRefused",

@@ -20,7 +20,7 @@ import requests
 from ..config import Settings
 from ..errors import BadRequest
 from ..urls import web_origin
-from .models import UNLINKABLE_NETWORKS, CreatedProfile, Link, LinkedAccount, LinkedAccounts, LinkOptions
+from .models import UNLINKABLE_NETWORKS, CreatedProfile, Link, LinkedAccounts, LinkOptions
 from .transport import (
     AyrshareRefusal,
     AyrshareTransport,
@@ -227,31 +227,11 @@ class AyrshareClient:
 
 
 def _linked_accounts(answer: dict) -> LinkedAccounts:
-    """`activeSocialAccounts` (absent when nothing is linked, per the vendor) and what `displayNames` shows of each."""
+    """`activeSocialAccounts`, sorted; the vendor leaves it out when nothing is linked."""
     networks = answer.get("activeSocialAccounts", [])
     if not isinstance(networks, list) or not all(isinstance(network, str) and network for network in networks):
         raise MalformedAnswer("accounts_unreadable")
-    entries = answer.get("displayNames", [])
-    entries = entries if isinstance(entries, list) else []
-    by_network = {
-        entry["platform"]: LinkedAccount(
-            network=entry["platform"],
-            display_name=_text(entry.get("displayName")),
-            username=_text(entry.get("username")),
-            profile_url=_text(entry.get("profileUrl")),
-        )
-        for entry in entries
-        if isinstance(entry, dict) and entry.get("platform") in networks
-    }
-    ordered = tuple(sorted(set(networks)))
-    return LinkedAccounts(
-        networks=ordered,
-        accounts=tuple(by_network.get(network, LinkedAccount(network)) for network in ordered),
-    )
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
+    return LinkedAccounts(networks=tuple(sorted(set(networks))))
 
 
 def _checked_expiry(expires_at: float, options: LinkOptions) -> float:

@@ -80,18 +80,7 @@ class CreatedProfile:
 
 
 @dataclass(frozen=True)
-class LinkedAccount:
-    """One linked network as `GET /user` describes it, reduced to what a person would see (no ids, no tokens)."""
-
-    network: str
-    display_name: str | None = None
-    username: str | None = None
-    profile_url: str | None = None
-
-
-@dataclass(frozen=True)
 class LinkedAccounts:
-    """The networks a User Profile has linked (sorted), with what Ayrshare shows of each."""
+    """The networks a User Profile has linked, sorted."""
 
     networks: tuple[str, ...] = ()
-    accounts: tuple[LinkedAccount, ...] = ()
