@@ -83,18 +83,19 @@ def _check_redis(server):
     # and requests only notice it later (and then without saying where).
     if not settings.redis_url:
         return
-    import redis
+    from service.config.connections import redis_address
+    from service.links.store import REDIS_FAILURES, redis_client_from_url
 
-    from service.links.store import redis_address, redis_client_from_url
-
+    client = None
     try:
-        client = redis_client_from_url(settings.redis_url, settings.redis_timeout)
-    except ValueError:  # a malformed URL: each worker's start refuses it with the configuration error
-        return
-    try:
+        client = redis_client_from_url(settings.redis_url, settings.redis_timeout)  # a Cluster client connects here
         client.ping()
-    except redis.RedisError as error:
+    except REDIS_FAILURES as error:
         address = redis_address(settings.redis_url)
+        if client is None:  # redis-py's Cluster client reads the slot map as it is made: workers could not start
+            server.log.error("Redis Cluster at %s cannot be reached or refuses the connection: stopping", address)
+            on_exit(server)
+            sys.exit(1)
         server.log.warning(
             "Redis at %s does not answer (%s): serving without the shared cache until it does",
             address,
@@ -102,7 +103,8 @@ def _check_redis(server):
             extra={"redis": address, "error_type": type(error).__name__},
         )
     finally:
-        client.close()
+        if client is not None:
+            client.close()
 
 
 def child_exit(server, worker):

@@ -27,6 +27,18 @@ log = logging.getLogger("service")
 
 def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     """Build the app from `environ` (tests) or from the process environment and `.env` (everyone else)."""
+    try:
+        return _build_app(load_settings(environ))
+    except ConfigError as error:
+        if environ is None and invoked_from_flask_cli():  # gunicorn's config file does the same
+            if _listing_commands():
+                return _unconfigured_app(error)
+            _exit_with(error)
+        raise
+
+
+def _build_app(settings: Settings) -> Flask:
+    """The app for these settings; ConfigError for what only building reveals (a folder that cannot be created)."""
     # Imported here so that gunicorn's config file can load `service.config` before gevent patches the standard
     # library and before prometheus-client reads PROMETHEUS_MULTIPROC_DIR.
     from flask import Flask
@@ -54,14 +66,6 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         webhooks_cli,
     )
 
-    try:
-        settings = load_settings(environ)
-    except ConfigError as error:
-        if environ is None and invoked_from_flask_cli():  # gunicorn's config file does the same
-            if _listing_commands():
-                return _unconfigured_app(error)
-            _exit_with(error)
-        raise
     app = Flask(__name__, static_folder="web/static", template_folder="web/templates")
     # Werkzeug would answer `/connect//x` with a redirect to `/connect/x` on whatever Host the request named: the
     # service redirects only to linking pages, so a doubled slash is a 404 instead.
@@ -259,14 +263,15 @@ def _build_directory(settings: Settings, store) -> tuple[Database, Directory, Pr
 def _build_store(settings: Settings):
     from .crypto import FernetCodec
     from .links import MemoryLinkStore, RedisLinkStore
+    from .links.store import REDIS_FAILURES
     from .web import metrics
 
     if not settings.redis_url:
         return MemoryLinkStore()
+    codec = FernetCodec.for_settings(settings.cache_encryption_key, settings.api_key)
     try:
-        codec = FernetCodec.for_settings(settings.cache_encryption_key, settings.api_key)
         return RedisLinkStore.from_url(
             settings.redis_url, timeout=settings.redis_timeout, codec=codec, on_rejected=metrics.cache_rejected
         )
-    except ValueError:  # a malformed host list, port or sentinel path; the message could echo part of the URL
-        raise ConfigError("REDIS_URL: not a valid Redis URL (see docs/configuration.md)") from None
+    except REDIS_FAILURES:  # only a Cluster client connects as it is made
+        raise ConfigError("REDIS_URL: the Redis Cluster cannot be reached or refuses the connection") from None

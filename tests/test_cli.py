@@ -81,8 +81,16 @@ def test_check_config_fails_naming_an_unreachable_redis_and_an_unmigrated_databa
     env = {**configured, "REDIS_URL": f"redis://:REDIS-PASSWORD-x1@127.0.0.1:{port}/0"}
     result = _flask(["check-config"], env, tmp_path)
     assert result.returncode == 1
-    assert f"cache: failing (Redis at 127.0.0.1:{port} does not answer PING)" in result.stdout.splitlines()
-    assert "database: not migrated (run `flask --app service db upgrade`)" in result.stdout.splitlines()
+    lines = result.stdout.splitlines()
+    assert f"cache: failing (Redis at 127.0.0.1:{port} does not answer PING (ConnectionError))" in lines
+    assert (
+        f"database: not migrated yet; bin/boot migrates it as it starts (sqlite at {tmp_path / 'directory.db'})"
+        in lines
+    )
+    assert (
+        "database: not migrated (run `flask --app service db upgrade`)"
+        in _flask(["check-config"], {**env, "DATABASE_MIGRATE_ON_START": "0"}, tmp_path).stdout.splitlines()
+    )
     assert "REDIS-PASSWORD-x1" not in result.stdout + result.stderr
 
 
@@ -93,8 +101,51 @@ def test_check_config_names_a_database_whose_password_has_url_characters_and_nev
     env = {**configured, "DATABASE_URL": f"postgresql+psycopg://app:s3cr#t?Pa/ss@127.0.0.1:{port}/ayrshare"}
     result = _flask(["check-config"], env, tmp_path)
     assert result.returncode == 1, result.stderr
-    assert f"database: failing (postgresql at 127.0.0.1:{port}/ayrshare does not answer)" in result.stdout.splitlines()
+    where = f"postgresql at 127.0.0.1:{port}/ayrshare"
+    assert f"database: failing ({where} does not answer or refuses the user, password or database name)" in (
+        result.stdout.splitlines()
+    )
     assert "s3cr" not in result.stdout + result.stderr and "Pa/ss" not in result.stdout + result.stderr
+
+
+def test_check_config_tells_a_refused_redis_password_from_a_redis_that_does_not_answer(configured, tmp_path):
+    from tests.support.processes import RedisServer
+
+    server = RedisServer().start()
+    try:
+        server.client().config_set("requirepass", "the-right-one")
+        env = {**configured, "REDIS_URL": f"redis://:REDIS-PASSWORD-x1@127.0.0.1:{server.port}/0"}
+        result = _flask(["check-config"], env, tmp_path)
+    finally:
+        server.kill()
+    assert result.returncode == 1
+    assert f"cache: failing (Redis at 127.0.0.1:{server.port} refuses the user or password in REDIS_URL)" in (
+        result.stdout.splitlines()
+    )
+    assert "REDIS-PASSWORD-x1" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("REDIS_URL", "redis://:REDIS-PASSWORD-x1@127.0.0.1:notaport/0"),
+        ("REDIS_URL", "redis+sentinel://:REDIS-PASSWORD-x1@h1:26379,h2:badport/mymaster"),
+        ("DATABASE_URL", "postgresql+psycopg://app:DB-PASSWORD-x1@db:abc/ayrshare"),
+        ("DATABASE_URL", "postgresql+psycopg://app:DB-PASSWORD@x1@127.0.0.1:5432/ayrshare"),
+        ("DATA_DIR", "/proc/ayrshare-connect"),  # root may write in /proc by access(2), yet cannot make a folder there
+        ("REDIS_URL", "redis+cluster://:REDIS-PASSWORD-x1@127.0.0.1:1"),  # the Cluster client connects as it is made
+    ],
+)
+def test_a_malformed_connection_setting_ends_with_one_line_naming_it(configured, tmp_path, name, value):
+    env = {**configured, name: value}
+    if name == "DATA_DIR":
+        del env["DATABASE_URL"]
+    for command in (["check-config", "--offline"], ["db", "upgrade"]):
+        result = _flask(command, env, tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("configuration error: ")
+        assert result.stderr.split(":")[1].strip() in (name, "DATABASE_URL")  # the folder comes from DATA_DIR
+        assert "PASSWORD" not in result.stderr and result.stdout == ""
 
 
 def test_check_config_offline_checks_only_the_settings(configured, tmp_path):
@@ -120,3 +171,27 @@ def test_sign_url_refuses_a_lifetime_the_service_would_refuse(configured, tmp_pa
     assert "must be 1 to SIGNED_LINK_MAX_TTL_SECONDS (900)" in refused.stderr
     longest = _flask(["sign-url", "alice", "--ttl", "900"], configured, tmp_path)
     assert longest.returncode == 0 and longest.stdout.startswith("/connect/alice?")
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["bad user/x"], "The user id must be"),
+        (["alice", "--redirect", "https://elsewhere.example/done"], "'redirect' must be an https URL"),
+        (["alice", "--allowed-social", "myspace"], "'allowedSocial' must be a comma-separated list"),
+        (["alice", "--ttl", "0"], "Invalid value for '--ttl'"),
+        (["alice", "--allowed-social", "facebook\n"], "must be one line each"),  # the service refuses line breaks
+    ],
+)
+def test_sign_url_refuses_what_the_service_would_refuse(configured, tmp_path, args, problem):
+    refused = _flask(["sign-url", *args], {**configured, "REDIRECT_ALLOWED_HOSTS": "app.example.com"}, tmp_path)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert problem in refused.stderr
+
+
+def test_sign_url_signs_a_redirect_on_an_allowed_host_and_an_allowed_network(configured, tmp_path):
+    env = {**configured, "REDIRECT_ALLOWED_HOSTS": "app.example.com"}
+    args = ["sign-url", "alice", "--redirect", "https://app.example.com/done", "--allowed-social", "facebook"]
+    signed = _flask(args, env, tmp_path)
+    assert signed.returncode == 0, signed.stderr
+    assert signed.stdout.startswith("/connect/alice?") and "redirect=https" in signed.stdout

@@ -74,6 +74,14 @@ def test_the_flask_cli_reads_the_dotenv_in_the_working_directory_and_the_environ
     assert result.returncode == 0, result.stderr  # ...and the process environment wins over it
 
 
+def test_an_empty_variable_in_the_environment_lets_the_dotenv_fill_it_in(minimal, tmp_path):
+    """Empty counts as unset: `-e AYRSHARE_API_KEY=$UNSET_VAR` must not hide the file's key."""
+    _write_env(tmp_path / ".env", minimal)
+    result = _flask(["sign-url", "alice"], tmp_path, {"AYRSHARE_API_KEY": "", "CONNECT_SIGNING_SECRET": ""})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("/connect/alice?")
+
+
 def test_gunicorn_takes_the_gevent_worker_class_from_the_settings_file_before_anything_imports_ssl(
     settings_env, tmp_path
 ):

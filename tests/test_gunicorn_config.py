@@ -36,9 +36,27 @@ def test_each_worker_keeps_a_connection_to_ayrshare_for_every_call_it_can_have_i
     assert "Connection pool is full" not in service.log()
 
 
+def test_an_unreachable_redis_cluster_stops_the_start_with_one_line_saying_so(start_service):
+    """redis-py's Cluster client reads the slot map as it is made, so workers could not start: say so once, and stop."""
+    from tests.support.processes import free_port
+
+    port = free_port()
+    service = start_service(wait=False, REDIS_URL=f"redis+cluster://:pw-x1@127.0.0.1:{port}")
+    assert service.proc.wait(30) != 0
+    said = [line for line in service.log().splitlines() if "Redis Cluster" in line]
+    assert len(said) == 1 and f"Redis Cluster at 127.0.0.1:{port} cannot be reached" in said[0]
+    assert "Traceback" not in service.log() and "pw-x1" not in service.log()
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("GUNICORN_WORKERS", "many"), ("GUNICORN_THREADS", "0"), ("GUNICORN_WORKER_CLASS", "tornado")],
+    [
+        ("GUNICORN_WORKERS", "many"),
+        ("GUNICORN_THREADS", "0"),
+        ("GUNICORN_WORKER_CLASS", "tornado"),
+        ("REDIS_URL", "redis://:pw-x1@127.0.0.1:notaport/0"),
+        ("DATABASE_URL", "postgresql+psycopg://app:pw-x1@db:abc/ayrshare"),
+    ],
 )
 def test_a_bad_gunicorn_setting_stops_the_start_with_one_line_naming_it(start_service, name, value):
     service = start_service(wait=False, **{name: value})

@@ -10,7 +10,7 @@ import pytest
 from service.errors import UpstreamRefused, UpstreamTimeout
 from service.links import LinkBroker
 from service.links.broker import ERROR_MARKER_SECONDS
-from service.links.store import RedisLinkStore
+from service.links.store import RedisLinkStore, StoreUnavailable
 from service.upstream import Link
 from tests.support.tcp_proxy import TcpProxy
 
@@ -215,7 +215,7 @@ def test_a_holder_whose_lock_expired_does_not_free_its_successors_lock(store, re
 
 
 @pytest.fixture
-def cluster_url():
+def cluster():
     """A one-node Redis Cluster holding every slot: enough to run the cluster client's own code paths."""
     from tests.support.processes import RedisServer, free_port, wait_until
 
@@ -225,12 +225,12 @@ def cluster_url():
     node = server.client()
     node.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
     wait_until(lambda: "cluster_state:ok" in str(node.execute_command("CLUSTER", "INFO")), 10, what="the cluster")
-    yield f"redis+cluster://127.0.0.1:{server.port}"
+    yield server
     server.stop()
 
 
-def test_on_redis_cluster_a_holder_stores_its_link_and_frees_its_lock(cluster_url):
-    store = RedisLinkStore.from_url(cluster_url, timeout=1.0)
+def test_on_redis_cluster_a_holder_stores_its_link_and_frees_its_lock(cluster):
+    store = RedisLinkStore.from_url(f"redis+cluster://127.0.0.1:{cluster.port}", timeout=1.0)
     calls = []
 
     first = broker(store).get_link("k", lambda deadline: calls.append(1) or fresh_link())
@@ -238,6 +238,18 @@ def test_on_redis_cluster_a_holder_stores_its_link_and_frees_its_lock(cluster_ur
 
     assert first.source == "upstream" and second.source == "cache" and calls == [1]
     assert not store.client.exists("k:lock")
+
+
+def test_a_redis_cluster_outage_is_served_like_a_redis_outage(cluster):
+    """With no node reachable the cluster client raises RedisClusterException, which is not a RedisError."""
+    store = RedisLinkStore.from_url(f"redis+cluster://127.0.0.1:{cluster.port}", timeout=1.0)
+    cluster.kill()
+
+    assert store.ping() is False
+    with pytest.raises(StoreUnavailable):
+        store.read("k")
+    link = broker(store).get_link("k", lambda deadline: fresh_link())
+    assert link.source == "direct"  # fetched without the cache, not a 500
 
 
 @pytest.mark.parametrize(

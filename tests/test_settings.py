@@ -90,9 +90,41 @@ BAD_SETTINGS = [
     ("AYRSHARE_REDIRECT", "not a url SECRETVALUE", "AYRSHARE_REDIRECT"),
     ("AYRSHARE_TWITTER_API_KEY", "SECRETVALUE-twitter-key", "AYRSHARE_TWITTER_API_SECRET"),
     ("REDIS_URL", "http://SECRETVALUE@localhost:6379", "REDIS_URL"),
+    ("REDIS_URL", "redis://:SECRETVALUE@127.0.0.1:notaport/0", "REDIS_URL"),
+    ("REDIS_URL", "redis://:SECRETVALUE@[::1", "REDIS_URL"),
+    ("REDIS_URL", "redis://127.0.0.1:6379/0?socket_timeout=SECRETVALUE", "REDIS_URL"),
+    ("REDIS_URL", "redis://127.0.0.1:6379/0?SECRETVALUE=1", "REDIS_URL"),  # an option redis-py does not know
+    ("REDIS_URL", "redis+sentinel://:SECRETVALUE@h1:26379,h2:badport/mymaster", "REDIS_URL"),
+    ("REDIS_URL", "redis+sentinel://:SECRETVALUE@h1:26379", "REDIS_URL"),  # no master name
+    ("REDIS_URL", "redis+cluster://:SECRETVALUE@[::1:7000", "REDIS_URL"),
+    ("DATABASE_URL", "postgresql+psycopg://app:SECRETVALUE@db:abc/ayrshare", "DATABASE_URL"),
+    ("DATABASE_URL", "postgresql+psycopg://app:pw@SECRETVALUE@db:5432/ayrshare", "DATABASE_URL"),  # a raw "@"
+    ("DATABASE_URL", "sqlite:////etc/hostname/SECRETVALUE/directory.db", "DATABASE_URL"),  # under a file
+    ("DATA_DIR", "/etc/hostname/SECRETVALUE", "DATA_DIR"),
+    ("RATE_LIMIT_PER_USER", "0/minute", "RATE_LIMIT_PER_USER"),  # would refuse every request
+    ("RATE_LIMIT_UPSTREAM_PER_USER", "10 per 0 minutes", "RATE_LIMIT_UPSTREAM_PER_USER"),  # `limits` reads 1 minute
+    ("CONNECT_EMAIL_PER_USER", "3/hour;0/day", "CONNECT_EMAIL_PER_USER"),
     ("AYRSHARE_DEADLINE_SECONDS", "31", "AYRSHARE_DEADLINE_SECONDS"),
     ("LOG_LEVEL", "LOUD", "LOG_LEVEL"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("name", "url"),
+    [
+        ("REDIS_URL", "rediss://:pw@redis.internal:6380/0?ssl_ca_certs=/run/secrets/redis-ca.pem"),
+        ("REDIS_URL", "unix:///run/redis/redis.sock?db=2"),
+        ("REDIS_URL", "redis+sentinel://:pw@[::1]:26379,[::2]/mymaster/1"),
+        ("REDIS_URL", "redis+cluster://[::1]"),
+        ("REDIS_URL", "redis://:p@ss@redis:6379/0"),  # redis-py reads the password up to the last "@"
+        ("DATABASE_URL", "postgresql+psycopg://app:pw@/ayrshare?host=/run/postgresql"),
+        ("DATABASE_URL", "postgresql+psycopg://app:pw@/ayrshare?host=db-a:5432&host=db-b:5432"),
+        ("DATABASE_URL", "sqlite:///:memory:"),
+        ("DATABASE_URL", "sqlite:///relative/directory.db"),
+    ],
+)
+def test_well_formed_connection_urls_are_accepted(env, name, url):
+    assert getattr(load_settings({**env, name: url}), name.lower()) == url
 
 
 @pytest.mark.parametrize(("name", "value", "named"), BAD_SETTINGS, ids=[f"{c[0]}={c[1]!r:.20}" for c in BAD_SETTINGS])
@@ -197,7 +229,12 @@ def test_gunicorn_refuses_to_start_with_one_clear_line(env, name, value):
 def test_check_config_cli_reports_ok_and_sign_url_prints_a_verifiable_link(env, tmp_path):
     from service.auth import check_signature
 
-    environment = {**env, "ENV_FILE": "/nonexistent", "PATH": "/usr/bin:/bin"}
+    environment = {
+        **env,
+        "ENV_FILE": "/nonexistent",
+        "PATH": "/usr/bin:/bin",
+        "REDIRECT_ALLOWED_HOSTS": "app.example.com",
+    }
     flask = [str(ServiceProcess({}).command()[0]).replace("gunicorn", "flask"), "--app", "service"]
     ok = subprocess.run(
         [*flask, "check-config", "--offline"], env=environment, capture_output=True, text=True, timeout=60

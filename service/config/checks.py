@@ -20,6 +20,7 @@ from .keys import load_public_key, parse_fernet_keys
 
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
 _COOKIE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_ZERO_PERIOD = re.compile(r"(?:/|\bper)\s*0+\s*[a-z]", re.IGNORECASE)  # "10/0 minutes", "10 per 0 hours"
 DEFAULT_SIGNED_LINK_MAX_TTL = 900
 SYMMETRIC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS = frozenset(
@@ -64,9 +65,14 @@ def check(data: dict[str, Any]) -> None:
         "CONNECT_EMAIL_PER_USER",
     ):
         try:
-            parse_many(data[name.lower()])
+            limits = parse_many(data[name.lower()])
         except ValueError:
             raise ValidationError("must be a limit such as '30/minute' or '10 per 5 minutes'", name) from None
+        # `limits` reads "10 per 0 minutes" as 10 per minute, and 0/minute would refuse everything.
+        if any(limit.amount < 1 for limit in limits) or _ZERO_PERIOD.search(data[name.lower()]):
+            raise ValidationError(
+                "needs at least 1 per period of at least 1 (to switch limits off: RATE_LIMIT_ENABLED=0)", name
+            )
     for position, entry in enumerate(data["link_allowed_hosts"], start=1):
         parts = urlsplit(entry if "://" in entry else f"https://{entry}")
         if parts.scheme not in ("https", "http") or (parts.scheme == "http" and not is_loopback(parts.hostname or "")):

@@ -12,15 +12,13 @@ import binascii
 import json
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from ..urls import is_bare_origin
 from . import checks
+from .connections import database_url_problem, redis_url_problem
 
-REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
-DATABASE_SCHEMES = ("sqlite://", "postgresql+psycopg://", "postgresql://")
 AUTH_MODES = ("signed", "jwt", "header", "none")
 LINK_FLOWS = ("session", "jwt")
 METRICS_ON_MAIN_PORT = "main"  # METRICS_BIND value: /metrics on the main port (BIND), as a plain route
@@ -308,15 +306,17 @@ class SettingsSchema(Schema):
             raise ValidationError("must be shorter than AYRSHARE_DEADLINE_SECONDS", "AYRSHARE_CONNECT_TIMEOUT")
         if data["link_stale_min"] > data["link_min_remaining"]:
             raise ValidationError("must not exceed LINK_MIN_REMAINING_SECONDS", "LINK_STALE_MIN_SECONDS")
-        if data["redis_url"] and urlsplit(data["redis_url"]).scheme not in REDIS_SCHEMES:
-            raise ValidationError(f"must be a {', '.join(s + '://' for s in REDIS_SCHEMES)} URL", "REDIS_URL")
+        redis_problem = data["redis_url"] and redis_url_problem(data["redis_url"])
+        if redis_problem:
+            raise ValidationError(redis_problem, "REDIS_URL")
         not_origins = [value for value in data["frontend_origins"] if not is_bare_origin(value)]
         if not_origins:
             raise ValidationError(
                 "must be a comma-separated list of origins like https://app.example.com", "FRONTEND_ORIGINS"
             )
-        if data["database_url"] and not data["database_url"].startswith(DATABASE_SCHEMES):
-            raise ValidationError("must be a sqlite:/// or postgresql+psycopg:// URL", "DATABASE_URL")
+        database_problem = data["database_url"] and database_url_problem(data["database_url"])
+        if database_problem:
+            raise ValidationError(database_problem, "DATABASE_URL")
         template = data["profile_title_template"]
         if "{user}" not in template or template.replace("{user}", "").count("{") + template.count("}") > 1:
             raise ValidationError("must contain {user} and no other {placeholder}", "PROFILE_TITLE_TEMPLATE")

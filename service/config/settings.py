@@ -20,6 +20,7 @@ from dotenv import dotenv_values, find_dotenv
 from marshmallow import ValidationError
 
 from ..urls import web_origin
+from .connections import can_create
 from .keys import KeyFormatError, SigningKey, load_signing_key, parse_fernet_keys
 from .schema import NOT_SETTINGS, SETTING_PREFIXES, SettingsSchema, setting_names
 
@@ -186,11 +187,12 @@ def process_environment() -> dict[str, str]:
 
 
 def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The process environment over the settings file (the environment wins, as with docker/compose)."""
+    """The process environment over the settings file (the environment wins, as with docker/compose; an empty
+    variable is unset, so the file fills it in)."""
     if environ is not None:
         return dict(environ)
     process = process_environment()
-    return {**read_settings_file(settings_file(process)), **process}
+    return {**read_settings_file(settings_file(process)), **{name: value for name, value in process.items() if value}}
 
 
 _SECURITY_LISTS = ("jwt_algorithms", "trusted_proxies", "redirect_allowed_hosts", "cors_allowed_origins")
@@ -244,7 +246,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     port, web_concurrency = data.pop("port"), data.pop("web_concurrency")
     data["bind"] = data["bind"] or (f"0.0.0.0:{port}" if port else "0.0.0.0:8000")
     data["workers"] = data["workers"] or web_concurrency or 2
-    data["database_url"] = data["database_url"] or default_database_url(data["data_dir"])
+    if not data["database_url"]:  # the schema checked a URL that was given; this one comes from DATA_DIR
+        data["database_url"] = default_database_url(data["data_dir"])
+        if not can_create(Path(data["data_dir"]).absolute()):
+            raise ConfigError("DATA_DIR: cannot create or write the folder there")
     if data["database_migrate_on_start"] is None:  # on by default only for the embedded SQLite file
         data["database_migrate_on_start"] = data["database_url"].startswith("sqlite")
     _check_data_encryption_key(data)

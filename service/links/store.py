@@ -18,18 +18,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from ..config.connections import redis_nodes, redis_scheme
 from ..errors import StoreUnavailable
 from ..upstream import Link, LinkOptions
 
 log = logging.getLogger(__name__)
+# What a failing Redis raises: the cluster client's "no node reachable" is not a RedisError.
+REDIS_FAILURES = (redis.RedisError, RedisClusterException)
 
 KEY_PREFIX = "connect:link:v1:"
 USER_PREFIX = "connect:user:v1:"
@@ -239,7 +242,7 @@ class RedisLinkStore:
     def ping(self) -> bool:
         try:
             return bool(self.client.ping())
-        except redis.RedisError:
+        except REDIS_FAILURES:
             return False
 
     def _call(self, func, *args, always: bool = False, **kwargs):
@@ -249,7 +252,7 @@ class RedisLinkStore:
             raise StoreUnavailable()
         try:
             return func(*args, **kwargs)
-        except redis.RedisError as error:
+        except REDIS_FAILURES as error:
             if self._down_until == 0.0 or time.monotonic() - self._down_until > 5:
                 log.warning("redis unavailable; serving without cache", extra={"error_type": type(error).__name__})
             self._down_until = time.monotonic() + self.retry_interval
@@ -294,44 +297,15 @@ def redis_client_from_url(url: str, timeout: float):
     """
     # Short timeouts and one immediate retry: redis-py's default retries with backoff would hang requests for seconds.
     common = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": Retry(NoBackoff(), 1)}
-    scheme, _, _ = url.partition("://")
+    scheme = redis_scheme(url)
     if scheme not in ("redis+sentinel", "redis+cluster"):
         return redis.Redis.from_url(url, health_check_interval=30, **common)
-    parts = urlsplit(url)
-    password = unquote(parts.password) if parts.password else None
-    nodes = [_host_port(node) for node in parts.netloc.rpartition("@")[2].split(",") if node]
+    nodes, password, master, db = redis_nodes(url)
     if scheme == "redis+cluster":
-        return RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in nodes], password=password, **common
-        )
-    path = [segment for segment in parts.path.split("/") if segment]
-    if not path:
-        raise ValueError("redis+sentinel URL needs the master name: redis+sentinel://host:port/<master>")
+        startup_nodes = [ClusterNode(host, port) for host, port in nodes]
+        return RedisCluster(startup_nodes=startup_nodes, password=password, **common)
     sentinel = Sentinel(nodes, sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout})
-    db = int(path[1]) if len(path) > 1 else 0
-    return sentinel.master_for(path[0], db=db, password=password, **common)
-
-
-def redis_address(url: str) -> str:
-    """Where a Redis URL points, for messages: host:port (each node for Sentinel and Cluster) or the socket path.
-
-    Never the password or the rest of the URL.
-    """
-    scheme, _, _ = url.partition("://")
-    parts = urlsplit(url)
-    if scheme == "unix":
-        return parts.path
-    if scheme in ("redis+sentinel", "redis+cluster"):
-        return ",".join(f"{host}:{port}" for host, port in map(_host_port, parts.netloc.rpartition("@")[2].split(",")))
-    try:
-        return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
-    except ValueError:  # a port that is not a number: the start already refuses such a URL
-        return parts.hostname or "localhost"
-
-
-def _host_port(node: str) -> tuple[str, int]:
-    host, _, port = node.rpartition(":")
-    return (host.strip("[]") or "localhost", int(port or 6379)) if host else (node, 6379)
+    return sentinel.master_for(master, db=db, password=password, **common)
 
 
 class MemoryLinkStore:

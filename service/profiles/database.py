@@ -59,12 +59,15 @@ class Database:
     def __init__(self, url: str, timeout: float = 2.0):
         try:
             parsed = make_url(url)
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             raise ConfigError("DATABASE_URL: not a valid SQLAlchemy URL") from None
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
-            if parsed.database:
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                if parsed.database:
+                    Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:  # what the start's check of the folder cannot foresee (/proc, a race)
+                raise ConfigError(f"DATABASE_URL: cannot create the SQLite file's folder ({error.strerror})") from None
             # busy_timeout: concurrent writers (gunicorn workers) wait for each other instead of failing at once.
             self.engine = create_engine(url, connect_args={"timeout": 15})
             event.listen(self.engine, "connect", _sqlite_pragmas)

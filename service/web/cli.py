@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import click
+import redis
 from flask import Flask, current_app
-from sqlalchemy.engine import make_url
 
 from ..auth import signed_path
-from ..links.store import redis_address
+from ..config.connections import database_address, redis_address
+from ..errors import BadRequest
+from ..links.options import resolve_options
+from ..links.store import REDIS_FAILURES
+from ..profiles import validate_user
 
 __all__ = ["init_app"]
 
@@ -29,9 +33,19 @@ def init_app(app: Flask) -> None:
         settings = current_app.config["SETTINGS"]
         if not settings.signing_secret:
             raise click.UsageError("CONNECT_SIGNING_SECRET is not set")
-        if not 0 < ttl <= settings.signed_link_max_ttl:  # the service would refuse the link it prints
-            raise click.BadParameter(f"must be 1 to SIGNED_LINK_MAX_TTL_SECONDS ({settings.signed_link_max_ttl})")
+        # Each check is the service's own: it would refuse the link printed.
+        if not 0 < ttl <= settings.signed_link_max_ttl:
+            raise click.BadParameter(
+                f"must be 1 to SIGNED_LINK_MAX_TTL_SECONDS ({settings.signed_link_max_ttl})", param_hint="'--ttl'"
+            )
         options = {"redirect": redirect, "allowedSocial": allowed_social}
+        if any("\n" in value or "\r" in value for value in options.values() if value):
+            raise click.UsageError("--redirect and --allowed-social must be one line each.")
+        try:
+            validate_user(user)
+            resolve_options({name: value for name, value in options.items() if value is not None}, settings)
+        except BadRequest as error:
+            raise click.UsageError(error.message) from None
         click.echo(base_url.rstrip("/") + signed_path(user, settings.signing_secret, ttl, options=options))
 
     @app.cli.command("check-config")
@@ -50,25 +64,29 @@ def init_app(app: Flask) -> None:
             click.echo(f"cache: ok (Redis at {redis_address(settings.redis_url)})")
         else:
             failed = True
-            click.echo(f"cache: failing (Redis at {redis_address(settings.redis_url)} does not answer PING)")
+            click.echo(f"cache: failing (Redis at {redis_address(settings.redis_url)} {_redis_failure(store.client)})")
         state = current_app.extensions["database"].ping()
         where = database_address(settings.database_url)
         if state == "ok":
             click.echo(f"database: ok ({where})")
+        elif state == "not_migrated" and settings.database_migrate_on_start:
+            click.echo(f"database: not migrated yet; bin/boot migrates it as it starts ({where})")
         elif state == "not_migrated":
             failed = True
             click.echo("database: not migrated (run `flask --app service db upgrade`)")
         else:
             failed = True
-            click.echo(f"database: failing ({where} does not answer)")
+            click.echo(f"database: failing ({where} does not answer or refuses the user, password or database name)")
         if failed:
             raise click.exceptions.Exit(1)
 
 
-def database_address(url: str) -> str:
-    """Which database a URL names, for messages: the SQLite file, or dialect, host, port and name; never a password."""
-    parts = make_url(url)  # SQLAlchemy's own reading of the URL, the one the engine connects with
-    dialect = parts.get_backend_name()
-    if dialect == "sqlite":
-        return f"sqlite at {parts.database}"
-    return f"{dialect} at {parts.host or 'localhost'}:{parts.port or 5432}/{parts.database or ''}"
+def _redis_failure(client) -> str:
+    """Why Redis failed a PING, in words (the error's type, never its text, which may quote the URL)."""
+    try:
+        client.ping()
+    except redis.AuthenticationError:
+        return "refuses the user or password in REDIS_URL"
+    except REDIS_FAILURES as error:
+        return f"does not answer PING ({type(error).__name__})"
+    return "does not answer PING"
