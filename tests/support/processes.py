@@ -7,6 +7,7 @@ stops it (SIGTERM, then SIGKILL) when done. Logs go to files so a failing test c
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,8 +23,28 @@ import requests
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port nothing listens on, below the kernel's ephemeral range: a port from bind(0) is an ephemeral one, and an
+    outgoing connection (to Redis, the emulator, ...) can take it before the process it is meant for binds it."""
+    try:
+        lowest_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        lowest_ephemeral = 0
+    candidates = range(10_000, lowest_ephemeral) if lowest_ephemeral > 11_000 else ()
+    for port in random.sample(candidates, min(len(candidates), 200)):
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as sock:  # no range below the ephemeral one: the kernel's choice
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
