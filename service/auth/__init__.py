@@ -2,12 +2,13 @@
 
 from .authenticator import Authenticator, require_internal_token
 from .caller import Caller, PresentedCredentials
-from .signed_links import check_signature, sign, signed_path
+from .signed_links import breaks_lines, check_signature, sign, signed_path
 
 __all__ = [
     "Authenticator",
     "Caller",
     "PresentedCredentials",
+    "breaks_lines",
     "check_signature",
     "require_internal_token",
     "sign",

@@ -54,6 +54,11 @@ def presented_options(query: Mapping[str, str]) -> dict[str, str]:
     return options
 
 
+def breaks_lines(options: Mapping[str, str | None]) -> bool:
+    """True when an option's value holds a line break, which could pass one option off as another in the message."""
+    return any("\n" in value or "\r" in value for value in options.values() if value)
+
+
 def check_signature(user: str, query: Mapping[str, str], secret: str, max_ttl: int, now: float) -> Caller | None:
     expires_raw, signature = query.get("expires"), query.get("signature")
     if expires_raw is None and signature is None:
@@ -67,8 +72,7 @@ def check_signature(user: str, query: Mapping[str, str], secret: str, max_ttl: i
     # Compare before looking at the time, so a forged link never learns whether its expiry would have passed.
     expected = sign(user, expires, secret, options)
     matches = hmac.compare_digest(expected.encode(), signature.lower().encode("utf-8", "replace"))
-    # A line break inside a value could pass one option off as another: such a message is never accepted.
-    if options and (not matches or any("\n" in value or "\r" in value for value in options.values())):
+    if options and (not matches or breaks_lines(options)):
         raise Forbidden(
             "The link's signature does not cover these 'allowedSocial'/'redirect' values: the backend must sign "
             "the options it puts in the link.",

@@ -34,12 +34,12 @@ def redis_nodes(url: str) -> RedisNodes:
     if not nodes:
         raise ValueError("no host")
     path = [segment for segment in parts.path.split("/") if segment]
-    master = db = None
+    master, db = None, 0
     if redis_scheme(url) == "redis+sentinel":
         if not path:
             raise ValueError("no master name")
         master, db = path[0], int(path[1]) if len(path) > 1 else 0
-    return RedisNodes(nodes, unquote(parts.password) if parts.password else None, master, db or 0)
+    return RedisNodes(nodes, unquote(parts.password) if parts.password else None, master, db)
 
 
 def redis_url_problem(url: str) -> str | None:
@@ -64,12 +64,11 @@ def redis_url_problem(url: str) -> str | None:
 
 def redis_address(url: str) -> str:
     """Where a Redis URL points: host:port (each node for Sentinel and Cluster) or the socket path; never a password."""
-    scheme = redis_scheme(url)
+    scheme, parts = redis_scheme(url), urlsplit(url)
     if scheme == "unix":
-        return urlsplit(url).path
+        return parts.path
     if scheme in _NODE_SCHEMES:
         return ",".join(f"{host}:{port}" for host, port in redis_nodes(url).nodes)
-    parts = urlsplit(url)
     return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
 
 

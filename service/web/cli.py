@@ -6,7 +6,7 @@ import click
 import redis
 from flask import Flask, current_app
 
-from ..auth import signed_path
+from ..auth import breaks_lines, signed_path
 from ..config.connections import database_address, redis_address
 from ..errors import BadRequest
 from ..links.options import resolve_options
@@ -39,7 +39,7 @@ def init_app(app: Flask) -> None:
                 f"must be 1 to SIGNED_LINK_MAX_TTL_SECONDS ({settings.signed_link_max_ttl})", param_hint="'--ttl'"
             )
         options = {"redirect": redirect, "allowedSocial": allowed_social}
-        if any("\n" in value or "\r" in value for value in options.values() if value):
+        if breaks_lines(options):
             raise click.UsageError("--redirect and --allowed-social must be one line each.")
         try:
             validate_user(user)
@@ -60,11 +60,11 @@ def init_app(app: Flask) -> None:
         failed = False
         if not settings.redis_url:
             click.echo("cache: in-process (REDIS_URL is not set), nothing to reach")
-        elif store.ping():
+        elif (problem := _redis_problem(store.client)) is None:
             click.echo(f"cache: ok (Redis at {redis_address(settings.redis_url)})")
         else:
             failed = True
-            click.echo(f"cache: failing (Redis at {redis_address(settings.redis_url)} {_redis_failure(store.client)})")
+            click.echo(f"cache: failing (Redis at {redis_address(settings.redis_url)} {problem})")
         state = current_app.extensions["database"].ping()
         where = database_address(settings.database_url)
         if state == "ok":
@@ -81,10 +81,11 @@ def init_app(app: Flask) -> None:
             raise click.exceptions.Exit(1)
 
 
-def _redis_failure(client) -> str:
-    """Why Redis failed a PING, in words (the error's type, never its text, which may quote the URL)."""
+def _redis_problem(client) -> str | None:
+    """None when Redis answers a PING, else why not (the error's type, never its text: it may quote the URL)."""
     try:
-        client.ping()
+        if client.ping():
+            return None
     except redis.AuthenticationError:
         return "refuses the user or password in REDIS_URL"
     except REDIS_FAILURES as error:
