@@ -23,6 +23,7 @@ from .lookup import ProfileLookup
 from .provisioning import Provisioner
 
 PROFILE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{5,127}\Z")  # \Z: marshmallow's Regexp only anchors the start
+DEFAULT_PAGE = 100
 MAX_PAGE = 500
 PRINTABLE = validate.Regexp(r"[^\x00-\x1f\x7f]*\Z", error="must not contain control characters")
 
@@ -147,9 +148,8 @@ class UserAdmin:
         self.directory.delete(user)
         self.lookup.changed(user)
 
-    def page(self, limit: object, cursor: object) -> tuple[list[UserRecord], str | None]:
-        """A page of users and the cursor of the next one (None at the end)."""
-        size = page_limit(limit)
+    def page(self, size: int, cursor: str | None) -> tuple[list[UserRecord], str | None]:
+        """A page of at most `size` users and the cursor of the next one (None at the end)."""
         after = _decode_cursor(cursor) if cursor else None
         records = self.directory.page(size + 1, after)
         more = len(records) > size
@@ -173,14 +173,6 @@ def load(schema: Schema, body: object, code: str) -> dict:
         if problem == "Unknown field.":
             problem = "is not a known field"
         raise BadRequest(f"'{name}': {problem}", code=code) from None
-
-
-def page_limit(value: object) -> int:
-    if value in (None, ""):
-        return 100
-    if not isinstance(value, str) or not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE:
-        raise BadRequest(f"'limit' must be a whole number from 1 to {MAX_PAGE}.", code="bad_limit")
-    return int(value)
 
 
 def _encode_cursor(user: str) -> str:

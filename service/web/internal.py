@@ -17,7 +17,7 @@ from ..config.schema import SUPPORTED_NETWORKS
 from ..errors import BadRequest, NotFound
 from ..links import UserLinks
 from ..profiles import UserAdmin, user_json, validate_user
-from ..profiles.admin import MAX_PAGE
+from ..profiles.admin import DEFAULT_PAGE, MAX_PAGE
 from ..timefmt import iso_time
 from .errors import NO_STORE_HEADERS
 from .schemas import (
@@ -145,14 +145,14 @@ def _query(schema: Schema, problems: dict[str, tuple[str, str]]) -> dict:
         raise BadRequest(message, code=code) from None
 
 
-def _page_query() -> tuple[str | None, str | None]:
+def _page_query() -> tuple[int, str | None]:
     """`limit` and `cursor` of the user list, checked (UserAdmin.page checks what a cursor decodes to)."""
     bad_cursor = ("bad_cursor", "'cursor' is not a cursor this API returned.")
     args = _query(
         UsersQuerySchema(),
         {"limit": ("bad_limit", f"'limit' must be a whole number from 1 to {MAX_PAGE}."), "cursor": bad_cursor},
     )
-    return (str(args["limit"]) if "limit" in args else None), args.get("cursor")
+    return args.get("limit", DEFAULT_PAGE), args.get("cursor")
 
 
 def _flag(value: str | None, name: str) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, fields, validate
 
-from ..profiles.admin import MAX_PAGE
+from ..profiles.admin import DEFAULT_PAGE, MAX_PAGE
 from ..upstream.ayrshare import SESSION_STATES
 
 DELIVERY_STATES = ("pending", "delivered", "failed")
@@ -107,7 +107,7 @@ class UsersQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE  # other query parameters are ignored
 
-    limit = fields.Integer(validate=validate.Range(1, MAX_PAGE), metadata={"default": 100})
+    limit = fields.Integer(validate=validate.Range(1, MAX_PAGE), metadata={"default": DEFAULT_PAGE})
     cursor = fields.String(
         validate=validate.Regexp(r"[A-Za-z0-9_-]+\Z"),
         metadata={"description": "The `nextCursor` of the previous page."},
@@ -169,7 +169,7 @@ class DeliveriesQuerySchema(Schema):
         unknown = EXCLUDE
 
     state = fields.String(validate=validate.OneOf(DELIVERY_STATES))
-    limit = fields.Integer(validate=validate.Range(1, MAX_DELIVERIES), metadata={"default": 100})
+    limit = fields.Integer(validate=validate.Range(1, MAX_DELIVERIES), metadata={"default": DEFAULT_PAGE})
     after = fields.String(
         validate=validate.Regexp(EVENT_ID),
         metadata={"description": "The id of the last delivery of the previous page."},
