@@ -13,8 +13,9 @@ from dotenv import dotenv_values
 # choice is read first, from the process environment or else the settings file as load_settings reads them
 # (python-dotenv imports neither), and validated below like every other setting.
 _env_file = os.environ.get("ENV_FILE") or ".env"
+_readable = os.path.isfile(_env_file) and os.access(_env_file, os.R_OK)  # else load_settings says what is wrong
 _early = os.environ.get("GUNICORN_WORKER_CLASS") or (
-    dotenv_values(_env_file).get("GUNICORN_WORKER_CLASS") if os.path.isfile(_env_file) else None
+    dotenv_values(_env_file).get("GUNICORN_WORKER_CLASS") if _readable else None
 )
 if _early == "gevent":
     from gevent import monkey

@@ -23,7 +23,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import requests
-from dotenv import dotenv_values
+
+from service.config import ConfigError
+from service.config.settings import read_settings_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / ".demo"
@@ -38,7 +40,12 @@ def settings_file(environ: Mapping[str, str]) -> Path:
 
 
 def read_file(path: Path) -> dict[str, str]:
-    return {k: v for k, v in dotenv_values(path).items() if v} if path.is_file() else {}
+    """The file's non-empty settings, read as the service reads them; an unreadable file stops here, as it would."""
+    try:
+        return {name: value for name, value in read_settings_file(path).items() if value}
+    except ConfigError as error:
+        sys.stderr.write(f"make run: configuration error: {error}\n")
+        raise SystemExit(2) from None
 
 
 def choose_mode(environ: Mapping[str, str], path: Path) -> tuple[bool, str]:

@@ -148,6 +148,44 @@ def test_a_malformed_connection_setting_ends_with_one_line_naming_it(configured,
         assert "PASSWORD" not in result.stderr and result.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("PROFILE_KEYS_FILE", "no such file, or in a folder this process may not search"),
+        ("PROFILE_KEYS_FILE", "this process may not read the file"),
+        ("DATA_DIR", "cannot create or write the folder there"),
+    ],
+)
+def test_a_path_this_process_may_not_reach_is_refused_with_one_line(configured, tmp_path, name, problem):
+    """A parent folder without search permission made stat() fail with EACCES, and that ended in a traceback."""
+    from tests.test_env_file import without_root_privileges
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "profiles.json").write_text('{"alice": "key-1234567"}')
+    path = locked / ("data" if name == "DATA_DIR" else "profiles.json")
+    if problem.startswith("this process may not read"):
+        path.chmod(0o000)
+    else:
+        locked.chmod(0o000)
+    env = {**configured, name: str(path), "PATH": "/usr/bin:/bin"}
+    if name == "DATA_DIR":
+        del env["DATABASE_URL"]
+    try:
+        result = subprocess.run(
+            [*without_root_privileges(), str(BIN / "flask"), "--app", "service", "check-config", "--offline"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        locked.chmod(0o700)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"configuration error: {name}: {problem}\n"
+
+
 def test_check_config_offline_checks_only_the_settings(configured, tmp_path):
     from tests.support.processes import free_port
 

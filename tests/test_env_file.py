@@ -82,6 +82,37 @@ def test_an_empty_variable_in_the_environment_lets_the_dotenv_fill_it_in(minimal
     assert result.stdout.startswith("/connect/alice?")
 
 
+def without_root_privileges() -> list[str]:
+    """A command prefix under which root honours file modes as any other user does (the suite runs as root in CI)."""
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
+
+
+def test_an_unreadable_settings_file_stops_every_entry_point_with_one_line(minimal, tmp_path):
+    """A `.env` mounted with mode 0600 for another user (the image runs as uid 10001) used to end in a traceback."""
+    env_file = _write_env(tmp_path / "settings.env", minimal)
+    env_file.chmod(0o000)
+    gunicorn = [str(BIN / "gunicorn"), "-c", "config/gunicorn.conf.py", "--bind", f"127.0.0.1:{free_port()}"]
+    entry_points = {
+        "flask": [str(BIN / "flask"), "--app", "service", "check-config", "--offline"],
+        "gunicorn": [*gunicorn, "service:create_app()"],
+        "make run": [sys.executable, "scripts/run_local.py"],
+    }
+    for name, command in entry_points.items():
+        result = subprocess.run(
+            [*without_root_privileges(), *command],
+            cwd=PROJECT_ROOT,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "ENV_FILE": str(env_file)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, (name, result.stderr)
+        assert result.stderr.endswith(
+            "configuration error: ENV_FILE: cannot read the settings file (PermissionError)\n"
+        )
+        assert result.stderr.count("\n") == 1 and result.stdout == "", (name, result.stderr)
+
+
 def test_gunicorn_takes_the_gevent_worker_class_from_the_settings_file_before_anything_imports_ssl(
     settings_env, tmp_path
 ):

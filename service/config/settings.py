@@ -166,9 +166,13 @@ def settings_file(environ: Mapping[str, str] | None = None) -> Path:
 
 def read_settings_file(path: Path) -> dict[str, str]:
     """The file's settings as python-dotenv parses them (what docker compose's `env_file` also accepts)."""
-    if not path.is_file():
-        return {}
-    return {name: value for name, value in dotenv_values(path).items() if value is not None}
+    try:
+        if not path.is_file():
+            return {}
+        values = dotenv_values(path)
+    except OSError as error:  # unreadable, or behind a folder this process may not search
+        raise ConfigError(f"ENV_FILE: cannot read the settings file ({type(error).__name__})") from None
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def process_environment() -> dict[str, str]:
@@ -323,5 +327,11 @@ def _check_data_encryption_key(data: dict) -> None:
 
 def _check_profile_keys_file(path: str) -> None:
     # Loaded for real by the profile directory; checked here so a typo stops the start with the setting's name.
-    if not Path(path).is_file():
-        raise ConfigError("PROFILE_KEYS_FILE: no such file")
+    try:
+        found = Path(path).is_file()
+    except OSError:  # a folder on the way this process may not search
+        found = False
+    if not found:
+        raise ConfigError("PROFILE_KEYS_FILE: no such file, or in a folder this process may not search")
+    if not os.access(path, os.R_OK):
+        raise ConfigError("PROFILE_KEYS_FILE: this process may not read the file")
