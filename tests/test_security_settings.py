@@ -99,6 +99,7 @@ WEAKENING = [
     ({**JWT_OK, "JWT_LEEWAY_SECONDS": "120"}, "JWT_LEEWAY_SECONDS"),
     ({"REDIS_URL": "redis://cache.internal.example:6379/0"}, "without TLS"),
     ({"DEMO_MODE": "1"}, "DEMO_MODE"),
+    ({"GUNICORN_WORKER_CLASS": "sync"}, "GUNICORN_WORKER_CLASS=sync"),
 ]
 
 

@@ -170,6 +170,11 @@ def weakened_settings(settings) -> list[str]:
         warnings.append("RATE_LIMIT_ENABLED is off: nothing stops a caller from spending the Ayrshare quota.")
     if redis_is_remote(settings.redis_url) and not settings.redis_url.startswith("rediss://"):
         warnings.append("REDIS_URL points at another host without TLS (redis://): use rediss:// where possible.")
+    if settings.worker_class == "sync":
+        warnings.append(
+            "GUNICORN_WORKER_CLASS=sync: each worker serves one request at a time, so one slow client or Ayrshare "
+            "call holds it. Only behind a buffering proxy, with enough workers."
+        )
     if settings.demo:
         warnings.append("DEMO_MODE is on: demo pages and defaults are enabled. Never in production.")
     return warnings
