@@ -57,7 +57,8 @@ def choose_mode(environ: Mapping[str, str], path: Path) -> tuple[bool, str]:
     if in_file:
         return False, f"{in_file[0]} is set in {path}"
     if not path.is_file():
-        return True, f"no {path}, and no AYRSHARE_API_KEY or AYRSHARE_DOMAIN in the environment"
+        what = f"{path} is not a settings file" if path.exists() else f"no {path}"  # ENV_FILE=/dev/null, say
+        return True, f"{what}, and no AYRSHARE_API_KEY or AYRSHARE_DOMAIN in the environment"
     return True, f"neither {path} nor the environment sets AYRSHARE_API_KEY or AYRSHARE_DOMAIN; {path} is not used"
 
 

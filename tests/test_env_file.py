@@ -196,5 +196,7 @@ def test_make_run_explains_why_it_runs_the_demo(tmp_path):
     assert demo and why == (
         f"neither {untouched} nor the environment sets AYRSHARE_API_KEY or AYRSHARE_DOMAIN; {untouched} is not used"
     )
+    demo, why = run_local.choose_mode({}, Path("/dev/null"))  # docs/development.md: the demo beside a real .env
+    assert demo and why.startswith("/dev/null is not a settings file, and no AYRSHARE_API_KEY")
     demo, why = run_local.choose_mode({"AYRSHARE_API_KEY_FILE": "/run/secrets/key"}, missing)
     assert not demo and why == "AYRSHARE_API_KEY_FILE is set in the environment"
