@@ -158,7 +158,7 @@ def test_a_malformed_connection_setting_ends_with_one_line_naming_it(configured,
 )
 def test_a_path_this_process_may_not_reach_is_refused_with_one_line(configured, tmp_path, name, problem):
     """A parent folder without search permission made stat() fail with EACCES, and that ended in a traceback."""
-    from tests.test_env_file import without_root_privileges
+    from tests.support.processes import without_root_privileges
 
     locked = tmp_path / "locked"
     locked.mkdir()

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.conftest import API_KEY, DATA_KEY, SIGNING_SECRET
-from tests.support.processes import PROJECT_ROOT, ServiceProcess, free_port, wait_until
+from tests.support.processes import PROJECT_ROOT, ServiceProcess, free_port, wait_until, without_root_privileges
 
 BIN = Path(sys.executable).parent
 
@@ -80,11 +80,6 @@ def test_an_empty_variable_in_the_environment_lets_the_dotenv_fill_it_in(minimal
     result = _flask(["sign-url", "alice"], tmp_path, {"AYRSHARE_API_KEY": "", "CONNECT_SIGNING_SECRET": ""})
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("/connect/alice?")
-
-
-def without_root_privileges() -> list[str]:
-    """A command prefix under which root honours file modes as any other user does (the suite runs as root in CI)."""
-    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
 
 
 def test_an_unreadable_settings_file_stops_every_entry_point_with_one_line(minimal, tmp_path):
