@@ -11,12 +11,16 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
+from service import create_app
 from service.auth import signed_path
 from service.crypto import FernetCodec, derived_cache_key
 from tests.conftest import API_KEY, SIGNING_SECRET
 from tests.support.processes import RedisServer, ServiceProcess, free_port, wait_until
+
+JSON = {"Accept": "application/json"}
 
 
 def get(url: str, timeout: float = 15) -> requests.Response:
@@ -151,6 +155,36 @@ def test_redis_sentinel_url_follows_the_master(start_service, emulator, tmp_path
         sentinel.terminate()
         sentinel.wait(5)
         master.stop()
+
+
+def _refuse_writes(server: RedisServer, how: str) -> None:
+    """Redis keeps answering reads but refuses every write: out of memory, or demoted to a replica (of a master that
+    is not there, so it keeps its data)."""
+    client = server.client()
+    if how == "oom":
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", "1")  # OutOfMemoryError on every write from now on
+    else:
+        client.replicaof("127.0.0.1", free_port())  # ReadOnlyError on every write
+
+
+@pytest.mark.parametrize("how", ["oom", "readonly"])
+def test_redis_refusing_writes_still_serves_cached_links(settings_env, emulator, how):
+    # A refused write answers at once: unlike a timeout it is no reason to stop reading the links Redis still holds.
+    redis_server = RedisServer().start()
+    try:
+        client = create_app({**settings_env, "REDIS_URL": redis_server.url}).test_client()
+        path = signed_path("alice", SIGNING_SECRET)
+        assert client.get(path, headers=JSON).json["cached"] is False
+        _refuse_writes(redis_server, how)
+        calls = emulator.calls()
+        bob = client.get(signed_path("bob", SIGNING_SECRET), headers=JSON)  # a miss: its lock is refused
+        assert bob.status_code == 200 and bob.json["cached"] is False
+        alice = [client.get(path, headers=JSON) for _ in range(3)]
+        assert [(r.status_code, r.json["cached"]) for r in alice] == [(200, True)] * 3
+        assert emulator.calls() == calls + 1  # bob's call only: alice's link came from Redis each time
+    finally:
+        redis_server.stop()
 
 
 # -- single-flight under crashes and scale-out ----------------------------------------------------------------------

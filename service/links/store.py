@@ -3,8 +3,9 @@
 Both keep a link record under its cache key with a TTL, a short-lived failure marker beside it, a fetch lock per key
 (on Redis, SET NX PX with an owner token, freed by a compare-and-delete script), and per user the index of links
 handed out (so they can be dropped and revoked) with tombstones for revoked sessions. Any Redis error raises
-`StoreUnavailable`, after which the store is skipped for `retry_interval` seconds (but for a lock holder's writes),
-so a dead or paused Redis costs one timeout per interval instead of one per request.
+`StoreUnavailable`; an unreachable or silent Redis is then skipped for `retry_interval` seconds (but for a lock
+holder's writes), so it costs one timeout per interval instead of one per request. A Redis that refuses writes (out
+of memory, read-only) is not skipped: its reads still serve the links it holds.
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ class RedisLinkStore:
         self.retry_interval = retry_interval
         self.on_rejected = on_rejected  # hears every value that failed to decode (forged, or from another key)
         self._down_until = 0.0
+        self._failed_at = 0.0  # the last failure: one warning per outage, not one per call
         # redis-py's Script: run by its SHA, loaded again by itself if Redis lost its scripts (a restart).
         self.release_if_ours = client.register_script(_RELEASE_IF_OURS)
 
@@ -253,9 +255,14 @@ class RedisLinkStore:
         try:
             return func(*args, **kwargs)
         except REDIS_FAILURES as error:
-            if self._down_until == 0.0 or time.monotonic() - self._down_until > 5:
+            now = time.monotonic()
+            if self._failed_at == 0.0 or now - self._failed_at > self.retry_interval + 5:
                 log.warning("redis unavailable; serving without cache", extra={"error_type": type(error).__name__})
-            self._down_until = time.monotonic() + self.retry_interval
+            self._failed_at = now
+            # A refusal (out of memory, read-only replica) answered at once and reads still work: only a Redis that
+            # is gone or silent, which costs a timeout per call, is skipped for the interval.
+            if not isinstance(error, redis.ResponseError):
+                self._down_until = now + self.retry_interval
             raise StoreUnavailable() from None
 
 
