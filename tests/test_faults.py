@@ -19,6 +19,7 @@ from service.auth import signed_path
 from service.crypto import FernetCodec, derived_cache_key
 from tests.conftest import API_KEY, SIGNING_SECRET
 from tests.support.processes import RedisServer, ServiceProcess, free_port, wait_until
+from tests.support.tcp_proxy import TcpProxy
 
 JSON = {"Accept": "application/json"}
 
@@ -185,6 +186,25 @@ def test_redis_refusing_writes_still_serves_cached_links(settings_env, emulator,
         assert emulator.calls() == calls + 1  # bob's call only: alice's link came from Redis each time
     finally:
         redis_server.stop()
+
+
+def test_caching_resumes_after_a_failover_behind_the_same_address(settings_env, emulator):
+    # A DNS name or a cloud endpoint moved to the new master; the old one, demoted, still holds our open connection.
+    old, new = RedisServer().start(), RedisServer().start()
+    proxy = TcpProxy("127.0.0.1", old.port)
+    try:
+        client = create_app({**settings_env, "REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}).test_client()
+        assert client.get(signed_path("alice", SIGNING_SECRET), headers=JSON).json["cached"] is False
+        old.client().replicaof("127.0.0.1", new.port)
+        proxy.target = ("127.0.0.1", new.port)  # new connections reach the new master
+        calls = emulator.calls()
+        bob = [client.get(signed_path("bob", SIGNING_SECRET), headers=JSON) for _ in range(3)]
+        assert [(r.status_code, r.json["cached"]) for r in bob] == [(200, False), (200, True), (200, True)]
+        assert emulator.calls() == calls + 1 and new.client().keys("connect:link:v1:*")
+    finally:
+        proxy.close()
+        old.stop()
+        new.stop()
 
 
 # -- single-flight under crashes and scale-out ----------------------------------------------------------------------

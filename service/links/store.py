@@ -23,7 +23,7 @@ from typing import Protocol
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
-from redis.exceptions import RedisClusterException
+from redis.exceptions import ReadOnlyError, RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -306,7 +306,10 @@ def redis_client_from_url(url: str, timeout: float):
     common = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": Retry(NoBackoff(), 1)}
     scheme = redis_scheme(url)
     if scheme not in ("redis+sentinel", "redis+cluster"):
-        return redis.Redis.from_url(url, health_check_interval=30, **common)
+        # READONLY: the node we are connected to was demoted. Close that connection and retry on a new one, which
+        # reaches whatever now answers at the address (a DNS name or endpoint moved to the new master); else the pool
+        # would keep talking to the replica forever. (Sentinel's own connections already do this.)
+        return redis.Redis.from_url(url, health_check_interval=30, retry_on_error=[ReadOnlyError], **common)
     nodes, password, master, db = redis_nodes(url)
     if scheme == "redis+cluster":
         startup_nodes = [ClusterNode(host, port) for host, port in nodes]
