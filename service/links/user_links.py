@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 
 class StoreDown(UpstreamUnavailable):
     code = "cache_unavailable"
-    message = "Redis is unreachable, so the user's links cannot be found or dropped. Try again shortly."
+    message = (
+        "Redis is unreachable or refuses writes, so the user's links cannot be found or dropped. Try again shortly."
+    )
 
 
 class NoLinkSession(ServiceError):
