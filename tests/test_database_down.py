@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import time
+import uuid
 
 import pytest
 from sqlalchemy import text
@@ -11,7 +15,7 @@ from sqlalchemy.engine import make_url
 from service import create_app
 from service.auth import signed_path
 from service.profiles import Database
-from tests.conftest import INTERNAL_TOKEN, SIGNING_SECRET
+from tests.conftest import INTERNAL_TOKEN, PROFILES, SIGNING_SECRET
 from tests.support.tcp_proxy import TcpProxy
 
 AUTH = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
@@ -108,3 +112,96 @@ def test_the_timeouts_keep_the_options_a_database_url_carries(postgres_url):
         assert connection.exec_driver_sql("SHOW search_path").scalar() == "custom,public"
         assert connection.exec_driver_sql("SHOW lock_timeout").scalar() == "2s"
     database.engine.dispose()
+
+
+WEBHOOK_SECRET = "ayrshare-webhook-secret-ro01"
+
+
+@pytest.fixture
+def own_database(postgres_server):
+    """A fresh, migrated database of the suite's own server, which a test may turn read-only (ALTER DATABASE)."""
+    if postgres_server is None:
+        pytest.skip("DATABASE_URL is used as is: turning it read-only needs the suite's own server")
+    name = f"test_ro_{uuid.uuid4().hex[:12]}"
+    url = postgres_server.create_database(name)
+    database = Database(url)
+    database.upgrade()
+    database.engine.dispose()
+
+    def read_only(on: bool, terminate: bool = True) -> None:
+        """As after a failover to a standby: writes refused; `terminate` ends the sessions so new ones see it."""
+        with postgres_server.connect() as admin:
+            setting = "SET default_transaction_read_only = on" if on else "RESET default_transaction_read_only"
+            admin.execute(f'ALTER DATABASE "{name}" {setting}')
+            if terminate:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (name,),
+                )
+
+    yield url, read_only
+    postgres_server.drop_database(name)
+
+
+def signed_webhook(body: bytes) -> dict:
+    digest = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-Authorization-Timestamp": str(int(time.time())), "X-Authorization-Content-SHA256": digest}
+
+
+def test_a_read_only_database_refuses_writes_with_503_and_loses_no_webhook(settings_env, emulator, own_database):
+    url, read_only = own_database
+    env = {**settings_env, "DATABASE_URL": url, "PROFILE_AUTO_CREATE": "true"}
+    client = create_app({**env, "AYRSHARE_WEBHOOK_SECRET": WEBHOOK_SECRET}).test_client()
+    created = client.post("/internal/v1/users/ro-known/profile", headers=AUTH)
+    assert created.status_code == 201, created.json
+    link = signed_path("ro-known", SIGNING_SECRET, 300)
+    assert client.get(link).status_code == 302
+    creates = emulator.profile_stats()["creates"]
+
+    read_only(True)
+    assert client.get(link).status_code == 302  # reads still work: known users keep connecting
+    assert client.get("/internal/v1/users", headers=AUTH).status_code == 200
+    for answer in [
+        client.get(signed_path("ro-new", SIGNING_SECRET, 300), headers=JSON),  # first connect: the claim is a write
+        client.put("/internal/v1/users/ro-put", json={"profileKey": PROFILES["alice"]}, headers=AUTH),
+        client.delete("/internal/v1/users/ro-known", headers=AUTH),
+    ]:
+        assert answer.status_code == 503 and answer.json["error"]["code"] == "database_unavailable", answer.json
+        assert answer.headers["Retry-After"].isdigit()
+    assert emulator.profile_stats()["creates"] == creates  # no claim, so no profile paid for
+    body = json.dumps({"action": "social", "type": "link", "platform": "linkedin", "refId": created.json["refId"]})
+    refused = client.post("/webhooks/ayrshare", data=body, headers=signed_webhook(body.encode()))
+    assert refused.status_code == 503  # not recorded, so not acknowledged: Ayrshare sends it again
+
+    read_only(False, terminate=False)  # the primary is back; the pool must not keep its read-only sessions
+    retried = client.post("/webhooks/ayrshare", data=body, headers=signed_webhook(body.encode()))
+    assert retried.status_code == 200 and retried.json["status"] == "accepted"
+    assert client.get(signed_path("ro-new", SIGNING_SECRET, 300)).status_code == 302
+
+
+def test_a_database_turned_read_only_while_ayrshare_creates_leaves_the_claim_for_an_operator(
+    settings_env, emulator, own_database, monkeypatch, capsys
+):
+    url, read_only = own_database
+    app = create_app({**settings_env, "DATABASE_URL": url, "PROFILE_AUTO_CREATE": "true"})
+    client = app.extensions["users"].provisioner.client
+    create_profile = client.create_profile
+
+    def failover_after_the_answer(*args, **kwargs):
+        created = create_profile(*args, **kwargs)  # the real call: Ayrshare has made the profile
+        read_only(True)
+        return created
+
+    monkeypatch.setattr(client, "create_profile", failover_after_the_answer)
+    capsys.readouterr()
+    answer = app.test_client().get(signed_path("ro-half", SIGNING_SECRET, 300), headers=JSON)
+    assert answer.status_code == 503 and answer.json["error"]["code"] == "database_unavailable", answer.json
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    [logged] = [line for line in lines if line["msg"].startswith("profile created at Ayrshare but")]
+    assert logged["user"] == "ro-half" and logged["ref_id"]  # what the operator looks for in the dashboard
+    assert not [line for line in lines if line["level"] == "error" and "exc" in line]  # no traceback: not a bug
+    read_only(False)
+    pending = app.extensions["users"].directory.pending()
+    assert [(record.user, record.state) for record in pending] == [("ro-half", "pending")]
+    assert emulator.profile_stats()["creates"] == 1

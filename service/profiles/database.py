@@ -19,6 +19,7 @@ from sqlalchemy.exc import (
     DBAPIError,
     IntegrityError,
     InterfaceError,
+    InternalError,
     OperationalError,
     ProgrammingError,
 )
@@ -41,6 +42,7 @@ LOCK_TIMEOUT_MS = 2000  # PostgreSQL: how long a statement waits for a lock (a m
 STATEMENT_TIMEOUT_MS = 5000  # PostgreSQL: the longest any of the directory's statements may run
 POOL_SIZE, POOL_OVERFLOW = 5, 10  # PostgreSQL connections per worker: kept open, and opened on demand beyond them
 POOL_TIMEOUT_SECONDS = 5  # how long a request waits for a free pooled connection
+READ_ONLY = "25006"  # PostgreSQL's read_only_sql_transaction: a standby after a failover, or a database set read-only
 
 
 class DatabaseDown(UpstreamUnavailable):
@@ -83,6 +85,7 @@ class Database:
                 connect_args={"connect_timeout": int(timeout)},
             )
             event.listen(self.engine, "connect", _postgres_limits)
+            event.listen(self.engine, "handle_error", _drop_read_only_sessions)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextlib.contextmanager
@@ -95,6 +98,12 @@ class Database:
             raise  # a constraint said no: the caller decides what that means
         except PoolTimeout:
             log.warning("database unavailable", extra={"error_type": "PoolTimeout"})  # every connection stuck in use
+            raise DatabaseDown() from None
+        except InternalError as error:
+            if not _is_read_only(error):
+                raise
+            # Reads still work but no write can be stored: an outage for writers (a webhook must not get a 2xx).
+            log.warning("database unavailable", extra={"error_type": "ReadOnlySqlTransaction"})
             raise DatabaseDown() from None
         except (OperationalError, InterfaceError, ProgrammingError) as error:
             if _is_missing_table(error):
@@ -157,11 +166,22 @@ def _postgres_limits(connection, record) -> None:
     connection.commit()
 
 
+def _drop_read_only_sessions(context) -> None:
+    # A session that was read-only stays so: treated as a disconnect, the pool's connections are replaced, and the next
+    # request connects afresh (to the new primary, or the database once it takes writes again).
+    if getattr(context.original_exception, "sqlstate", None) == READ_ONLY:
+        context.is_disconnect = True
+
+
 def _sqlite_pragmas(connection, record) -> None:
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _is_read_only(error: DBAPIError) -> bool:
+    return getattr(error.orig, "sqlstate", None) == READ_ONLY
 
 
 def _is_missing_table(error: DBAPIError) -> bool:
