@@ -92,6 +92,31 @@ def test_a_table_locked_by_someone_else_is_a_503_within_seconds_not_a_hang(postg
     assert app.test_client().get("/internal/v1/users", headers=AUTH).status_code == 200  # the lock gone: served
 
 
+def test_a_sqlite_file_locked_by_another_writer_is_a_503_within_seconds(settings_env, emulator, tmp_path):
+    """A write waits SQLITE_BUSY_TIMEOUT_SECONDS for another writer (a backup, an admin's shell), then answers 503 so
+    that Ayrshare, which waits 10 s for a webhook's answer, sends it again."""
+    from service.profiles.database import SQLITE_BUSY_TIMEOUT_SECONDS
+
+    path = tmp_path / "ayrshare-connect.db"
+    env = {**settings_env, "DATABASE_URL": f"sqlite:///{path}", "AYRSHARE_WEBHOOK_SECRET": WEBHOOK_SECRET}
+    Database(env["DATABASE_URL"]).upgrade()
+    client = create_app(env).test_client()
+    ref_id = client.post("/internal/v1/users/locked-user/profile", headers=AUTH).json["refId"]
+    body = json.dumps({"action": "social", "type": "link", "platform": "linkedin", "refId": ref_id})
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, held
+        started = time.monotonic()
+        refused = client.post("/webhooks/ayrshare", data=body, headers=signed_webhook(body.encode()))
+        waited = time.monotonic() - started
+    finally:
+        holder.close()
+    assert refused.status_code == 503 and refused.json["error"]["code"] == "database_unavailable", refused.json
+    assert SQLITE_BUSY_TIMEOUT_SECONDS <= waited < 9  # answered inside Ayrshare's 10 s
+    accepted = client.post("/webhooks/ayrshare", data=body, headers=signed_webhook(body.encode()))
+    assert accepted.status_code == 200 and accepted.json["status"] == "accepted"  # the lock gone: recorded
+
+
 def test_every_pooled_connection_in_use_is_a_503_not_a_500(postgres_app):
     from service.profiles.database import POOL_OVERFLOW, POOL_SIZE
 

@@ -44,6 +44,8 @@ LOCK_TIMEOUT_MS = 2000  # PostgreSQL: how long a statement waits for a lock (a m
 STATEMENT_TIMEOUT_MS = 5000  # PostgreSQL: the longest any of the directory's statements may run
 POOL_SIZE, POOL_OVERFLOW = 5, 10  # PostgreSQL connections per worker: kept open, and opened on demand beyond them
 POOL_TIMEOUT_SECONDS = 5  # how long a request waits for a free pooled connection
+# SQLite: how long a write waits for another writer. Well inside the 10 s Ayrshare allows a webhook to be answered.
+SQLITE_BUSY_TIMEOUT_SECONDS = 5
 READ_ONLY = "25006"  # PostgreSQL's read_only_sql_transaction: a standby after a failover, or a database set read-only
 
 
@@ -73,7 +75,7 @@ class Database:
             except OSError as error:  # what the start's check of the folder cannot foresee (/proc, a race)
                 raise ConfigError(f"DATABASE_URL: cannot create the SQLite file's folder ({error.strerror})") from None
             # busy_timeout: concurrent writers (gunicorn workers) wait for each other instead of failing at once.
-            self.engine = create_engine(url, connect_args={"timeout": 15})
+            self.engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
             event.listen(self.engine, "connect", _sqlite_pragmas)
             if parsed.database and parsed.database != ":memory:":
                 _watch_sqlite_file(self.engine, parsed.database)
