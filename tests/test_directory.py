@@ -112,6 +112,24 @@ def test_keys_rotate_by_putting_a_new_one_first(database):
     assert raised.value.code == "profile_key_unreadable" and KEY not in str(raised.value)
 
 
+def test_reencrypt_never_overwrites_a_key_attached_while_it_runs(database, monkeypatch):
+    """An operator attaching a new profile during the rotation (PUT /internal/v1/users/alice) keeps it: the rotation
+    only rewrites a key that is still the one it read."""
+    Directory(database, FernetCodec(DATA_KEY)).put("alice", KEY, "api")
+    keys = f"{Fernet.generate_key().decode()},{DATA_KEY}"
+    rotating = Directory(database, FernetCodec(keys))
+    rotate = rotating.codec.rotate
+
+    def attach_meanwhile(token: bytes) -> bytes:
+        monkeypatch.setattr(rotating.codec, "rotate", rotate)
+        Directory(database, FernetCodec(keys)).put("alice", "PK-ATTACHED-MEANWHILE", "api")  # another session
+        return rotate(token)
+
+    monkeypatch.setattr(rotating.codec, "rotate", attach_meanwhile)
+    assert rotating.reencrypt() == 0  # nothing left to rewrite: the attached key is under the new key already
+    assert rotating.profile_key("alice") == "PK-ATTACHED-MEANWHILE"
+
+
 def test_one_claim_per_user_and_the_holder_completes_it(directory):
     claim = directory.claim("dave", "dave", lease_seconds=30)
     with pytest.raises(ClaimHeld) as held:

@@ -227,12 +227,20 @@ class Directory:
         """Re-encrypt every stored key under DATA_ENCRYPTION_KEY's first key (the last step of a rotation)."""
         done = 0
         with self.database.begin() as session:
-            for row in session.scalars(select(UserRow).where(UserRow.profile_key_encrypted.is_not(None))):
+            stored = select(UserRow.user_id, UserRow.profile_key_encrypted).where(
+                UserRow.profile_key_encrypted.is_not(None)
+            )
+            for user, token in session.execute(stored).all():
                 try:
-                    row.profile_key_encrypted = self.codec.rotate(row.profile_key_encrypted.encode()).decode()
+                    rotated = self.codec.rotate(token.encode()).decode()
                 except ValueError:
                     raise KeyUnreadable() from None
-                done += 1
+                # Only the key read: one attached meanwhile was stored under the new key already, and must stay.
+                done += session.execute(
+                    update(UserRow)
+                    .where(UserRow.user_id == user, UserRow.profile_key_encrypted == token)
+                    .values(profile_key_encrypted=rotated)
+                ).rowcount
         return done
 
     def set_networks(self, user: str, networks: tuple[str, ...], checked_at: datetime) -> None:
