@@ -252,6 +252,27 @@ def test_a_redis_cluster_outage_is_served_like_a_redis_outage(cluster):
     assert link.source == "direct"  # fetched without the cache, not a 500
 
 
+def test_an_error_reply_other_than_a_refused_write_makes_the_store_skip_redis():
+    """Only out-of-memory and read-only refusals leave Redis in use; any other error reply (CLUSTERDOWN, which costs
+    the cluster client sleeps and retries; NOPERM here) is failing Redis, skipped for the retry interval."""
+    from tests.support.processes import RedisServer
+
+    server = RedisServer().start()
+    try:
+        admin = server.client()
+        admin.acl_setuser("service", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-get"])
+        store = RedisLinkStore.from_url(f"redis://service:pw@127.0.0.1:{server.port}/0", timeout=1.0)
+        store.retry_interval = 60
+        with pytest.raises(StoreUnavailable):
+            store.read("k")  # NOPERM
+        admin.acl_setuser("service", commands=["+get"])
+        assert store.client.set("k", b"not a record")  # would be read (and refused as forged) if Redis were asked
+        with pytest.raises(StoreUnavailable):
+            store.read("k")  # skipped, not asked
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize(
     "fields",
     [

@@ -23,7 +23,7 @@ from typing import Protocol
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
-from redis.exceptions import ReadOnlyError, RedisClusterException
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -34,6 +34,7 @@ from ..upstream import Link, LinkOptions
 log = logging.getLogger(__name__)
 # What a failing Redis raises: the cluster client's "no node reachable" is not a RedisError.
 REDIS_FAILURES = (redis.RedisError, RedisClusterException)
+WRITES_REFUSED = (OutOfMemoryError, ReadOnlyError)  # Redis answers, and its reads still work
 
 KEY_PREFIX = "connect:link:v1:"
 USER_PREFIX = "connect:user:v1:"
@@ -259,9 +260,9 @@ class RedisLinkStore:
             if self._failed_at == 0.0 or now - self._failed_at > self.retry_interval + 5:
                 log.warning("redis unavailable; serving without cache", extra={"error_type": type(error).__name__})
             self._failed_at = now
-            # A refusal (out of memory, read-only replica) answered at once and reads still work: only a Redis that
-            # is gone or silent, which costs a timeout per call, is skipped for the interval.
-            if not isinstance(error, redis.ResponseError):
+            # A refused write (out of memory, read-only replica) is answered at once and reads still work: only a Redis
+            # that is gone, silent or failing (a timeout, CLUSTERDOWN) is skipped for the interval.
+            if not isinstance(error, WRITES_REFUSED):
                 self._down_until = now + self.retry_interval
             raise StoreUnavailable() from None
 
