@@ -201,6 +201,7 @@ def test_caching_resumes_after_a_failover_behind_the_same_address(settings_env, 
         bob = [client.get(signed_path("bob", SIGNING_SECRET), headers=JSON) for _ in range(3)]
         assert [(r.status_code, r.json["cached"]) for r in bob] == [(200, False), (200, True), (200, True)]
         assert emulator.calls() == calls + 1 and new.client().keys("connect:link:v1:*")
+        assert new.client().keys("LIMITS:*")  # the upstream budgets are counted there too, not in process memory
     finally:
         proxy.close()
         old.stop()

@@ -19,8 +19,10 @@ from flask import Flask, request
 from limits import RateLimitItem, parse_many
 from limits.storage import Storage, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
+from redis.exceptions import ReadOnlyError
 
 from ..config import Settings
+from ..config.connections import redis_scheme
 from ..errors import RateLimited, UpstreamUnavailable
 
 KEY_PREFIX = "connect:ratelimit"
@@ -109,9 +111,12 @@ def shared_storage(settings: Settings) -> Storage | None:
     if not settings.redis_url:
         return None
     uri = "redis+" + settings.redis_url if settings.redis_url.startswith("unix://") else settings.redis_url
-    return storage_from_string(
-        uri, socket_timeout=settings.redis_timeout, socket_connect_timeout=settings.redis_timeout
-    )
+    options = {"socket_timeout": settings.redis_timeout, "socket_connect_timeout": settings.redis_timeout}
+    if redis_scheme(settings.redis_url) not in ("redis+sentinel", "redis+cluster"):
+        # As the link cache's client: after a failover behind the same address, reconnect instead of counting
+        # in each process's memory (limits passes these options to redis.from_url).
+        options["retry_on_error"] = [ReadOnlyError]
+    return storage_from_string(uri, **options)
 
 
 def user_budgets(
