@@ -5,11 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import sqlite3
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -233,46 +231,3 @@ def test_a_database_turned_read_only_while_ayrshare_creates_leaves_the_claim_for
     pending = app.extensions["users"].directory.pending()
     assert [(record.user, record.state) for record in pending] == [("ro-half", "pending")]
     assert emulator.profile_stats()["creates"] == 1
-
-
-def remove(path, *suffixes: str) -> None:
-    for suffix in suffixes:
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-
-
-def events_in_file(path) -> int:
-    """What a fresh process (a restarted worker, a backup) finds in the SQLite file at `path` now."""
-    connection = sqlite3.connect(path)
-    try:
-        return connection.execute("SELECT count(*) FROM webhook_events").fetchone()[0]
-    finally:
-        connection.close()
-
-
-def test_a_sqlite_file_replaced_or_deleted_under_the_service_takes_no_write_it_would_lose(
-    settings_env, emulator, tmp_path
-):
-    path = tmp_path / "ayrshare-connect.db"
-    env = {**settings_env, "DATABASE_URL": f"sqlite:///{path}", "AYRSHARE_WEBHOOK_SECRET": WEBHOOK_SECRET}
-    Database(env["DATABASE_URL"]).upgrade()
-    client = create_app(env).test_client()
-    created = client.post("/internal/v1/users/lite-user/profile", headers=AUTH)
-    assert created.status_code == 201, created.json
-    body = json.dumps({"action": "social", "type": "link", "platform": "linkedin", "refId": created.json["refId"]})
-
-    # Restored from a backup while the service runs: the old file's WAL goes, a copy is moved over the file.
-    copy = tmp_path / "restored.db"
-    with sqlite3.connect(path) as source, sqlite3.connect(copy) as target:
-        source.backup(target)
-    remove(path, "-wal", "-shm")
-    os.replace(copy, path)
-    answer = client.post("/webhooks/ayrshare", data=body, headers=signed_webhook(body.encode()))
-    assert answer.status_code == 200 and answer.json["status"] == "accepted"
-    assert events_in_file(path) == 1  # recorded in the file at the path, not in the one that was replaced
-
-    # Deleted: nothing the service acknowledges may go into a file no one can open again.
-    remove(path, "", "-wal", "-shm")
-    body = body.replace("linkedin", "facebook")
-    refused = client.post("/webhooks/ayrshare", data=body, headers=signed_webhook(body.encode()))
-    assert refused.status_code == 503, refused.json  # Ayrshare sends it again once the directory is back
-    assert client.get("/readyz").status_code == 503

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +17,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
-    DisconnectionError,
     IntegrityError,
     InterfaceError,
     InternalError,
@@ -77,8 +75,6 @@ class Database:
             # busy_timeout: concurrent writers (gunicorn workers) wait for each other instead of failing at once.
             self.engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
             event.listen(self.engine, "connect", _sqlite_pragmas)
-            if parsed.database and parsed.database != ":memory:":
-                _watch_sqlite_file(self.engine, parsed.database)
         else:
             if parsed.drivername == "postgresql":  # the driver we ship and pin
                 url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
@@ -184,29 +180,6 @@ def _sqlite_pragmas(connection, record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
-
-
-def _watch_sqlite_file(engine, path: str) -> None:
-    # A pooled connection keeps the file it opened even after that file was deleted or replaced (a restore): what it
-    # wrote then would be acknowledged and lost. Each checkout checks the path still names that file; else the pool
-    # opens the path again (a deleted directory then answers 503 database_not_migrated, as a new empty file).
-    def opened(connection, record) -> None:
-        record.info["sqlite_file"] = _file_identity(path)
-
-    def checkout(connection, record, proxy) -> None:
-        if record.info.get("sqlite_file") != _file_identity(path):
-            raise DisconnectionError("the SQLite file was deleted or replaced")
-
-    event.listen(engine, "connect", opened)
-    event.listen(engine, "checkout", checkout)
-
-
-def _file_identity(path: str) -> tuple[int, int] | None:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return stat.st_dev, stat.st_ino
 
 
 def _is_read_only(error: DBAPIError) -> bool:
