@@ -194,7 +194,7 @@ def test_a_read_only_database_refuses_writes_with_503_and_loses_no_webhook(setti
         client.delete("/internal/v1/users/ro-known", headers=AUTH),
     ]:
         assert answer.status_code == 503 and answer.json["error"]["code"] == "database_unavailable", answer.json
-        assert answer.headers["Retry-After"].isdigit()
+        assert "refuses writes" in answer.json["error"]["message"] and answer.headers["Retry-After"].isdigit()
     assert emulator.profile_stats()["creates"] == creates  # no claim, so no profile paid for
     body = json.dumps({"action": "social", "type": "link", "platform": "linkedin", "refId": created.json["refId"]})
     refused = client.post("/webhooks/ayrshare", data=body, headers=signed_webhook(body.encode()))

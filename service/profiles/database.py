@@ -52,6 +52,10 @@ class DatabaseDown(UpstreamUnavailable):
     message = "The user directory's database is unreachable. Try again shortly."
 
 
+class DatabaseReadOnly(DatabaseDown):
+    message = "The user directory's database refuses writes (read-only, as after a failover). Try again shortly."
+
+
 class NotMigrated(UpstreamUnavailable):
     code = "database_not_migrated"
     message = "The user directory's database is not migrated: run `flask --app service db upgrade`."
@@ -106,7 +110,7 @@ class Database:
                 raise
             # Reads still work but no write can be stored: an outage for writers (a webhook must not get a 2xx).
             log.warning("database unavailable", extra={"error_type": "ReadOnlySqlTransaction"})
-            raise DatabaseDown() from None
+            raise DatabaseReadOnly() from None
         except (OperationalError, InterfaceError, ProgrammingError) as error:
             if _is_missing_table(error):
                 raise NotMigrated() from None
