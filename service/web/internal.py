@@ -174,7 +174,7 @@ def deliveries() -> Response:
             "after": ("bad_after", "'after' must be the id of a delivery."),
         },
     )
-    found = _outbox().list(args.get("state"), args.get("limit", 100), args.get("after"))
+    found = _outbox().list(args.get("state"), args.get("limit", DEFAULT_PAGE), args.get("after"))
     return jsonify(DeliveriesSchema().dump({"deliveries": [delivery.as_json() for delivery in found]}))
 
 
