@@ -4,6 +4,7 @@ Every value comes from the service's own validated settings (GUNICORN_*, BIND, .
 a bad setting stops the start with one line naming it. Command-line flags override this file.
 """
 
+import contextlib
 import os
 import sys
 
@@ -13,10 +14,10 @@ from dotenv import dotenv_values
 # choice is read first, from the process environment or else the settings file as load_settings reads them
 # (python-dotenv imports neither), and validated below like every other setting.
 _env_file = os.environ.get("ENV_FILE") or ".env"
-_readable = os.path.isfile(_env_file) and os.access(_env_file, os.R_OK)  # else load_settings says what is wrong
-_early = os.environ.get("GUNICORN_WORKER_CLASS") or (
-    dotenv_values(_env_file).get("GUNICORN_WORKER_CLASS") if _readable else None
-)
+_early = os.environ.get("GUNICORN_WORKER_CLASS")
+# A file that cannot be read here is left to load_settings, below, which stops the start with one line.
+with contextlib.suppress(OSError, UnicodeDecodeError):
+    _early = _early or (dotenv_values(_env_file).get("GUNICORN_WORKER_CLASS") if os.path.isfile(_env_file) else None)
 if _early == "gevent":
     from gevent import monkey
 

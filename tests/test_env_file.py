@@ -82,10 +82,15 @@ def test_an_empty_variable_in_the_environment_lets_the_dotenv_fill_it_in(minimal
     assert result.stdout.startswith("/connect/alice?")
 
 
-def test_an_unreadable_settings_file_stops_every_entry_point_with_one_line(minimal, tmp_path):
-    """A `.env` mounted with mode 0600 for another user (the image runs as uid 10001) used to end in a traceback."""
+@pytest.mark.parametrize("problem", ["PermissionError", "UnicodeDecodeError"])
+def test_an_unreadable_settings_file_stops_every_entry_point_with_one_line(minimal, tmp_path, problem):
+    """A `.env` mounted with mode 0600 for another user (the image runs as uid 10001), or saved in Latin-1, used to
+    end in a traceback."""
     env_file = _write_env(tmp_path / "settings.env", minimal)
-    env_file.chmod(0o000)
+    if problem == "PermissionError":
+        env_file.chmod(0o000)
+    else:
+        env_file.write_bytes(env_file.read_bytes() + b"AYRSHARE_DOMAIN=Caf\xe9\n")
     gunicorn = [str(BIN / "gunicorn"), "-c", "config/gunicorn.conf.py", "--bind", f"127.0.0.1:{free_port()}"]
     entry_points = {
         "flask": [str(BIN / "flask"), "--app", "service", "check-config", "--offline"],
@@ -102,9 +107,7 @@ def test_an_unreadable_settings_file_stops_every_entry_point_with_one_line(minim
             timeout=60,
         )
         assert result.returncode == 2, (name, result.stderr)
-        assert result.stderr.endswith(
-            "configuration error: ENV_FILE: cannot read the settings file (PermissionError)\n"
-        )
+        assert result.stderr.endswith(f"configuration error: ENV_FILE: cannot read the settings file ({problem})\n")
         assert result.stderr.count("\n") == 1 and result.stdout == "", (name, result.stderr)
 
 

@@ -170,7 +170,7 @@ def read_settings_file(path: Path) -> dict[str, str]:
         if not path.is_file():
             return {}
         values = dotenv_values(path)
-    except OSError as error:  # unreadable, or behind a folder this process may not search
+    except (OSError, UnicodeDecodeError) as error:  # unreadable, behind a folder it may not search, or not UTF-8
         raise ConfigError(f"ENV_FILE: cannot read the settings file ({type(error).__name__})") from None
     return {name: value for name, value in values.items() if value is not None}
 
