@@ -231,3 +231,31 @@ def test_a_database_turned_read_only_while_ayrshare_creates_leaves_the_claim_for
     pending = app.extensions["users"].directory.pending()
     assert [(record.user, record.state) for record in pending] == [("ro-half", "pending")]
     assert emulator.profile_stats()["creates"] == 1
+
+
+def test_a_stored_key_whose_commit_answer_was_lost_is_not_reported_as_lost(
+    settings_env, emulator, database_url, monkeypatch, capsys
+):
+    """The commit storing a new profile's key went through but its answer did not come back: the retry finds the key
+    stored, so there is no false "created at Ayrshare but not stored" alarm and no claim left for an operator."""
+    from service.profiles import DatabaseDown
+
+    migrated = Database(database_url)
+    migrated.upgrade()
+    migrated.engine.dispose()
+    app = create_app({**settings_env, "DATABASE_URL": database_url, "PROFILE_AUTO_CREATE": "true"})
+    directory = app.extensions["users"].provisioner.directory
+    complete = directory.complete
+
+    def answer_lost(*args, **kwargs):
+        monkeypatch.setattr(directory, "complete", complete)
+        complete(*args, **kwargs)  # committed...
+        raise DatabaseDown()  # ...and the connection dropped before the answer
+
+    monkeypatch.setattr(directory, "complete", answer_lost)
+    capsys.readouterr()
+    answer = app.test_client().get(signed_path("lost-answer", SIGNING_SECRET, 300), headers=JSON)
+    assert answer.status_code == 200, answer.json
+    assert "not stored" not in capsys.readouterr().out
+    assert directory.get("lost-answer").state == "active" and directory.pending() == []
+    assert emulator.profile_stats()["creates"] == 1

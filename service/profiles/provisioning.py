@@ -145,7 +145,9 @@ class Provisioner:
                         claim.user, created.profile_key, source, created.ref_id, created.title, replace=False
                     )
                     break
-                except ClaimHeld:
+                except ClaimHeld as held:
+                    if held.record.state == "active" and held.record.profile_key == created.profile_key:
+                        break  # our own earlier attempt was stored; only its answer was lost
                     self._not_stored(claim, created)
             except DatabaseDown:
                 if attempt + 1 == STORE_ATTEMPTS:
