@@ -106,7 +106,7 @@ class Database:
             log.warning("database unavailable", extra={"error_type": "PoolTimeout"})  # every connection stuck in use
             raise DatabaseDown() from None
         except InternalError as error:
-            if not _is_read_only(error):
+            if not _is_read_only(error.orig):
                 raise
             # Reads still work but no write can be stored: an outage for writers (a webhook must not get a 2xx).
             log.warning("database unavailable", extra={"error_type": "ReadOnlySqlTransaction"})
@@ -175,7 +175,7 @@ def _postgres_limits(connection, record) -> None:
 def _drop_read_only_sessions(context) -> None:
     # A session that was read-only stays so: treated as a disconnect, the pool's connections are replaced, and the next
     # request connects afresh (to the new primary, or the database once it takes writes again).
-    if getattr(context.original_exception, "sqlstate", None) == READ_ONLY:
+    if _is_read_only(context.original_exception):
         context.is_disconnect = True
 
 
@@ -186,8 +186,8 @@ def _sqlite_pragmas(connection, record) -> None:
     cursor.close()
 
 
-def _is_read_only(error: DBAPIError) -> bool:
-    return getattr(error.orig, "sqlstate", None) == READ_ONLY
+def _is_read_only(driver_error: BaseException) -> bool:
+    return getattr(driver_error, "sqlstate", None) == READ_ONLY  # psycopg's errors carry the SQLSTATE
 
 
 def _is_missing_table(error: DBAPIError) -> bool:
