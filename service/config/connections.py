@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 # redis-py and SQLAlchemy are imported where used: gunicorn's master and every `flask` command load this module.
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 DATABASE_SCHEMES = ("sqlite://", "postgresql+psycopg://", "postgresql://")
-_NODE_SCHEMES = ("redis+sentinel", "redis+cluster")
+NODE_SCHEMES = ("redis+sentinel", "redis+cluster")  # list nodes; the others name one address
 
 
 class RedisNodes(NamedTuple):
@@ -50,7 +50,7 @@ def redis_url_problem(url: str) -> str | None:
     if scheme not in REDIS_SCHEMES:
         return f"must be a {', '.join(s + '://' for s in REDIS_SCHEMES)} URL"
     try:
-        if scheme in _NODE_SCHEMES:
+        if scheme in NODE_SCHEMES:
             redis_nodes(url)
         else:
             # redis-py's own reading, options included (an unknown one is a TypeError); nothing connects yet.
@@ -67,7 +67,7 @@ def redis_address(url: str) -> str:
     scheme, parts = redis_scheme(url), urlsplit(url)
     if scheme == "unix":
         return parts.path
-    if scheme in _NODE_SCHEMES:
+    if scheme in NODE_SCHEMES:
         return ",".join(f"{host}:{port}" for host, port in redis_nodes(url).nodes)
     return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
 

@@ -27,7 +27,7 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisClusterExcept
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from ..config.connections import redis_nodes, redis_scheme
+from ..config.connections import NODE_SCHEMES, redis_nodes, redis_scheme
 from ..errors import StoreUnavailable
 from ..upstream import Link, LinkOptions
 
@@ -306,7 +306,7 @@ def redis_client_from_url(url: str, timeout: float):
     # Short timeouts and one immediate retry: redis-py's default retries with backoff would hang requests for seconds.
     common = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": Retry(NoBackoff(), 1)}
     scheme = redis_scheme(url)
-    if scheme not in ("redis+sentinel", "redis+cluster"):
+    if scheme not in NODE_SCHEMES:
         # READONLY: the node we are connected to was demoted. Close that connection and retry on a new one, which
         # reaches whatever now answers at the address (a DNS name or endpoint moved to the new master); else the pool
         # would keep talking to the replica forever. (Sentinel's own connections already do this.)

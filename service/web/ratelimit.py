@@ -22,7 +22,7 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 from redis.exceptions import ReadOnlyError
 
 from ..config import Settings
-from ..config.connections import redis_scheme
+from ..config.connections import NODE_SCHEMES, redis_scheme
 from ..errors import RateLimited, UpstreamUnavailable
 
 KEY_PREFIX = "connect:ratelimit"
@@ -112,7 +112,7 @@ def shared_storage(settings: Settings) -> Storage | None:
         return None
     uri = "redis+" + settings.redis_url if settings.redis_url.startswith("unix://") else settings.redis_url
     options = {"socket_timeout": settings.redis_timeout, "socket_connect_timeout": settings.redis_timeout}
-    if redis_scheme(settings.redis_url) not in ("redis+sentinel", "redis+cluster"):
+    if redis_scheme(settings.redis_url) not in NODE_SCHEMES:
         # As the link cache's client: after a failover behind the same address, reconnect instead of counting
         # in each process's memory (limits passes these options to redis.from_url).
         options["retry_on_error"] = [ReadOnlyError]
