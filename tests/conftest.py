@@ -9,8 +9,11 @@ tests can prove none of them reaches a log line or a response body.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -35,6 +38,20 @@ SIGNING_SECRET = "SIGNING-SECRET-b8f3c1d9e0a24f6b9c7d5e3f1a2b4c6d"
 INTERNAL_TOKEN = "INTERNAL-TOKEN-SECRET-5f1e9d3c7b2a"
 DOMAIN = "ACME"
 PROFILES = {"alice": "PK-ALICE-0001", "bob": "PK-BOB-0002", "carol@example.com": "PK-CAROL-0003"}
+
+
+def ayrshare_webhook_headers(
+    body: bytes, secret: str, at: float | None = None, header: str = "X-Authorization-Content-SHA256"
+) -> dict[str, str]:
+    """Headers as Ayrshare signs a webhook delivery (see service/webhooks/signature.py): a timestamp and the body's
+    hex HMAC-SHA256 under `secret`."""
+    return {
+        "Content-Type": "application/json",
+        "X-Authorization-Timestamp": str(int(at if at is not None else time.time())),
+        header: hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
+    }
+
+
 PROFILES.update({f"user{i}": f"PK-USER-{i:04d}" for i in range(40)})
 
 

@@ -18,7 +18,7 @@ from service.auth import signed_path
 from service.profiles.directory import utcnow
 from service.webhooks import DeliveryWorker, Forwarder, Outbox
 from service.webhooks.models import WebhookEvent
-from tests.conftest import INTERNAL_TOKEN, SIGNING_SECRET
+from tests.conftest import INTERNAL_TOKEN, SIGNING_SECRET, ayrshare_webhook_headers
 from tests.support.webhook_receiver import WebhookReceiver
 
 AUTH = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
@@ -63,11 +63,7 @@ def social(kind: str = "link", platform: str = "linkedin", ref_id: str | None = 
 
 
 def signed_headers(body: bytes, secret: str = SECRET, at: float | None = None, header="X-Authorization-Content-SHA256"):
-    return {
-        "X-Authorization-Timestamp": str(int(at if at is not None else time.time())),
-        header: hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
-        "Content-Type": "application/json",
-    }
+    return ayrshare_webhook_headers(body, secret, at, header)
 
 
 def post(client, body: bytes, headers: dict):

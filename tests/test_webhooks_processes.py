@@ -10,8 +10,6 @@ outage of the forward target, two instances sharing one database delivering each
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import subprocess
@@ -23,7 +21,7 @@ import requests
 from standardwebhooks.webhooks import Webhook
 
 from service.auth import signed_path
-from tests.conftest import INTERNAL_TOKEN, SIGNING_SECRET
+from tests.conftest import INTERNAL_TOKEN, SIGNING_SECRET, ayrshare_webhook_headers
 from tests.support.emulator_proc import press
 from tests.support.processes import PROJECT_ROOT, free_port
 from tests.support.webhook_receiver import WebhookReceiver
@@ -62,20 +60,13 @@ def flask_cli(env: dict, *args: str, timeout: float = 60) -> subprocess.Complete
     )
 
 
-def ayrshare_headers(body: bytes, secret: str = SECRET) -> dict:
-    """Headers as Ayrshare signs a delivery (see service/webhooks/signature.py)."""
-    return {
-        "Content-Type": "application/json",
-        "X-Authorization-Timestamp": str(int(time.time())),
-        "X-Authorization-Content-SHA256": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
-    }
-
-
 def post_event(service, ref_id: str, kind: str = "link", platform: str = "linkedin", n: int = 0) -> dict:
     """POST a signed `social` event straight to an instance; `n` makes otherwise equal bodies distinct."""
     event = {"action": "social", "type": kind, "platform": platform, "refId": ref_id, "details": {"n": n}}
     body = json.dumps(event, separators=(",", ":")).encode()
-    answer = requests.post(service.url + "/webhooks/ayrshare", data=body, headers=ayrshare_headers(body), timeout=10)
+    answer = requests.post(
+        service.url + "/webhooks/ayrshare", data=body, headers=ayrshare_webhook_headers(body, SECRET), timeout=10
+    )
     assert answer.status_code == 200, answer.text
     return answer.json()
 
