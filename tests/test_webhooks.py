@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select
@@ -111,10 +112,10 @@ def test_a_signed_link_event_is_accepted_and_recorded_once(app, database):
         (lambda body, h: {**h, "X-Authorization-Content-SHA256": "0" * 64}, "bad signature"),
         (lambda body, h: {k: v for k, v in h.items() if "SHA256" not in k}, "missing signature"),
         (lambda body, h: {k: v for k, v in h.items() if "Timestamp" not in k}, "missing timestamp"),
-        (lambda body, h: signed_headers(body, at=time.time() - 301), "stale"),
+        (lambda body, h: signed_headers(body, at=time.time() - 360), "stale"),
         (lambda body, h: {**h, "X-Authorization-Timestamp": "nan"}, "not a number"),
         (lambda body, h: {**h, "X-Authorization-Timestamp": "inf"}, "infinite"),
-        (lambda body, h: signed_headers(body, at=time.time() + 301), "from the future"),
+        (lambda body, h: signed_headers(body, at=time.time() + 360), "from the future"),
         (lambda body, h: signed_headers(body, secret="someone-else-secret-01"), "another secret"),
         (lambda body, h: signed_headers(body + b" "), "another body"),
     ],
@@ -127,6 +128,22 @@ def test_a_bad_delivery_is_401_and_touches_nothing(app, database, mangle, reason
     assert events(database) == 0
     record = app.test_client().get("/internal/v1/users/dana", headers=AUTH).json
     assert record["linkedNetworks"] is None
+
+
+def test_events_in_the_same_millisecond_keep_their_order(app, database, monkeypatch):
+    from service.webhooks import receiver
+
+    # Ids are "evt_<ms><random>", so within one millisecond they sort by chance: here the first sorts last.
+    start = utcnow().replace(microsecond=0)
+    moments = iter(start + timedelta(microseconds=n) for n in range(1, 100))
+    randoms = iter(["ffffffffffff", "000000000000", "777777777777"])
+    monkeypatch.setattr(receiver, "utcnow", lambda: next(moments))
+    monkeypatch.setattr(receiver, "secrets", SimpleNamespace(token_hex=lambda n: next(randoms)))
+    client = app.test_client()
+    link, unlink = social(kind="link"), social(kind="unlink")
+    outcomes = [post(client, body, signed_headers(body)).json["status"] for body in (link, unlink, link)]
+    assert outcomes == ["accepted", "accepted", "accepted"]  # linked again, not a repeat of the first link
+    assert events(database) == 3
 
 
 def test_the_same_event_later_is_new_not_a_duplicate(app, database, monkeypatch):

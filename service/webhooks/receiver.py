@@ -91,14 +91,15 @@ class WebhookReceiver:
 
     def _record(self, body_sha256: str, kind: str, network: str, ref_id: str) -> Receipt:
         now = utcnow()
-        # Time-ordered ids: the deliveries list reads oldest first, and ids stay unguessable.
+        # Ids ordered by time to the millisecond: the deliveries list reads oldest first, and ids stay unguessable.
         event_id = f"evt_{int(now.timestamp() * 1000):012x}{secrets.token_hex(6)}"
         try:
             with self.database.begin() as session:
                 latest = session.execute(
                     select(WebhookEvent.id, WebhookEvent.body_sha256, WebhookEvent.received_at)
                     .where(WebhookEvent.ref_id == ref_id, WebhookEvent.network == network)
-                    .order_by(WebhookEvent.id.desc())
+                    # Not by id alone: two ids from the same millisecond sort by their random part.
+                    .order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc())
                     .limit(1)
                 ).first()
                 if (
