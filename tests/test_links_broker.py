@@ -98,7 +98,7 @@ def test_waiters_in_other_processes_get_the_holders_exact_error(store):
 
     def slow_failure(deadline):
         holder_started.set()
-        time.sleep(0.3)
+        time.sleep(1.0)  # long enough for the waiter to be waiting on a loaded machine
         raise UpstreamRefused("Ayrshare rejected the API key: check AYRSHARE_API_KEY.", code="bad_api_key")
 
     results = {}
