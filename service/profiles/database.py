@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS = str(Path(__file__).with_name("migrations"))
 # The migrations this code knows, oldest first, so a worker's health check needs no Alembic in memory;
 # tests/test_directory.py checks the list against Alembic's own history.
-REVISIONS = ("0001", "0002")
+REVISIONS = ("0001", "0002", "0003")
 LOCK_TIMEOUT_MS = 2000  # PostgreSQL: how long a statement waits for a lock (a migration, a stuck admin session)
 STATEMENT_TIMEOUT_MS = 5000  # PostgreSQL: the longest any of the directory's statements may run
 POOL_SIZE, POOL_OVERFLOW = 5, 10  # PostgreSQL connections per worker: kept open, and opened on demand beyond them

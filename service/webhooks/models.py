@@ -36,4 +36,8 @@ class WebhookEvent(Base):
     last_error: Mapped[str | None] = mapped_column(String(200))
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
-    __table_args__ = (Index("ix_webhook_events_due", "forward_state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_webhook_events_due", "forward_state", "next_attempt_at"),
+        # Each delivery's duplicate check reads its profile and network's latest event; the table is never pruned.
+        Index("ix_webhook_events_latest", "ref_id", "network", "received_at", "id"),
+    )

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import BadRequest, Unauthenticated
@@ -95,13 +95,7 @@ class WebhookReceiver:
         event_id = f"evt_{int(now.timestamp() * 1000):012x}{secrets.token_hex(6)}"
         try:
             with self.database.begin() as session:
-                latest = session.execute(
-                    select(WebhookEvent.id, WebhookEvent.body_sha256, WebhookEvent.received_at)
-                    .where(WebhookEvent.ref_id == ref_id, WebhookEvent.network == network)
-                    # Not by id alone: two ids from the same millisecond sort by their random part.
-                    .order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc())
-                    .limit(1)
-                ).first()
+                latest = session.execute(latest_event(ref_id, network)).first()
                 if (
                     latest is not None
                     and latest.body_sha256 == body_sha256
@@ -134,6 +128,17 @@ class WebhookReceiver:
         except IntegrityError:
             return Receipt("duplicate")
         return Receipt(outcome, event_id, found)
+
+
+def latest_event(ref_id: str, network: str) -> Select:
+    """The last event received for a profile and network (read through the index ix_webhook_events_latest)."""
+    return (
+        select(WebhookEvent.id, WebhookEvent.body_sha256, WebhookEvent.received_at)
+        .where(WebhookEvent.ref_id == ref_id, WebhookEvent.network == network)
+        # Not by id alone: two ids from the same millisecond sort by their random part.
+        .order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc())
+        .limit(1)
+    )
 
 
 def _apply(user: UserRow, kind: str, network: str, now) -> None:
