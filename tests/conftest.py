@@ -38,6 +38,7 @@ SIGNING_SECRET = "SIGNING-SECRET-b8f3c1d9e0a24f6b9c7d5e3f1a2b4c6d"
 INTERNAL_TOKEN = "INTERNAL-TOKEN-SECRET-5f1e9d3c7b2a"
 DOMAIN = "ACME"
 PROFILES = {"alice": "PK-ALICE-0001", "bob": "PK-BOB-0002", "carol@example.com": "PK-CAROL-0003"}
+PROFILES.update({f"user{i}": f"PK-USER-{i:04d}" for i in range(40)})
 
 
 def ayrshare_webhook_headers(
@@ -50,9 +51,6 @@ def ayrshare_webhook_headers(
         "X-Authorization-Timestamp": str(int(at if at is not None else time.time())),
         header: hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
     }
-
-
-PROFILES.update({f"user{i}": f"PK-USER-{i:04d}" for i in range(40)})
 
 
 @pytest.fixture(scope="session")

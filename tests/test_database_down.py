@@ -103,17 +103,13 @@ def test_a_sqlite_file_locked_by_another_writer_is_a_503_within_seconds(settings
     try:
         holder.execute("BEGIN IMMEDIATE")  # the write lock, held
         started = time.monotonic()
-        refused = client.post(
-            "/webhooks/ayrshare", data=body, headers=ayrshare_webhook_headers(body.encode(), WEBHOOK_SECRET)
-        )
+        refused = post_webhook(client, body)
         waited = time.monotonic() - started
     finally:
         holder.close()
     assert refused.status_code == 503 and refused.json["error"]["code"] == "database_unavailable", refused.json
     assert SQLITE_BUSY_TIMEOUT_SECONDS <= waited < 9  # answered inside Ayrshare's 10 s
-    accepted = client.post(
-        "/webhooks/ayrshare", data=body, headers=ayrshare_webhook_headers(body.encode(), WEBHOOK_SECRET)
-    )
+    accepted = post_webhook(client, body)
     assert accepted.status_code == 200 and accepted.json["status"] == "accepted"  # the lock gone: recorded
 
 
@@ -172,6 +168,10 @@ def own_database(postgres_server):
     postgres_server.drop_database(name)
 
 
+def post_webhook(client, body: str):
+    return client.post("/webhooks/ayrshare", data=body, headers=ayrshare_webhook_headers(body.encode(), WEBHOOK_SECRET))
+
+
 def test_a_read_only_database_refuses_writes_with_503_and_loses_no_webhook(settings_env, emulator, own_database):
     url, read_only = own_database
     env = {**settings_env, "DATABASE_URL": url, "PROFILE_AUTO_CREATE": "true"}
@@ -194,15 +194,11 @@ def test_a_read_only_database_refuses_writes_with_503_and_loses_no_webhook(setti
         assert "refuses writes" in answer.json["error"]["message"] and answer.headers["Retry-After"].isdigit()
     assert emulator.profile_stats()["creates"] == creates  # no claim, so no profile paid for
     body = json.dumps({"action": "social", "type": "link", "platform": "linkedin", "refId": created.json["refId"]})
-    refused = client.post(
-        "/webhooks/ayrshare", data=body, headers=ayrshare_webhook_headers(body.encode(), WEBHOOK_SECRET)
-    )
+    refused = post_webhook(client, body)
     assert refused.status_code == 503  # not recorded, so not acknowledged: Ayrshare sends it again
 
     read_only(False, terminate=False)  # the primary is back; the pool must not keep its read-only sessions
-    retried = client.post(
-        "/webhooks/ayrshare", data=body, headers=ayrshare_webhook_headers(body.encode(), WEBHOOK_SECRET)
-    )
+    retried = post_webhook(client, body)
     assert retried.status_code == 200 and retried.json["status"] == "accepted"
     assert client.get(signed_path("ro-new", SIGNING_SECRET, 300)).status_code == 302
 
